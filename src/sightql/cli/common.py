@@ -1,0 +1,63 @@
+"""Options and output shared by the commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+WarehouseOpt = Annotated[
+    Optional[Path],
+    typer.Option("--warehouse", "-w", help="Warehouse folder (default: $SIGHTQL_HOME or ~/.sightql/warehouse)."),
+]
+
+
+def open_session(warehouse: Path | None, **kwargs: Any):
+    import sightql
+
+    return sightql.connect(warehouse, **kwargs)
+
+
+def print_table(table: Any, fmt: str = "table") -> None:
+    """Render an Arrow table as a rich table, CSV or JSON lines."""
+    rows = table.to_pylist()
+    if fmt == "json":
+        for row in rows:
+            typer.echo(json.dumps(row, default=_jsonable))
+        return
+    if fmt == "csv":
+        import csv
+        import sys
+
+        writer = csv.writer(sys.stdout)
+        writer.writerow(table.column_names)
+        for row in rows:
+            writer.writerow([_cell(v) for v in row.values()])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Table(*table.column_names, show_lines=False)
+    for row in rows:
+        out.add_row(*[_cell(v) for v in row.values()])
+    Console().print(out)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return f"<{len(value):,} bytes>"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"<{len(value):,} bytes>"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=_jsonable)
+    return str(value)

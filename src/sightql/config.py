@@ -1,0 +1,68 @@
+"""Settings: defaults, overridden by ``SIGHTQL_*`` environment variables.
+
+| variable                    | meaning                                         | default            |
+|-----------------------------|-------------------------------------------------|--------------------|
+| SIGHTQL_HOME                | default warehouse folder                        | ~/.sightql/warehouse |
+| SIGHTQL_MAX_IMAGE_BYTES     | largest image file accepted                     | 50 MB              |
+| SIGHTQL_MAX_IMAGE_PIXELS    | largest width*height decoded (bomb guard)       | 89,478,485         |
+| SIGHTQL_BATCH_SIZE          | images per model call                           | 32                 |
+| SIGHTQL_DECODE_THREADS      | threads decoding images beside the model        | CPU count          |
+| SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit for one session             | 1GB                |
+| SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sightql.errors import ConfigError
+
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own bomb threshold
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to one, e.g. {default}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive; set it to e.g. {default}")
+    return value
+
+
+def default_home() -> Path:
+    """The warehouse used when ``connect()`` gets no path."""
+    raw = os.environ.get("SIGHTQL_HOME")
+    if raw:
+        return Path(raw).expanduser()
+    return Path.home() / ".sightql" / "warehouse"
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_image_bytes: int = 50 * 1024 * 1024
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    batch_size: int = 32
+    decode_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    memory_limit: str = "1GB"
+    device: str = "auto"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        base = cls()
+        device = os.environ.get("SIGHTQL_DEVICE", base.device)
+        if device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"SIGHTQL_DEVICE={device!r} is not valid; use auto, cpu or cuda")
+        return cls(
+            max_image_bytes=_int_env("SIGHTQL_MAX_IMAGE_BYTES", base.max_image_bytes),
+            max_image_pixels=_int_env("SIGHTQL_MAX_IMAGE_PIXELS", base.max_image_pixels),
+            batch_size=_int_env("SIGHTQL_BATCH_SIZE", base.batch_size),
+            decode_threads=_int_env("SIGHTQL_DECODE_THREADS", base.decode_threads),
+            memory_limit=os.environ.get("SIGHTQL_MEMORY_LIMIT", base.memory_limit),
+            device=device,
+        )

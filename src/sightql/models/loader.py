@@ -1,0 +1,45 @@
+"""Resolve a model reference to a loaded predictor, once per process."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sightql.errors import ModelNotFoundError
+from sightql.models.base import Predictor
+from sightql.models.builtin import BUILTIN_NAMES
+from sightql.models.device import resolve_device
+
+_lock = threading.Lock()
+_cache: dict[tuple[str, str, str], Predictor] = {}
+
+
+def load_builtin(name: str, models_dir: Path, device: str) -> Predictor:
+    from sightql.models import builtin
+
+    if name != "imagenet":
+        raise ModelNotFoundError(f"no built-in model {name!r}; built-in models are: {', '.join(BUILTIN_NAMES)}")
+    if device.startswith("cuda"):
+        from sightql.models.torch_runtime import TorchPredictor
+
+        return TorchPredictor(builtin.imagenet_torch_module(), builtin.imagenet_card(), device)
+    from sightql.models.onnx_runtime import OnnxPredictor
+
+    path, card = builtin.cached_imagenet_onnx(models_dir)
+    return OnnxPredictor(path, card)
+
+
+def load_predictor(ref: str, models_dir: Path, device: str = "auto") -> Predictor:
+    """Loaded once per (warehouse, reference, device) and kept for the life of the process."""
+    resolved = resolve_device(device)
+    key = (str(models_dir), ref, resolved)
+    with _lock:
+        predictor = _cache.get(key)
+        if predictor is None:
+            if ref not in BUILTIN_NAMES:
+                raise ModelNotFoundError(
+                    f"no model named {ref!r}; built-in models are: {', '.join(BUILTIN_NAMES)}"
+                )
+            predictor = load_builtin(ref, models_dir, resolved)
+            _cache[key] = predictor
+        return predictor

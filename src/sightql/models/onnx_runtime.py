@@ -1,0 +1,29 @@
+"""ONNX Runtime adapter: the CPU path for every image model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sightql.models.base import finish_output
+from sightql.models.card import ModelCard
+
+
+class OnnxPredictor:
+    device = "cpu"
+
+    def __init__(self, path: Path, card: ModelCard, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.card = card
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        (raw,) = self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[:1]
+        return finish_output(raw, self.card)

@@ -1,0 +1,172 @@
+"""``sightql.connect()`` and the Session: the one public entry point.
+
+A warehouse is a folder holding a DuckDB catalog (``warehouse.duckdb``), stage
+storage (``stages/``) and model artifacts (``models/``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from sightql.config import Settings, default_home
+from sightql.errors import ConfigError, SightQLError, WarehouseError
+from sightql.images.decode import ImageLimits
+from sightql.models.base import Predictor
+from sightql.sql.catalog import ensure_catalog
+from sightql.sql.loading import LoadReport, load_images
+from sightql.stages.catalog import StageCatalog
+from sightql.stages.stage import Stage
+
+OnError = Literal["null", "raise"]
+_DIRECTORY_CALL = re.compile(r"directory\s*\(\s*'@([A-Za-z_][A-Za-z0-9_\-]*)")
+DB_FILE = "warehouse.duckdb"
+
+
+def connect(
+    path: str | Path | None = None,
+    *,
+    read_only: bool = False,
+    on_error: OnError = "null",
+    device: str | None = None,
+    settings: Settings | None = None,
+) -> "Session":
+    """Open (creating if needed) the warehouse at ``path``, or at ``$SIGHTQL_HOME``.
+
+    ``on_error='null'`` gives a bad image's row NULL plus an error message;
+    ``on_error='raise'`` fails the query on the first bad image instead.
+    """
+    return Session(path, read_only=read_only, on_error=on_error, device=device, settings=settings)
+
+
+class Session:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        read_only: bool = False,
+        on_error: OnError = "null",
+        device: str | None = None,
+        settings: Settings | None = None,
+    ):
+        if on_error not in ("null", "raise"):
+            raise ConfigError(f"on_error={on_error!r} is not valid; use 'null' or 'raise'")
+        self.settings = settings or Settings.from_env()
+        self.home = Path(path).expanduser() if path is not None else default_home()
+        self.on_error: OnError = on_error
+        self.device = device or self.settings.device
+        self.limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels)
+        self.models_dir = self.home / "models"
+        if not read_only:
+            self.home.mkdir(parents=True, exist_ok=True)
+        elif not (self.home / DB_FILE).exists():
+            raise WarehouseError(f"no warehouse at {self.home}; create one with `sightql init {self.home}`")
+        self.con = _open_duckdb(self.home / DB_FILE, read_only, self.settings.memory_limit)
+        ensure_catalog(self.con, read_only)
+        self.stages = StageCatalog(self.con, self.home / "stages")
+        from sightql.sql.functions import register_functions
+
+        register_functions(self.con, self)
+
+    # ---- lifecycle -------------------------------------------------------------
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+            self.con = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Session({str(self.home)!r})"
+
+    # ---- SQL -------------------------------------------------------------------
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run SQL with bound parameters (``?`` or ``$name``); returns an Arrow table.
+
+        Call ``.to_pandas()`` on the result for a DataFrame. Stages named in
+        ``directory('@stage')`` are re-listed first, so the listing is current.
+        """
+        if "directory" in query:
+            named = _DIRECTORY_CALL.findall(query)
+            self.stages.refresh([n for n in named if n in self.stages.names()] if named else None)
+        try:
+            relation = self.con.sql(query, params=params)
+        except duckdb.Error as exc:
+            raise _clean_duckdb_error(exc) from None
+        if relation is None:  # a statement with no result (DDL, INSERT without RETURNING)
+            return pa.table({})
+        try:
+            return relation.to_arrow_table()
+        except duckdb.Error as exc:
+            raise _clean_duckdb_error(exc) from None
+
+    # ---- images ----------------------------------------------------------------
+    def load_images(self, table: str, source: str | Path) -> LoadReport:
+        """Load a file, folder (recursive), glob or ``'@stage/prefix'`` into ``table``.
+
+        Each file is checked; non-images and over-limit files are listed in the
+        report's ``skipped`` and loading goes on. Reloading a path replaces its row.
+        """
+        return load_images(self, table, str(source))
+
+    # ---- stages ----------------------------------------------------------------
+    def create_stage(self, name: str, url: str | None = None, *, exist_ok: bool = False) -> Stage:
+        """A local stage inside the warehouse, or one at an ``s3://bucket/prefix`` URL."""
+        return self.stages.create(name, url, exist_ok=exist_ok)
+
+    def stage(self, name: str) -> Stage:
+        return self.stages.get(name.lstrip("@"))
+
+    # ---- models ----------------------------------------------------------------
+    def predictor(self, ref: str) -> Predictor:
+        """The loaded model for ``ref``, loaded once per process."""
+        from sightql.models.loader import load_predictor
+
+        return load_predictor(ref, self.models_dir, self.device)
+
+    def classify(self, images: Sequence[bytes], model: str = "imagenet", k: int = 5) -> list[dict[str, Any]]:
+        """Top-``k`` labels for each image, through the same SQL function as queries use."""
+        table = pa.table({"i": list(range(len(images))), "image": pa.array(list(images), pa.binary())})
+        self.con.register("_sightql_classify_input", table)
+        try:
+            rows = self.sql(
+                "SELECT i, classify_topk(?, image, ?) AS top, classify(?, image).error AS error "
+                "FROM _sightql_classify_input ORDER BY i",
+                [model, k, model],
+            ).to_pylist()
+        finally:
+            self.con.unregister("_sightql_classify_input")
+        return [{"top": r["top"], "error": r["error"]} for r in rows]
+
+
+def _open_duckdb(path: Path, read_only: bool, memory_limit: str) -> Any:
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+    except duckdb.IOException as exc:
+        text = str(exc)
+        holder = re.search(r"PID (\d+)", text)
+        who = f"process {holder.group(1)}" if holder else "another process"
+        if "lock" in text.lower():
+            raise WarehouseError(
+                f"the warehouse {path.parent} is in use by {who}; stop that process or open it read-only"
+            ) from None
+        raise WarehouseError(f"cannot open the warehouse {path.parent}: {text}") from None
+    except duckdb.Error as exc:
+        raise WarehouseError(f"cannot open the warehouse {path.parent}: {exc}") from None
+
+
+def _clean_duckdb_error(exc: duckdb.Error) -> SightQLError:
+    """DuckDB wraps a UDF's exception in its own text; keep only the user-facing sentence."""
+    text = str(exc)
+    match = re.search(r"(?:Python exception occurred while executing the UDF|UDF): (\w+): (.*)", text, re.S)
+    if match:
+        return SightQLError(match.group(2).strip())
+    return SightQLError(text.split("\n\nLINE")[0].strip())

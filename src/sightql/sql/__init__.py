@@ -1,0 +1,1 @@
+"""The DuckDB engine: catalog tables, SQL functions and the directory() table macro."""

@@ -1,0 +1,155 @@
+"""SQL functions over image bytes, registered on every session's DuckDB connection.
+
+Each function is an Arrow UDF: DuckDB hands it up to 2,048 rows at a time, and
+it runs them through the model in full batches, decoding beside the model.
+Every row is caught on its own: a bad image gives that row NULL plus an
+error message, never a failed query (unless the session is strict).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from duckdb import sqltypes as T
+
+from sightql.errors import ImageError, SightQLError
+from sightql.images.decode import probe_image
+from sightql.inference.batched import RowResult, predict_rows
+
+if TYPE_CHECKING:
+    from sightql.session import Session
+
+LABEL_SCORE = pa.struct([("label", pa.string()), ("score", pa.float64())])
+CLASSIFY_ARROW = pa.struct([("label", pa.string()), ("score", pa.float64()), ("error", pa.string())])
+INFO_ARROW = pa.struct(
+    [("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()), ("mode", pa.string()), ("error", pa.string())]
+)
+
+
+def _sql_types() -> dict[str, Any]:
+    label_score = duckdb.struct_type({"label": T.VARCHAR, "score": T.DOUBLE})
+    return {
+        "classify": duckdb.struct_type({"label": T.VARCHAR, "score": T.DOUBLE, "error": T.VARCHAR}),
+        "topk": duckdb.list_type(label_score),
+        "info": duckdb.struct_type(
+            {"width": T.INTEGER, "height": T.INTEGER, "format": T.VARCHAR, "mode": T.VARCHAR, "error": T.VARCHAR}
+        ),
+    }
+
+
+class ImageFunctions:
+    """The UDF bodies, bound to one session (its models, settings and stages)."""
+
+    def __init__(self, session: "Session"):
+        self.session = session
+
+    # ---- helpers --------------------------------------------------------------
+    def _by_model(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> list[RowResult]:
+        """Run each row through the model its row names; usually one model per query."""
+        names = models.to_pylist()
+        blobs = images.to_pylist()
+        results: list[RowResult | None] = [None] * len(blobs)
+        for name in dict.fromkeys(names):
+            rows = [i for i, n in enumerate(names) if n == name]
+            if name is None:
+                for i in rows:
+                    results[i] = RowResult(None, "no model named (the model argument is NULL)")
+                continue
+            predictor = self.session.predictor(name)
+            outputs = predict_rows(
+                predictor,
+                [blobs[i] for i in rows],
+                batch_size=self.session.settings.batch_size,
+                limits=self.session.limits,
+                threads=self.session.settings.decode_threads,
+            )
+            for i, result in zip(rows, outputs):
+                results[i] = result
+        self._raise_if_strict(results)
+        return results  # type: ignore[return-value]
+
+    def _raise_if_strict(self, results: list[Any]) -> None:
+        if self.session.on_error == "raise":
+            for result in results:
+                if result is not None and result.error is not None:
+                    raise ImageError(result.error)
+
+    def _labels(self, name: str) -> tuple[str, ...]:
+        labels = self.session.predictor(name).card.labels
+        if not labels:
+            raise SightQLError(f"model {name!r} has no labels, so it cannot classify; use embed() instead")
+        return labels
+
+    # ---- classify(model, image) -> STRUCT(label, score, error) -----------------
+    def classify(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> pa.Array:
+        names = models.to_pylist()
+        rows = []
+        for name, result in zip(names, self._by_model(models, images)):
+            if result.output is None:
+                rows.append({"label": None, "score": None, "error": result.error})
+            else:
+                best = int(np.argmax(result.output))
+                rows.append({"label": self._labels(name)[best], "score": float(result.output[best]), "error": None})
+        return pa.array(rows, type=CLASSIFY_ARROW)
+
+    # ---- classify_topk(model, image, k) -> LIST(STRUCT(label, score)) ----------
+    def classify_topk(self, models: pa.ChunkedArray, images: pa.ChunkedArray, ks: pa.ChunkedArray) -> pa.Array:
+        names = models.to_pylist()
+        rows: list[list[dict[str, Any]] | None] = []
+        for name, k, result in zip(names, ks.to_pylist(), self._by_model(models, images)):
+            if result.output is None:
+                rows.append(None)
+                continue
+            if k is None or k < 1:
+                raise SightQLError(f"classify_topk needs k >= 1, got {k}; pass e.g. 5")
+            labels = self._labels(name)
+            top = np.argsort(-result.output, kind="stable")[: int(k)]
+            rows.append([{"label": labels[i], "score": float(result.output[i])} for i in top])
+        return pa.array(rows, type=pa.list_(LABEL_SCORE))
+
+    # ---- image_info(image) -> STRUCT(width, height, format, mode, error) -------
+    def image_info(self, images: pa.ChunkedArray) -> pa.Array:
+        rows = []
+        for blob in images.to_pylist():
+            try:
+                header = probe_image(blob, self.session.limits)
+                rows.append({**header._asdict(), "error": None})
+            except ImageError as exc:
+                if self.session.on_error == "raise":
+                    raise
+                rows.append({"width": None, "height": None, "format": None, "mode": None, "error": str(exc)})
+        return pa.array(rows, type=INFO_ARROW)
+
+    # ---- stage_file(stage, relative_path) -> BLOB -------------------------------
+    def stage_file(self, stages: pa.ChunkedArray, paths: pa.ChunkedArray) -> pa.Array:
+        from sightql.inference.batched import decode_pool
+
+        pairs = list(zip(stages.to_pylist(), paths.to_pylist()))
+
+        def read(pair: tuple[str | None, str | None]) -> bytes | None:
+            stage_name, path = pair
+            if stage_name is None or path is None:
+                return None
+            try:
+                return self.session.stage(stage_name.lstrip("@")).read_bytes(path)
+            except SightQLError:
+                if self.session.on_error == "raise":
+                    raise
+                return None
+
+        pool = decode_pool(max(8, self.session.settings.decode_threads))
+        return pa.array(list(pool.map(read, pairs)), type=pa.binary())
+
+
+def register_functions(con: Any, session: "Session") -> ImageFunctions:
+    funcs = ImageFunctions(session)
+    types = _sql_types()
+    common = {"type": "arrow", "null_handling": "special", "side_effects": False}
+    con.create_function("classify", funcs.classify, [T.VARCHAR, T.BLOB], types["classify"], **common)
+    con.create_function("classify_topk", funcs.classify_topk, [T.VARCHAR, T.BLOB, T.INTEGER], types["topk"], **common)
+    con.create_function("image_info", funcs.image_info, [T.BLOB], types["info"], **common)
+    con.create_function("stage_file", funcs.stage_file, [T.VARCHAR, T.VARCHAR], T.BLOB, **common)
+    return funcs

@@ -1,0 +1,133 @@
+"""``load_images``: files, folders, globs or stage prefixes into an image table."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable
+
+import pyarrow as pa
+
+from sightql.errors import ImageError, SightQLError, TableError
+from sightql.images.decode import ImageLimits, probe_image
+from sightql.sql.identifiers import quote_ident
+
+if TYPE_CHECKING:
+    from sightql.session import Session
+
+IMAGE_COLUMNS = ("relative_path", "image", "size", "sha256", "width", "height", "format", "loaded_at")
+IMAGE_TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
+    relative_path VARCHAR PRIMARY KEY,
+    image BLOB NOT NULL,
+    size BIGINT NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    format VARCHAR,
+    loaded_at TIMESTAMPTZ NOT NULL
+)"""
+_ARROW_SCHEMA = pa.schema(
+    [
+        ("relative_path", pa.string()), ("image", pa.binary()), ("size", pa.int64()), ("sha256", pa.string()),
+        ("width", pa.int32()), ("height", pa.int32()), ("format", pa.string()),
+        ("loaded_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+BATCH_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class LoadReport:
+    table: str
+    loaded: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} image(s) into {self.table}; skipped {len(self.skipped)}"]
+        lines += [f"  skipped {path}: {reason}" for path, reason in self.skipped]
+        return "\n".join(lines)
+
+
+# A source yields (relative path, size, reader) so over-limit files are never read.
+Source = Iterator[tuple[str, int, Callable[[], bytes]]]
+
+
+def local_source(source: str) -> Source:
+    from sightql.stages.local_files import local_sources
+
+    for local, rel in local_sources(source):
+        yield rel, os.path.getsize(local), (lambda p=local: open(p, "rb").read())
+
+
+def stage_source(session: "Session", ref: str) -> Source:
+    from sightql.stages.paths import split_stage_ref
+
+    name, prefix = split_stage_ref(ref)
+    stage = session.stage(name)
+    files = stage.list(prefix)
+    if not files:
+        raise SightQLError(f"nothing in @{name} under {prefix or '/'!r}; put files there first")
+    for f in files:
+        yield f.relative_path, f.size, (lambda p=f.relative_path: stage.read_bytes(p))
+
+
+def _checked_row(rel: str, size: int, read: Callable[[], bytes], limits: ImageLimits) -> dict:
+    if size > limits.max_bytes:
+        raise ImageError(f"file is {size:,} bytes, over the {limits.max_bytes:,}-byte limit")
+    data = read()
+    header = probe_image(data, limits)
+    return {
+        "relative_path": rel, "image": data, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        "width": header.width, "height": header.height, "format": header.format,
+        "loaded_at": datetime.now(timezone.utc),
+    }
+
+
+def ensure_image_table(con, table: str) -> str:
+    quoted = quote_ident(table, "table name")
+    con.execute(IMAGE_TABLE_DDL.format(table=quoted))
+    columns = {row[0] for row in con.execute(f"DESCRIBE {quoted}").fetchall()}
+    missing = [c for c in IMAGE_COLUMNS if c not in columns]
+    if missing:
+        raise TableError(
+            f"table {table!r} exists but lacks image columns {missing}; load into a new table name instead"
+        )
+    return quoted
+
+
+def load_images(session: "Session", table: str, source: str) -> LoadReport:
+    quoted = ensure_image_table(session.con, table)
+    files = stage_source(session, source) if source.startswith("@") else local_source(source)
+    report = LoadReport(table)
+    batch: list[dict] = []
+    batch_bytes = 0
+    for rel, size, read in files:
+        try:
+            row = _checked_row(rel, size, read, session.limits)
+        except (ImageError, OSError) as exc:
+            report.skipped.append((rel, str(exc)))
+            continue
+        batch.append(row)
+        batch_bytes += row["size"]
+        if batch_bytes >= BATCH_BYTES:
+            _insert(session.con, quoted, batch)
+            report.loaded += [r["relative_path"] for r in batch]
+            batch, batch_bytes = [], 0
+    if batch:
+        _insert(session.con, quoted, batch)
+        report.loaded += [r["relative_path"] for r in batch]
+    return report
+
+
+def _insert(con, quoted: str, rows: list[dict]) -> None:
+    """One transaction per batch; a reload of the same path replaces its row."""
+    arrow = pa.Table.from_pylist(rows, schema=_ARROW_SCHEMA)
+    cols = ", ".join(IMAGE_COLUMNS)
+    con.register("_sightql_load_batch", arrow)
+    try:
+        con.execute(f"INSERT OR REPLACE INTO {quoted} ({cols}) SELECT {cols} FROM _sightql_load_batch")
+    finally:
+        con.unregister("_sightql_load_batch")

@@ -1,0 +1,44 @@
+"""Path rules for stages: nothing may escape a stage's root."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from sightql.errors import ConfigError, StagePathError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
+
+
+def check_stage_name(name: str) -> str:
+    if not _NAME.match(name or ""):
+        raise ConfigError(
+            f"stage name {name!r} is not allowed; use letters, digits, '_' or '-', starting with a letter"
+        )
+    return name
+
+
+def safe_relative_path(path: str, *, allow_empty: bool = False) -> str:
+    """Normalise a path inside a stage; refuse absolute paths, '..' and control characters."""
+    if not isinstance(path, str):
+        raise StagePathError(f"stage path must be text, not {type(path).__name__}")
+    raw = path.replace("\\", "/")
+    if any(ord(ch) < 32 for ch in raw):
+        raise StagePathError(f"stage path {path!r} contains a control character; rename the file")
+    if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw) or "://" in raw:
+        raise StagePathError(f"stage path {path!r} is absolute; give a path relative to the stage")
+    parts = [p for p in raw.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise StagePathError(f"stage path {path!r} goes outside the stage with '..'; remove the '..' parts")
+    clean = posixpath.join(*parts) if parts else ""
+    if not clean and not allow_empty:
+        raise StagePathError("stage path is empty; name a file in the stage")
+    return clean
+
+
+def split_stage_ref(ref: str) -> tuple[str, str]:
+    """'@photos/cats/a.jpg' -> ('photos', 'cats/a.jpg'); '@photos' -> ('photos', '')."""
+    if not ref.startswith("@"):
+        raise ConfigError(f"{ref!r} is not a stage reference; write it as '@stage' or '@stage/path'")
+    name, _, rest = ref[1:].partition("/")
+    return check_stage_name(name), safe_relative_path(rest, allow_empty=True)
