@@ -1,0 +1,3 @@
+from sightql.cli import main
+
+main()
