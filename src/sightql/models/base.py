@@ -18,6 +18,9 @@ class Predictor(Protocol):
 
     card: ModelCard
     device: str
+    # Which exact model answered, e.g. 'imagenet@builtin-579344248a93' or 'xray@v3'.
+    # Stored next to predictions so a changed model is noticed.
+    model_version: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 

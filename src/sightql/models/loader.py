@@ -14,6 +14,12 @@ _lock = threading.Lock()
 _cache: dict[tuple[str, str, str], Predictor] = {}
 
 
+def builtin_version(name: str) -> str:
+    from sightql.models.efficientnet_lite import weights_sha256
+
+    return f"{name}@builtin-{weights_sha256()[:12]}"
+
+
 def load_builtin(name: str, models_dir: Path, device: str) -> Predictor:
     from sightql.models import builtin
 
@@ -41,5 +47,6 @@ def load_predictor(ref: str, models_dir: Path, device: str = "auto") -> Predicto
                     f"no model named {ref!r}; built-in models are: {', '.join(BUILTIN_NAMES)}"
                 )
             predictor = load_builtin(ref, models_dir, resolved)
+            predictor.model_version = builtin_version(ref)
             _cache[key] = predictor
         return predictor

@@ -23,6 +23,7 @@ class OnnxPredictor:
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         self.card = card
+        self.model_version = card.name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         (raw,) = self._session.run(None, {self._input: np.ascontiguousarray(batch, dtype=np.float32)})[:1]

@@ -17,6 +17,7 @@ class TorchPredictor:
         self._torch = torch
         self.device = device
         self.card = card
+        self.model_version = card.name
         self._module = module.eval().to(device)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
