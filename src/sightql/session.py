@@ -6,7 +6,9 @@ storage (``stages/``) and model artifacts (``models/``).
 
 from __future__ import annotations
 
+import atexit
 import re
+import weakref
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -25,6 +27,14 @@ from sightql.stages.stage import Stage
 OnError = Literal["null", "raise"]
 _DIRECTORY_CALL = re.compile(r"directory\s*\(\s*'@([A-Za-z_][A-Za-z0-9_\-]*)")
 DB_FILE = "warehouse.duckdb"
+_open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sessions() -> None:
+    """Close what callers left open, so DuckDB flushes and shuts down cleanly."""
+    for session in list(_open_sessions):
+        session.close()
 
 
 def connect(
@@ -71,6 +81,7 @@ class Session:
         from sightql.sql.functions import register_functions
 
         register_functions(self.con, self)
+        _open_sessions.add(self)
 
     # ---- lifecycle -------------------------------------------------------------
     def close(self) -> None:

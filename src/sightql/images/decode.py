@@ -90,7 +90,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     array = np.asarray(image, dtype=np.float64)
     low, high = float(array.min()), float(array.max())
     scale = 255.0 / (high - low) if high > low else 0.0
-    return Image.fromarray(((array - low) * scale).astype(np.uint8), mode="L")
+    return Image.fromarray(((array - low) * scale).astype(np.uint8))
 
 
 def decode_image(

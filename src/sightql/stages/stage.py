@@ -99,28 +99,33 @@ class Stage:
 
     def remove(self, path: str) -> list[str]:
         """Remove a file, or every file under a folder prefix. Returns what was removed."""
-        removed = [f.relative_path for f in self.list(path)]
+        removed = [f.relative_path for f in self.matching(path)]
         for rel in removed:
             self.fs.rm_file(self._full(rel))
         return removed
 
     # ---- reading -------------------------------------------------------------
     def list(self, prefix: str = "") -> list[StageFile]:
-        """Every file at or under ``prefix``, sorted by path."""
-        base = self._full(prefix, allow_empty=True)
-        if self.fs.isfile(base):
-            infos = {base: self.fs.info(base)}
-        elif self.fs.exists(base):
-            infos = self.fs.find(base, detail=True)
-        else:
-            infos = {}
+        """Every file whose relative path starts with ``prefix`` (as S3 lists), sorted by path."""
+        prefix = safe_relative_path(prefix, allow_empty=True)
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self._full(folder, allow_empty=True)
+        if not self.fs.exists(base):
+            return []
         files = []
-        for full, info in infos.items():
-            if info.get("type") == "directory":
-                continue
+        for full, info in self.fs.find(base, detail=True).items():
             rel = self._relative(full)
+            if info.get("type") == "directory" or not rel.startswith(prefix):
+                continue
             files.append(StageFile(rel, int(info.get("size") or 0), _modified(info), _etag(info), self.file_url(rel)))
         return sorted(files, key=lambda f: f.relative_path)
+
+    def matching(self, path: str) -> list[StageFile]:
+        """The file at ``path``, or every file in the folder ``path`` (not a mere name prefix)."""
+        path = safe_relative_path(path, allow_empty=True)
+        if not path:
+            return self.list()
+        return [f for f in self.list(path) if f.relative_path == path or f.relative_path.startswith(path + "/")]
 
     def read_bytes(self, relative_path: str) -> bytes:
         full = self._full(relative_path)
@@ -135,7 +140,7 @@ class Stage:
     def get(self, path: str, destination: str | os.PathLike[str]) -> list[Path]:
         """Download a file or a folder prefix into ``destination`` (a folder), keeping relative paths."""
         dest = Path(destination)
-        files = self.list(path)
+        files = self.matching(path)
         if not files:
             raise StageError(f"nothing in @{self.name} matches {path!r}")
         out = []

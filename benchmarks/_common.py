@@ -1,0 +1,56 @@
+"""Shared benchmark helpers: generated JPEGs, peak RSS of a child process, table printing."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def photo_pool() -> list[Image.Image]:
+    import skimage.data
+    from sklearn.datasets import load_sample_image
+
+    arrays = [getattr(skimage.data, n)() for n in ("astronaut", "chelsea", "coffee", "rocket")]
+    arrays += [load_sample_image(n) for n in ("china.jpg", "flower.jpg")]
+    return [Image.fromarray(a).convert("RGB") for a in arrays]
+
+
+def generated_jpegs(n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> list[bytes]:
+    """``n`` distinct JPEGs: random crops of real photos, resized, with a little noise."""
+    rng = np.random.default_rng(seed)
+    pool = photo_pool()
+    out = []
+    for i in range(n):
+        base = pool[i % len(pool)]
+        w, h = base.size
+        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
+        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        crop = np.asarray(base.crop((x, y, x + cw, y + ch)).resize(size), dtype=np.int16)
+        noisy = np.clip(crop + rng.integers(-6, 7, crop.shape), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(noisy).save(buffer, "JPEG", quality=90)
+        out.append(buffer.getvalue())
+    return out
+
+
+def run_child(script: Path, *args: str) -> dict:
+    """Run ``script --child ...`` in a fresh process; it prints one JSON line last."""
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"child failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{title}")
+    print(f"| {'measure'.ljust(width)} | value |")
+    print(f"|{'-' * (width + 2)}|-------|")
+    for key, value in rows:
+        print(f"| {key.ljust(width)} | {value} |")

@@ -1,0 +1,160 @@
+"""Benchmark the SQL classify path against its ceilings and against a tutorial-style UDF.
+
+    python benchmarks/sql_classify.py            # 2,000 generated 500x375 JPEGs
+    python benchmarks/sql_classify.py --n 500    # quicker
+
+Prints, from one run on one machine:
+  (a) model-only ONNX Runtime throughput on preprocessed tensors, batch 32
+  (b) decode + preprocess only (the same thread pool the SQL path uses)
+  (c) SELECT classify(...) over the table
+  (d) a tutorial-style per-row scalar UDF: hex string in, torch, batch of 1
+  (e) peak RSS of (c), each in a fresh process, at n and at 10 x n rows
+and the ratios c / (1/(1/a + 1/b)) and c / d.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import generated_jpegs, print_table, run_child  # noqa: E402
+
+import sightql  # noqa: E402
+from sightql.images.preprocess import preprocess  # noqa: E402
+from sightql.inference.batched import decode_pool  # noqa: E402
+
+QUERY = "SELECT relative_path, classify('imagenet', image) AS c FROM bench"
+
+
+def build_warehouse(home: Path, images: list[bytes], copies: int) -> None:
+    import pyarrow as pa
+
+    with sightql.connect(home) as s:
+        s.predictor("imagenet")  # export the model once, outside every timing
+        s.sql("CREATE OR REPLACE TABLE bench (relative_path VARCHAR PRIMARY KEY, image BLOB)")
+        for copy in range(copies):
+            batch = pa.table({"relative_path": [f"{copy}/{i}.jpg" for i in range(len(images))], "image": images})
+            s.con.register("_b", batch)
+            s.sql("INSERT INTO bench SELECT * FROM _b")
+            s.con.unregister("_b")
+        s.sql("CHECKPOINT")
+
+
+def time_sql(home: Path) -> dict:
+    with sightql.connect(home) as s:
+        s.predictor("imagenet")
+        n = s.sql("SELECT count(*) AS n FROM bench").to_pylist()[0]["n"]
+        start = time.perf_counter()
+        table = s.sql(QUERY)
+        seconds = time.perf_counter() - start
+        errors = sum(1 for c in table.column("c").to_pylist() if c["error"])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"n": n, "seconds": seconds, "errors": errors, "peak_rss_mb": peak_mb}
+
+
+def model_only(session, images: list[bytes], n: int, batch: int = 32) -> float:
+    predictor = session.predictor("imagenet")
+    tensors = np.stack([preprocess(b, predictor.card.input) for b in images[:batch]])
+    predictor.predict(tensors)  # warm-up
+    rounds = max(1, n // batch)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        predictor.predict(tensors)
+    return rounds * batch / (time.perf_counter() - start)
+
+
+def decode_only(session, images: list[bytes]) -> float:
+    spec = session.predictor("imagenet").card.input
+    pool = decode_pool(session.settings.decode_threads)
+    start = time.perf_counter()
+    for _ in pool.map(lambda b: preprocess(b, spec), images):
+        pass
+    return len(images) / (time.perf_counter() - start)
+
+
+def tutorial_udf(images: list[bytes], n: int) -> float:
+    """The tutorials' pattern: VARCHAR hex column, per-row Python UDF, torch eager, batch of 1."""
+    import io
+
+    import duckdb
+    import torch
+    from duckdb import sqltypes as T
+    from PIL import Image
+
+    from sightql.models.builtin import imagenet_card, imagenet_torch_module
+
+    model, card = imagenet_torch_module(), imagenet_card()
+    mean = torch.tensor(card.input.mean).view(3, 1, 1)
+    std = torch.tensor(card.input.std).view(3, 1, 1)
+
+    def recognize(hex_image: str) -> str:
+        image = Image.open(io.BytesIO(bytes.fromhex(hex_image))).convert("RGB").resize((224, 224))
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+        with torch.no_grad():
+            logits = model(((tensor - mean) / std).unsqueeze(0))
+        return card.labels[int(logits.argmax())]
+
+    con = duckdb.connect()
+    con.create_function("recognize", recognize, [T.VARCHAR], T.VARCHAR)
+    con.execute("CREATE TABLE t (image_hex VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?)", [[b.hex()] for b in images[:n]])
+    start = time.perf_counter()
+    con.execute("SELECT recognize(image_hex) FROM t").fetchall()
+    rate = n / (time.perf_counter() - start)
+    con.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000, help="images in the table (default 2000)")
+    parser.add_argument("--tutorial-n", type=int, default=200, help="rows for the slow tutorial UDF (d)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(time_sql(Path(args.child))))
+        return
+
+    print(f"generating {args.n} JPEGs at 500x375 ...", flush=True)
+    images = generated_jpegs(args.n)
+    with tempfile.TemporaryDirectory() as tmp:
+        small, large = Path(tmp) / "n", Path(tmp) / "10n"
+        build_warehouse(small, images, copies=1)
+        with sightql.connect(small) as s:
+            a = model_only(s, images, args.n)
+            b = decode_only(s, images)
+        c_run = run_child(Path(__file__), "--child", str(small))
+        c = c_run["n"] / c_run["seconds"]
+        d = tutorial_udf(images, min(args.tutorial_n, args.n))
+        build_warehouse(large, images, copies=10)
+        big = run_child(Path(__file__), "--child", str(large))
+    ceiling = 1 / (1 / a + 1 / b)
+    rows = [
+        ("machine", f"{os.cpu_count()} CPU cores"),
+        ("images (n)", f"{args.n} JPEGs, 500x375"),
+        ("(a) model only, ORT batch 32", f"{a:.1f} img/s"),
+        ("(b) decode + preprocess only", f"{b:.1f} img/s"),
+        ("back-to-back ceiling 1/(1/a+1/b)", f"{ceiling:.1f} img/s"),
+        ("(c) SELECT classify(...) at n", f"{c:.1f} img/s ({c_run['errors']} errors)"),
+        ("(c) SELECT classify(...) at 10 x n", f"{big['n'] / big['seconds']:.1f} img/s"),
+        ("(d) tutorial per-row UDF (hex, torch, batch 1)", f"{d:.1f} img/s on {min(args.tutorial_n, args.n)} rows"),
+        ("(e) peak RSS of (c) at n", f"{c_run['peak_rss_mb']:.0f} MB"),
+        ("(e) peak RSS of (c) at 10 x n", f"{big['peak_rss_mb']:.0f} MB"),
+        ("c / ceiling (target >= 0.9)", f"{c / ceiling:.2f}"),
+        ("c / d (target >= 5)", f"{c / d:.1f}"),
+        ("RSS 10n / RSS n (target <= 1.2)", f"{big['peak_rss_mb'] / c_run['peak_rss_mb']:.2f}"),
+    ]
+    print_table("SQL classify benchmark", rows)
+
+
+if __name__ == "__main__":
+    main()
