@@ -48,6 +48,18 @@ class ModelNotFoundError(SightQLError):
     """No model answers to this reference."""
 
 
+class UnsafeModelError(SightQLError):
+    """A model file could run arbitrary code when loaded (pickle, Keras Lambda) and was not marked trusted."""
+
+
+class ArtifactIntegrityError(SightQLError):
+    """A stored model artifact no longer matches the sha256 recorded when it was logged."""
+
+
+class RegistryError(SightQLError):
+    """A registry operation is not allowed (an alias points at the version, a name is taken, ...)."""
+
+
 class WarehouseError(SightQLError):
     """The warehouse cannot be opened or is in use."""
 
