@@ -14,6 +14,7 @@ from sightql.errors import ConfigError
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
 Task = Literal["classification", "embedding"]
+Modality = Literal["image", "text"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class ModelCard:
     input: InputSpec = field(default_factory=InputSpec)
     output: Literal["probabilities", "logits", "embedding"] = "probabilities"
     description: str = ""
+    # What the model reads: images (preprocessed by ``input``) or text (its own tokenizer).
+    modality: Modality = "image"
 
     def with_name(self, name: str) -> "ModelCard":
         return replace(self, name=name)
@@ -86,6 +89,7 @@ class ModelCard:
             input=InputSpec(**spec),
             output=raw.get("output", "probabilities"),
             description=raw.get("description", ""),
+            modality=raw.get("modality", "image"),
         )
 
     @classmethod
