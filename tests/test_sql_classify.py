@@ -105,3 +105,11 @@ def test_rows_stay_aligned_across_batches_and_chunks(warehouse, photos_dir):
 def test_unknown_model_is_one_clear_sentence(photos):
     with pytest.raises(SightQLError, match="no model named 'nope'"):
         photos.sql("SELECT classify('nope', image) FROM photos")
+
+
+def test_sql_binds_named_parameters_and_gives_arrow_or_pandas(photos):
+    table = photos.sql("SELECT relative_path, width FROM photos WHERE width > $w ORDER BY 1", {"w": 500})
+    frame = table.to_pandas()
+    assert list(frame.columns) == ["relative_path", "width"]
+    assert len(frame) > 0 and (frame["width"] > 500).all()
+    assert "coffee.jpg" in set(frame["relative_path"])
