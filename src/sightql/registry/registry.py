@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from sightql.models.base import Predictor
     from sightql.session import Session
 
-_SELECT_VERSION = f"SELECT {', '.join(VERSION_COLUMNS)} FROM sightql_model_versions"
+# created_at is read as UTC without a zone: fetching TIMESTAMPTZ into Python needs pytz.
+_SELECT_VERSION = "SELECT " + ", ".join(
+    "timezone('UTC', created_at)" if c == "created_at" else c for c in VERSION_COLUMNS
+) + " FROM sightql_model_versions"
 _LATEST_ORDER = "ORDER BY created_at DESC, version DESC"
 
 
@@ -137,7 +140,7 @@ class Registry:
     def show_models(self) -> pa.Table:
         """One row per model: default and latest version, how many versions, its aliases."""
         with self._cursor() as cursor:
-            return cursor.execute(
+            return cursor.sql(
                 f"""SELECT m.name, m.description, m.default_version,
                        (SELECT v.version FROM sightql_model_versions v WHERE v.name = m.name
                         {_LATEST_ORDER.replace('created_at', 'v.created_at').replace('version DESC', 'v.version DESC')}

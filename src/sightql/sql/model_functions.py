@@ -51,9 +51,10 @@ def _check_name(session: "Session", sql_name: str, replace: bool) -> str:
         if not replace:
             raise RegistryError(f"a function {sql_name!r} already exists; pass replace=True or drop it first")
         return sql_name
-    taken = session.con.execute(
-        "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [lowered]
-    ).fetchone()[0]
+    with session.registry._cursor() as cur:
+        taken = cur.execute(
+            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [lowered]
+        ).fetchone()[0]
     if taken:
         raise RegistryError(f"{sql_name!r} is already a DuckDB function; pick a name that does not shadow it")
     return sql_name
