@@ -310,3 +310,14 @@ def test_framework_detection_and_the_keras_dispatch(session, tmp_path):
         with pytest.raises(ConfigError, match="sightql.models.keras_model"):
             session.registry.log_model(h5, "defects", labels=["a", "b"])
         assert session.registry.show_models().num_rows == 0
+
+
+@pytest.mark.slow
+def test_in_memory_module_with_architecture_is_saved_as_safetensors(session, photos_dir):
+    module = resnet18(seed=1)
+    version = session.registry.log_model(module, "net", architecture="resnet18", labels=LABELS10, input=SIZE64)
+    assert version.artifact_path.name == "model.safetensors"
+    assert json.loads(version.record.load_options) == {"architecture": "resnet18", "format": "state_dict"}
+    batch = photo_batch(photos_dir, version.card.input)
+    got = session.predictor("net").predict(batch)
+    assert float(np.abs(got - eager_probabilities(module, batch)).max()) <= 1e-4
