@@ -9,6 +9,7 @@
 | SIGHTQL_DECODE_THREADS      | threads decoding images beside the model        | CPU count          |
 | SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit for one session             | 1GB                |
 | SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
+| SIGHTQL_MAX_MODEL_BYTES     | largest model artifact the registry accepts     | 2 GB               |
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Settings:
     decode_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     memory_limit: str = "1GB"
     device: str = "auto"
+    max_model_bytes: int = 2 * 1024 * 1024 * 1024
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -65,4 +67,5 @@ class Settings:
             decode_threads=_int_env("SIGHTQL_DECODE_THREADS", base.decode_threads),
             memory_limit=os.environ.get("SIGHTQL_MEMORY_LIMIT", base.memory_limit),
             device=device,
+            max_model_bytes=_int_env("SIGHTQL_MAX_MODEL_BYTES", base.max_model_bytes),
         )

@@ -19,6 +19,7 @@ from sightql.config import Settings, default_home
 from sightql.errors import ConfigError, SightQLError, WarehouseError
 from sightql.images.decode import ImageLimits
 from sightql.models.base import Predictor
+from sightql.registry import Registry
 from sightql.sql.catalog import ensure_catalog
 from sightql.sql.loading import LoadReport, load_images
 from sightql.stages.catalog import StageCatalog
@@ -78,9 +79,10 @@ class Session:
         self.con = _open_duckdb(self.home / DB_FILE, read_only, self.settings.memory_limit)
         ensure_catalog(self.con, read_only)
         self.stages = StageCatalog(self.con, self.home / "stages")
+        self.registry = Registry(self)
         from sightql.sql.functions import register_functions
 
-        register_functions(self.con, self)
+        self._functions = register_functions(self.con, self)
         _open_sessions.add(self)
 
     # ---- lifecycle -------------------------------------------------------------
@@ -138,10 +140,30 @@ class Session:
 
     # ---- models ----------------------------------------------------------------
     def predictor(self, ref: str) -> Predictor:
-        """The loaded model for ``ref``, loaded once per process."""
-        from sightql.models.loader import load_predictor
+        """The loaded model for ``ref``: a built-in ('imagenet') or a registry reference
+        ('name', 'name@v3', 'name@latest', 'name@prod'). Loaded once per process per exact version."""
+        from sightql.models.loader import is_builtin, load_predictor
 
-        return load_predictor(ref, self.models_dir, self.device)
+        if is_builtin(ref):
+            return load_predictor(ref, self.models_dir, self.device)
+        return self.registry.predictor(ref)
+
+    def create_function(self, sql_name: str, ref: str, *, replace: bool = False) -> None:
+        """A SQL function ``sql_name(image)`` running the model ``ref``, kept across reconnects.
+
+        Classification models give STRUCT(label, score, error) like ``classify``;
+        embedding models give FLOAT[] like ``embed``. The reference is resolved on
+        every query, so ``'name@prod'`` follows the alias.
+        """
+        from sightql.sql.model_functions import create_model_function
+
+        create_model_function(self, self._functions, sql_name, ref, replace=replace)
+
+    def drop_function(self, sql_name: str) -> None:
+        """Remove a function made with :meth:`create_function`."""
+        from sightql.sql.model_functions import drop_model_function
+
+        drop_model_function(self, sql_name)
 
     def classify(self, images: Sequence[bytes], model: str = "imagenet", k: int = 5) -> list[dict[str, Any]]:
         """Top-``k`` labels for each image, through the same SQL function as queries use."""

@@ -7,6 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
+from sightql.cli import models as models_cmds
 from sightql.cli import stage as stage_cmds
 from sightql.cli.common import WarehouseOpt, open_session, print_table
 
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stage_cmds.app, name="stage")
+app.add_typer(models_cmds.app, name="models")
 
 
 @app.command()

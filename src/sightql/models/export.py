@@ -36,11 +36,18 @@ def export_onnx(module: Any, card: ModelCard, destination: Path) -> float:
     os.close(handle)
     tmp = Path(tmp_name)
     try:
-        program = torch.onnx.export(
-            module, (example,), dynamo=True, dynamic_shapes=({0: batch},),
-            input_names=["input"], output_names=["output"], verbose=False,
-        )
-        program.save(str(tmp), external_data=False)
+        if isinstance(module, torch.jit.ScriptModule):
+            # torch.export cannot trace TorchScript; the TorchScript exporter can.
+            torch.onnx.export(
+                module, (example,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, verbose=False,
+            )
+        else:
+            program = torch.onnx.export(
+                module, (example,), dynamo=True, dynamic_shapes=({0: batch},),
+                input_names=["input"], output_names=["output"], verbose=False,
+            )
+            program.save(str(tmp), external_data=False)
         diff = check_export(module, tmp, card)
         os.replace(tmp, destination)
         return diff

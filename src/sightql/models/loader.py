@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Callable
 
 from sightql.errors import ModelNotFoundError
 from sightql.models.base import Predictor
@@ -11,7 +12,31 @@ from sightql.models.builtin import BUILTIN_NAMES
 from sightql.models.device import resolve_device
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, str, str], Predictor] = {}
+_cache: dict[tuple[str, ...], Predictor] = {}
+
+
+def clear_cache() -> None:
+    """Forget every loaded model, so the next use loads (and re-hashes) it again."""
+    with _lock:
+        _cache.clear()
+
+
+def cached_predictor(key: tuple[str, ...], load: Callable[[], Predictor]) -> Predictor:
+    """The predictor stored under ``key``, calling ``load()`` the first time only.
+
+    Registry models use (warehouse, 'name@vN', sha256 of what is loaded, device) as
+    the key, so a moved alias is seen at once and each version loads once per process.
+    """
+    with _lock:
+        predictor = _cache.get(key)
+        if predictor is None:
+            predictor = load()
+            _cache[key] = predictor
+        return predictor
+
+
+def is_builtin(ref: str) -> bool:
+    return ref in BUILTIN_NAMES
 
 
 def builtin_version(name: str) -> str:

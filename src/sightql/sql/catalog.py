@@ -19,6 +19,53 @@ CATALOG_DDL = [
         etag VARCHAR,
         PRIMARY KEY (stage, relative_path)
     )""",
+    # The model registry: one row per model, per version (its artifact and card), per alias
+    # and per metric. Paths are relative to the warehouse folder.
+    """CREATE TABLE IF NOT EXISTS sightql_models (
+        name VARCHAR PRIMARY KEY,
+        description VARCHAR NOT NULL DEFAULT '',
+        default_version VARCHAR,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
+    """CREATE TABLE IF NOT EXISTS sightql_model_versions (
+        name VARCHAR NOT NULL,
+        version VARCHAR NOT NULL,
+        framework VARCHAR NOT NULL,
+        task VARCHAR NOT NULL,
+        card_json VARCHAR NOT NULL,
+        artifact_path VARCHAR NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        derived_onnx_path VARCHAR,
+        derived_onnx_sha256 VARCHAR,
+        trusted BOOLEAN NOT NULL DEFAULT false,
+        description VARCHAR NOT NULL DEFAULT '',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        -- framework-specific load options, e.g. {"format": "state_dict", "architecture": "resnet18"}
+        load_options VARCHAR NOT NULL DEFAULT '{}',
+        PRIMARY KEY (name, version)
+    )""",
+    """CREATE TABLE IF NOT EXISTS sightql_model_aliases (
+        name VARCHAR NOT NULL,
+        alias VARCHAR NOT NULL,
+        version VARCHAR NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (name, alias)
+    )""",
+    """CREATE TABLE IF NOT EXISTS sightql_model_metrics (
+        name VARCHAR NOT NULL,
+        version VARCHAR NOT NULL,
+        metric VARCHAR NOT NULL,
+        value DOUBLE,
+        PRIMARY KEY (name, version, metric)
+    )""",
+    # SQL functions made with Session.create_function(); registered again on every connect.
+    """CREATE TABLE IF NOT EXISTS sightql_functions (
+        name VARCHAR PRIMARY KEY,
+        model_ref VARCHAR NOT NULL,
+        task VARCHAR NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    )""",
 ]
 
 # directory('@stage') or directory('@stage/prefix'): the stage's files as a table.

@@ -34,6 +34,7 @@ def _sql_types() -> dict[str, Any]:
     return {
         "classify": duckdb.struct_type({"label": T.VARCHAR, "score": T.DOUBLE, "error": T.VARCHAR}),
         "topk": duckdb.list_type(label_score),
+        "embed": duckdb.list_type(T.FLOAT),
         "info": duckdb.struct_type(
             {"width": T.INTEGER, "height": T.INTEGER, "format": T.VARCHAR, "mode": T.VARCHAR, "error": T.VARCHAR}
         ),
@@ -110,6 +111,22 @@ class ImageFunctions:
             rows.append([{"label": labels[i], "score": float(result.output[i])} for i in top])
         return pa.array(rows, type=pa.list_(LABEL_SCORE))
 
+    # ---- embed(model, image) -> FLOAT[] ------------------------------------------
+    def embed(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> pa.Array:
+        """The model's output vector: features for an embedding model, probabilities for a classifier."""
+        rows = [None if r.output is None else r.output.astype(np.float32) for r in self._by_model(models, images)]
+        return pa.array(rows, type=pa.list_(pa.float32()))
+
+    # ---- functions made with Session.create_function ------------------------------
+    def bound_to(self, ref: str, task: str) -> Any:
+        """``fn(image)`` calling classify or embed with a fixed model reference."""
+        method = self.embed if task == "embedding" else self.classify
+
+        def call(images: pa.ChunkedArray) -> pa.Array:
+            return method(pa.chunked_array([pa.array([ref] * len(images), pa.string())]), images)
+
+        return call
+
     # ---- image_info(image) -> STRUCT(width, height, format, mode, error) -------
     def image_info(self, images: pa.ChunkedArray) -> pa.Array:
         rows = []
@@ -150,6 +167,19 @@ def register_functions(con: Any, session: "Session") -> ImageFunctions:
     common = {"type": "arrow", "null_handling": "special", "side_effects": False}
     con.create_function("classify", funcs.classify, [T.VARCHAR, T.BLOB], types["classify"], **common)
     con.create_function("classify_topk", funcs.classify_topk, [T.VARCHAR, T.BLOB, T.INTEGER], types["topk"], **common)
+    con.create_function("embed", funcs.embed, [T.VARCHAR, T.BLOB], types["embed"], **common)
     con.create_function("image_info", funcs.image_info, [T.BLOB], types["info"], **common)
     con.create_function("stage_file", funcs.stage_file, [T.VARCHAR, T.VARCHAR], T.BLOB, **common)
+    from sightql.sql.model_functions import register_saved_functions
+
+    register_saved_functions(con, funcs)
     return funcs
+
+
+def register_model_function(con: Any, funcs: ImageFunctions, sql_name: str, ref: str, task: str) -> None:
+    """Register ``sql_name(image)`` on ``con`` for a model reference (see Session.create_function)."""
+    types = _sql_types()
+    returns = types["embed"] if task == "embedding" else types["classify"]
+    con.create_function(
+        sql_name, funcs.bound_to(ref, task), [T.BLOB], returns, type="arrow", null_handling="special", side_effects=False
+    )

@@ -1,0 +1,164 @@
+"""``sightql models ls|show|log|alias|rm``: the model registry from the shell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from sightql.cli.common import WarehouseOpt, open_session, print_table
+
+app = typer.Typer(help="The versioned model registry: log, list, alias and remove models.", no_args_is_help=True)
+
+
+def parse_labels(raw: str | None) -> list[str] | Path | None:
+    """'a,b,c' or '@labels.txt' (one label per line)."""
+    if raw is None:
+        return None
+    if raw.startswith("@"):
+        return Path(raw[1:])
+    return [label.strip() for label in raw.split(",") if label.strip()]
+
+
+def parse_metrics(items: list[str] | None) -> dict[str, float]:
+    from sightql.errors import ConfigError
+
+    metrics: dict[str, float] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            metrics[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ConfigError(f"--metric {item!r} is not name=number; write e.g. --metric accuracy=0.93")
+    return metrics
+
+
+@app.command("ls")
+def ls(warehouse: WarehouseOpt = None) -> None:
+    """List registered models with their default and latest versions and aliases.
+
+    **Example**
+
+        sightql models ls
+    """
+    with open_session(warehouse) as session:
+        print_table(session.registry.show_models())
+
+
+@app.command("show")
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@v2, NAME@latest or NAME@alias.")],
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Print a model version's card: framework, task, input, labels, metrics, sha256, aliases.
+
+    **Examples**
+
+        sightql models show defects
+
+        sightql models show defects@prod
+    """
+    with open_session(warehouse) as session:
+        version = session.registry.get_model(ref.partition("@")[0]).version(ref.partition("@")[2] or None)
+        card = version.card
+        spec = card.input
+        labels = card.labels
+        shown = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
+        lines = [
+            f"model:       {version.ref}",
+            f"framework:   {version.framework}",
+            f"task:        {version.task} (output: {card.output})",
+            f"input:       {spec.channels}x{spec.height}x{spec.width} {spec.layout}, scale {spec.scale:.6g}, "
+            f"mean {list(spec.mean)}, std {list(spec.std)}, resize {spec.resize}, {spec.interpolation}",
+            f"labels:      {len(labels)}" + (f" ({shown})" if labels else ""),
+            f"metrics:     " + (", ".join(f"{k}={v:g}" for k, v in version.metrics.items()) or "none"),
+            f"sha256:      {version.sha256}",
+            f"size:        {version.size_bytes:,} bytes",
+            f"trusted:     {'yes' if version.trusted else 'no'}",
+            f"created:     {version.created_at:%Y-%m-%d %H:%M:%S} UTC",
+            f"aliases:     {', '.join(version.aliases) or 'none'}",
+        ]
+        if version.description:
+            lines.append(f"description: {version.description}")
+        typer.echo("\n".join(lines))
+
+
+@app.command("log")
+def log(
+    path: Annotated[Path, typer.Argument(help="Model file (.onnx, .pt/.pth/.bin, .safetensors, .h5/.keras) or folder.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
+    labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Comma list, or @file with one per line.")] = None,
+    task: Annotated[str, typer.Option("--task", help="classification or embedding.")] = "classification",
+    arch: Annotated[Optional[str], typer.Option("--arch", help="torchvision architecture of a state dict, e.g. resnet18.")] = None,
+    input_size: Annotated[Optional[int], typer.Option("--input-size", help="Square input size in pixels.")] = None,
+    rescale: Annotated[Optional[str], typer.Option("--rescale", help="Pixel scale, e.g. 1/255.")] = None,
+    version: Annotated[Optional[str], typer.Option("--version", help="Version name (default: next vN).")] = None,
+    metric: Annotated[Optional[List[str]], typer.Option("--metric", help="name=value; repeatable.")] = None,
+    description: Annotated[str, typer.Option("--description", help="What this version is.")] = "",
+    trust: Annotated[bool, typer.Option("--trust", help="Allow a pickle (runs code on load): only for files you trust.")] = False,
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Log a model file as the next version of NAME (copied, hashed, checked).
+
+    **Examples**
+
+        sightql models log defects.h5 --name defects --labels crazing,inclusion,patches,pitted,rolled,scratches --input-size 200 --rescale 1/255
+
+        sightql models log resnet18.pth --name pets --arch resnet18 --labels @labels.txt --metric accuracy=0.91
+
+        sightql models log model.onnx --name features --task embedding
+    """
+    spec: dict[str, object] = {}
+    if input_size is not None:
+        spec["size"] = input_size
+    if rescale is not None:
+        spec["rescale"] = rescale
+    with open_session(warehouse) as session:
+        logged = session.registry.log_model(
+            path, name, version=version, task=task, labels=parse_labels(labels), input=spec or None,
+            metrics=parse_metrics(metric), description=description, trust=trust, architecture=arch,
+        )
+        typer.echo(f"logged {logged.ref} ({logged.framework}, {logged.task}, sha256 {logged.sha256[:12]})")
+
+
+@app.command("alias")
+def alias(
+    name: Annotated[str, typer.Argument(help="Model name.")],
+    alias_name: Annotated[str, typer.Argument(metavar="ALIAS", help="Alias, e.g. prod.")],
+    version: Annotated[str, typer.Argument(help="Version it points at, e.g. v3.")],
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Point an alias at a version (moves atomically; queries using NAME@ALIAS follow it).
+
+    **Example**
+
+        sightql models alias defects prod v3
+    """
+    with open_session(warehouse) as session:
+        session.registry.get_model(name).set_alias(alias_name, version)
+        typer.echo(f"{name}@{alias_name} -> {version}")
+
+
+@app.command("rm")
+def rm(
+    ref: Annotated[str, typer.Argument(help="NAME (the whole model) or NAME@VERSION.")],
+    warehouse: WarehouseOpt = None,
+) -> None:
+    """Remove one version, or a whole model with all its versions.
+
+    **Examples**
+
+        sightql models rm defects@v1
+
+        sightql models rm defects
+    """
+    name, _, version = ref.partition("@")
+    with open_session(warehouse) as session:
+        if version:
+            session.registry.get_model(name).delete_version(version)
+        else:
+            session.registry.delete_model(name)
+        typer.echo(f"removed {ref}")

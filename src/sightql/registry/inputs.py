@@ -1,0 +1,90 @@
+"""What a caller says about a model when logging it: labels and input spec."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from sightql.errors import ConfigError
+from sightql.models.card import InputSpec
+
+InputArg = InputSpec | Mapping[str, Any] | None
+LabelsArg = Sequence[str] | str | Path | None
+_SPEC_FIELDS = {f.name for f in dataclasses.fields(InputSpec)}
+_CONVENIENCE = {"size", "rescale"}
+
+
+def read_labels(labels: LabelsArg) -> tuple[str, ...]:
+    """A list of labels, or a text file with one label per line."""
+    if labels is None:
+        return ()
+    if isinstance(labels, (str, Path)):
+        path = Path(labels).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"labels file {str(labels)!r} does not exist; pass a list of labels or a text file, one per line")
+        return tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    result = tuple(str(label) for label in labels)
+    if any(not label for label in result):
+        raise ConfigError("a label may not be empty; check the labels list for blank entries")
+    return result
+
+
+def parse_rescale(value: float | str) -> float:
+    """``1/255``, ``'0.00392'`` or a number."""
+    try:
+        return float(Fraction(value)) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"rescale {value!r} is not a number; use e.g. '1/255' or 1.0") from None
+
+
+def static_onnx_input(path: Path) -> dict[str, Any]:
+    """Height, width, channels and layout from an ONNX file's first input, where its shape is fixed."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ConfigError(f"{path.name} is not a readable ONNX file ({type(exc).__name__}); export it again") from None
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not inputs:
+        return {}
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    if len(dims) != 4 or any(d is None or d <= 0 for d in dims[1:]):
+        return {}
+    if dims[1] in (1, 3):
+        return {"layout": "NCHW", "channels": dims[1], "height": dims[2], "width": dims[3]}
+    if dims[3] in (1, 3):
+        return {"layout": "NHWC", "channels": dims[3], "height": dims[1], "width": dims[2]}
+    return {}
+
+
+def build_input_spec(user: InputArg, from_file: Mapping[str, Any] | None = None) -> InputSpec:
+    """Defaults (ImageNet mean/std at 224), then what the file says, then what the caller says."""
+    if isinstance(user, InputSpec):
+        return user
+    fields: dict[str, Any] = dict(from_file or {})
+    given = dict(user or {})
+    unknown = set(given) - _SPEC_FIELDS - _CONVENIENCE
+    if unknown:
+        raise ConfigError(
+            f"input keys {sorted(unknown)} are not known; use size, rescale or InputSpec fields ({', '.join(sorted(_SPEC_FIELDS))})"
+        )
+    if "size" in given:
+        size = given.pop("size")
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        fields.update(height=int(height), width=int(width))
+    if "rescale" in given:
+        fields["scale"] = parse_rescale(given.pop("rescale"))
+    fields.update(given)
+    if fields.get("channels") == 1 and "mean" not in fields:
+        fields.update(mean=(0.5,), std=(0.5,))
+    for key in ("mean", "std"):
+        if key in fields:
+            fields[key] = tuple(float(v) for v in fields[key])
+    try:
+        return InputSpec(**fields)
+    except TypeError as exc:
+        raise ConfigError(f"input spec is not valid ({exc}); check its keys and values") from None

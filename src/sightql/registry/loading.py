@@ -1,0 +1,100 @@
+"""Adapter dispatch: the ONE place a framework name becomes a loaded predictor.
+
+Every loader takes (version record, warehouse folder, resolved device, trust) and
+re-hashes the file it actually opens, so a changed artifact is never run.
+The same table is used when a model is logged (to check it) and when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from sightql.errors import ConfigError
+from sightql.models.base import Predictor
+from sightql.registry.artifacts import verify
+from sightql.registry.records import VersionRecord
+
+Loader = Callable[[VersionRecord, Path, str, bool], Any]
+
+
+def load_onnx(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
+    from sightql.models.onnx_runtime import OnnxPredictor
+
+    if device.startswith("cuda"):
+        warnings.warn(f"{record.ref} is an ONNX model; it runs on the CPU with ONNX Runtime, not on {device}", stacklevel=2)
+    path = verify(record.artifact(home), record.sha256, record.ref)
+    return OnnxPredictor(path, record.card)
+
+
+def load_torch(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
+    """CPU: the ONNX file derived (and checked against torch) at log time. CUDA: torch itself."""
+    derived = record.derived_onnx(home)
+    if device == "cpu" and derived is not None and record.derived_onnx_sha256:
+        from sightql.models.onnx_runtime import OnnxPredictor
+
+        return OnnxPredictor(verify(derived, record.derived_onnx_sha256, record.ref), record.card)
+    from sightql.models.torch_runtime import TorchPredictor
+    from sightql.registry.torch_files import load_module
+
+    options = record.options
+    path = verify(record.artifact(home), record.sha256, record.ref)
+    module = load_module(path, options["format"], options.get("architecture"), trusted=trust, device=device)
+    return TorchPredictor(module, record.card, device)
+
+
+def _adapter_missing(module: str, what: str) -> ConfigError:
+    return ConfigError(
+        f"{what} models need the adapter {module}, which this SightQL build lacks; "
+        "upgrade SightQL, or save the model as ONNX and log that file"
+    )
+
+
+# ---- Keras (.h5 / .keras) ------------------------------------------------------------
+# PLUG-IN POINT: sightql.models.keras_model.load_keras_predictor(path, card, trust=, device=)
+def load_keras(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
+    if importlib.util.find_spec("sightql.models.keras_model") is None:
+        raise _adapter_missing("sightql.models.keras_model", "Keras")
+    from sightql.models.keras_model import load_keras_predictor  # type: ignore[import-not-found]
+
+    path = verify(record.artifact(home), record.sha256, record.ref)
+    return load_keras_predictor(path, record.card, trust=trust, device=device)
+
+
+# ---- sentence-transformers (a folder with modules.json) ---------------------------------
+# PLUG-IN POINT: sightql.models.text_embedder.load_text_embedder(folder, name, device=, trust=)
+# returns an object with .card (modality 'text') and .embed_texts(list[str]) -> (n, dim) array.
+def load_sentence_transformers(record: VersionRecord, home: Path, device: str, trust: bool) -> Any:
+    if importlib.util.find_spec("sightql.models.text_embedder") is None:
+        raise _adapter_missing("sightql.models.text_embedder", "sentence-transformers")
+    from sightql.models.text_embedder import load_text_embedder  # type: ignore[import-not-found]
+
+    folder = verify(record.artifact(home), record.sha256, record.ref)
+    return load_text_embedder(folder, record.name, device=device, trust=trust)
+
+
+LOADERS: dict[str, Loader] = {
+    "onnx": load_onnx,
+    "torch": load_torch,
+    "keras": load_keras,
+    "sentence-transformers": load_sentence_transformers,
+}
+FRAMEWORKS = tuple(LOADERS)
+
+
+def load_version(record: VersionRecord, home: Path, device: str) -> Any:
+    """The loaded model of one exact version; trust is what was recorded when it was logged."""
+    loader = LOADERS.get(record.framework)
+    if loader is None:
+        raise ConfigError(
+            f"{record.ref} was logged with framework {record.framework!r}, which this build cannot load; "
+            f"known frameworks: {', '.join(FRAMEWORKS)}"
+        )
+    predictor = loader(record, home, device, record.trusted)
+    try:
+        predictor.model_version = record.ref
+    except AttributeError:
+        pass
+    return predictor

@@ -1,0 +1,57 @@
+"""One registered model version, as stored in ``sightql_model_versions``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sightql.models.card import ModelCard
+
+VERSION_COLUMNS = (
+    "name", "version", "framework", "task", "card_json", "artifact_path", "sha256", "size_bytes",
+    "derived_onnx_path", "derived_onnx_sha256", "trusted", "description", "created_at", "load_options",
+)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    name: str
+    version: str
+    framework: str
+    task: str
+    card_json: str
+    artifact_path: str  # relative to the warehouse folder
+    sha256: str
+    size_bytes: int
+    derived_onnx_path: str | None
+    derived_onnx_sha256: str | None
+    trusted: bool
+    description: str
+    created_at: datetime | None = None
+    load_options: str = "{}"
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> "VersionRecord":
+        return cls(*row)
+
+    @property
+    def ref(self) -> str:
+        """The exact reference, e.g. 'defects@v3'."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return json.loads(self.load_options or "{}")
+
+    @property
+    def card(self) -> ModelCard:
+        return ModelCard.from_json(self.card_json)
+
+    def artifact(self, home: Path) -> Path:
+        return home / self.artifact_path
+
+    def derived_onnx(self, home: Path) -> Path | None:
+        return home / self.derived_onnx_path if self.derived_onnx_path else None

@@ -1,0 +1,323 @@
+"""The model registry on a real warehouse: formats, versions, references, aliases, safety."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sightql
+from sightql.config import Settings
+from sightql.errors import (
+    ArtifactIntegrityError, ConfigError, ModelNotFoundError, RegistryError, UnsafeModelError,
+)
+from sightql.models.loader import clear_cache
+from tests.registry_models import (
+    PHOTOS, eager_probabilities, photo_batch, resnet18, tiny_classifier, write_onnx,
+)
+
+LABELS10 = [f"class_{i}" for i in range(10)]
+SIZE64 = {"size": 64}
+
+FRESH_PROCESS = """
+import json, sys, sightql
+with sightql.connect(sys.argv[1]) as s:
+    rows = s.sql("SELECT embed(?, image) AS e FROM photos WHERE relative_path IN ({}) ORDER BY relative_path",
+                 [sys.argv[2], *sys.argv[3:]]).to_pylist()
+print(json.dumps([r["e"] for r in rows]))
+"""
+
+
+def _save_format(fmt: str, module, folder: Path) -> tuple[Path, dict]:
+    import torch
+
+    if fmt == "pth":
+        path = folder / "resnet18.pth"
+        torch.save(module.state_dict(), path)
+        return path, {"architecture": "resnet18"}
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        path = folder / "resnet18.safetensors"
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path))
+        return path, {"architecture": "resnet18"}
+    if fmt == "torchscript":
+        path = folder / "resnet18_scripted.pt"
+        torch.jit.save(torch.jit.script(module), str(path))
+        return path, {}
+    return write_onnx(module, folder / "resnet18.onnx", size=64), {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["pth", "safetensors", "torchscript", "onnx"])
+def test_each_format_round_trips_through_python_sql_and_a_fresh_process(fmt, warehouse, photos_dir, tmp_path):
+    module = resnet18()
+    path, extra = _save_format(fmt, module, tmp_path)
+    with sightql.connect(warehouse) as session:
+        session.load_images("photos", photos_dir)
+        version = session.registry.log_model(path, "net", labels=LABELS10, input=SIZE64, **extra)
+        assert (version.ref, version.framework) == ("net@v1", "onnx" if fmt == "onnx" else "torch")
+        assert session.registry.show_models().to_pylist()[0]["latest_version"] == "v1"
+        row = session.sql("SELECT * FROM sightql_model_versions WHERE name = 'net'").to_pylist()[0]
+        stored = warehouse / row["artifact_path"]
+        assert stored.is_file() and row["artifact_path"].startswith("models/registry/net/v1/")
+        assert row["size_bytes"] == path.stat().st_size and row["trusted"] is False
+        if fmt != "onnx":
+            assert (warehouse / row["derived_onnx_path"]).is_file() and len(row["derived_onnx_sha256"]) == 64
+
+        expected = eager_probabilities(module, photo_batch(photos_dir, version.card.input))
+        predictor = session.predictor("net@v1")
+        assert predictor.model_version == "net@v1"
+        from_python = predictor.predict(photo_batch(photos_dir, predictor.card.input))
+
+        names = sorted(PHOTOS)
+        marks = ", ".join("?" for _ in names)
+        sql_rows = session.sql(
+            f"SELECT relative_path, classify_topk('net', image, 10) AS top, embed('net@latest', image) AS e "
+            f"FROM photos WHERE relative_path IN ({marks}) ORDER BY relative_path", names,
+        ).to_pylist()
+        from_topk = np.array([[dict((t["label"], t["score"]) for t in r["top"])[label] for label in LABELS10]
+                              for r in sql_rows])
+        from_embed = np.array([r["e"] for r in sql_rows])
+    order = [PHOTOS.index(n) for n in names]
+    fresh = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS.format(marks), str(warehouse), "net@v1", *names],
+        capture_output=True, text=True, check=True,
+    )
+    from_fresh = np.array(json.loads(fresh.stdout))
+    for got in (from_python[order], from_topk, from_embed, from_fresh):
+        assert got.shape == (len(names), 10)
+        assert float(np.abs(got - expected[order]).max()) <= 1e-4
+
+
+def test_in_memory_module_without_architecture_is_saved_as_torchscript(session, photos_dir):
+    module = tiny_classifier(3)
+    version = session.registry.log_model(module, "tiny", labels=["a", "b", "c"], input={"size": 32})
+    assert version.artifact_path.name == "model.pt"
+    batch = photo_batch(photos_dir, version.card.input)
+    got = session.predictor("tiny").predict(batch)
+    assert float(np.abs(got - eager_probabilities(module, batch)).max()) <= 1e-4
+
+
+def _log_onnx(session, tmp_path, name="m", favour=0, **kwargs):
+    path = write_onnx(tiny_classifier(2, favour=favour), tmp_path / f"{name}-{favour}.onnx")
+    return session.registry.log_model(path, name, labels=["cat", "dog"], **kwargs)
+
+
+def test_versions_number_themselves_and_references_resolve(session, tmp_path):
+    v1 = _log_onnx(session, tmp_path, favour=0, metrics={"accuracy": 0.5}, description="first")
+    v2 = _log_onnx(session, tmp_path, favour=1)
+    assert (v1.version, v2.version) == ("v1", "v2")
+    custom = _log_onnx(session, tmp_path, favour=1, version="2024-q1")
+    with pytest.raises(RegistryError, match="already exists"):
+        _log_onnx(session, tmp_path, version="2024-q1")
+    model = session.registry.get_model("m")
+    assert [v.version for v in model.versions()] == ["v1", "v2", "2024-q1"]
+    assert model.version().version == "2024-q1" and model.version("latest").version == "2024-q1"
+    model.set_default("v1")
+    assert session.registry.resolve("m").version == "v1"
+    model.set_alias("prod", "v2")
+    assert session.registry.resolve("m@prod").version == "v2"
+    assert model.version("prod").aliases == ["prod"]
+    assert v1.metrics == {"accuracy": 0.5} and v1.card.labels == ("cat", "dog")
+    v1.set_metric("accuracy", 0.75)
+    v1.set_metric("f1", 0.7)
+    assert v1.metrics == {"accuracy": 0.75, "f1": 0.7}
+    assert v1.card.input.height == 32  # read from the ONNX file's static shape
+    assert custom.ref == "m@2024-q1"
+    shown = session.registry.show_models().to_pylist()
+    assert shown[0]["versions"] == 3 and shown[0]["aliases"] == "prod=v2" and shown[0]["default_version"] == "v1"
+    with pytest.raises(ModelNotFoundError, match="versions: v1, v2, 2024-q1; aliases: prod"):
+        session.registry.resolve("m@staging")
+    with pytest.raises(ModelNotFoundError, match="known models: m"):
+        session.registry.get_model("other")
+    with pytest.raises(ConfigError, match="would be read as a version"):
+        model.set_alias("v7", "v1")
+    model.remove_alias("prod")
+    assert model.aliases() == {}
+
+
+def test_deleting_versions_and_models(session, tmp_path):
+    _log_onnx(session, tmp_path, favour=0)
+    _log_onnx(session, tmp_path, favour=1)
+    model = session.registry.get_model("m")
+    model.set_alias("prod", "v1")
+    with pytest.raises(RegistryError, match=r"alias prod points at m@v1; move it first, e.g. model.set_alias\('prod'"):
+        model.delete_version("v1")
+    model.set_alias("prod", "v2")
+    model.delete_version("v1")
+    assert [v.version for v in model.versions()] == ["v2"]
+    assert not (session.home / "models/registry/m/v1").exists()
+    session.registry.delete_model("m")
+    assert session.registry.show_models().num_rows == 0
+    assert session.sql("SELECT count(*) AS n FROM sightql_model_aliases").to_pylist() == [{"n": 0}]
+    assert not (session.home / "models/registry/m").exists()
+
+
+def test_labels_count_must_match_the_model_output(session, tmp_path):
+    path = write_onnx(tiny_classifier(3), tmp_path / "three.onnx")
+    with pytest.raises(ConfigError, match="the model gives 3 outputs but 2 labels were given"):
+        session.registry.log_model(path, "m", labels=["a", "b"])
+    with pytest.raises(ConfigError, match="needs labels="):
+        session.registry.log_model(path, "m")
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text("a\nb\nc\n")
+    assert session.registry.log_model(path, "m", labels=labels_file).card.labels == ("a", "b", "c")
+    # A failed log left nothing behind: one version, no staging folders.
+    assert [p.name for p in (session.home / "models/registry/m").iterdir()] == ["v1"]
+
+
+def test_size_limit_names_the_variable(warehouse, tmp_path):
+    path = write_onnx(tiny_classifier(2), tmp_path / "m.onnx")
+    with sightql.connect(warehouse, settings=Settings(max_model_bytes=100)) as session:
+        with pytest.raises(ConfigError, match="SIGHTQL_MAX_MODEL_BYTES"):
+            session.registry.log_model(path, "m", labels=["a", "b"])
+        assert session.registry.show_models().num_rows == 0
+
+
+def test_an_interrupted_log_registers_nothing(session, tmp_path, monkeypatch):
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(type(session.registry), "_insert_version", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _log_onnx(session, tmp_path)
+    assert session.sql("SELECT count(*) AS n FROM sightql_model_versions").to_pylist() == [{"n": 0}]
+    assert list((session.home / "models/registry/m").iterdir()) == []
+
+
+def test_a_pickled_module_needs_trust(session, photos_dir, tmp_path):
+    import torch
+
+    module = tiny_classifier(2)
+    path = tmp_path / "whole.pth"
+    torch.save(module, path)
+    with pytest.raises(UnsafeModelError, match="trust=True"):
+        session.registry.log_model(path, "pickled", labels=["a", "b"], input={"size": 32})
+    version = session.registry.log_model(path, "pickled", labels=["a", "b"], input={"size": 32}, trust=True)
+    assert version.trusted is True
+    batch = photo_batch(photos_dir, version.card.input)
+    assert float(np.abs(session.predictor("pickled").predict(batch) - eager_probabilities(module, batch)).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_any_pickle_is_refused_with_one_sentence(session, tmp_path, suffix):
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(pickle.dumps({"weights": Path("/etc/passwd")}))
+    with pytest.raises(UnsafeModelError, match="trust=True"):
+        session.registry.log_model(path, "evil", labels=["a"], architecture="resnet18")
+
+
+def test_a_changed_artifact_is_never_loaded(session, tmp_path):
+    version = _log_onnx(session, tmp_path)
+    session.predictor("m")
+    data = bytearray(version.artifact_path.read_bytes())
+    data[-10] ^= 0xFF
+    version.artifact_path.write_bytes(bytes(data))
+    clear_cache()
+    with pytest.raises(ArtifactIntegrityError, match=r"m@v1 .*changed since it was logged.*log the model again"):
+        session.predictor("m")
+
+
+def test_a_changed_derived_onnx_is_never_loaded(session, tmp_path):
+    session.registry.log_model(tiny_classifier(2), "t", labels=["a", "b"], input={"size": 32})
+    derived = session.home / session.sql("SELECT derived_onnx_path FROM sightql_model_versions").to_pylist()[0]["derived_onnx_path"]
+    derived.write_bytes(derived.read_bytes() + b"\0")
+    clear_cache()
+    with pytest.raises(ArtifactIntegrityError, match="derived.onnx"):
+        session.predictor("t@v1")
+
+
+def test_a_model_loads_once_per_version_and_a_moved_alias_is_seen(session, tmp_path):
+    _log_onnx(session, tmp_path, favour=0)
+    _log_onnx(session, tmp_path, favour=1)
+    model = session.registry.get_model("m")
+    model.set_alias("prod", "v1")
+    first = session.predictor("m@prod")
+    assert session.predictor("m@v1") is first and first.model_version == "m@v1"
+    model.set_alias("prod", "v2")
+    assert session.predictor("m@prod").model_version == "m@v2"
+
+
+def test_aliases_move_atomically_under_concurrent_readers(session, photos_dir, tmp_path):
+    _log_onnx(session, tmp_path, favour=0)
+    _log_onnx(session, tmp_path, favour=1)
+    model = session.registry.get_model("m")
+    model.set_alias("prod", "v1")
+    batch = photo_batch(photos_dir, model.version("v1").card.input)
+    expected = {"m@v1": 0, "m@v2": 1}
+    stop = threading.Event()
+    seen: list[str] = []
+    failures: list[str] = []
+
+    def mover() -> None:
+        for i in range(200):
+            model.set_alias("prod", "v2" if i % 2 == 0 else "v1")
+        stop.set()
+
+    def reader() -> None:
+        while not stop.is_set() or len(seen) < 20:
+            try:
+                predictor = session.predictor("m@prod")
+                answer = int(predictor.predict(batch).argmax(axis=1)[0])
+            except Exception as exc:  # any failure is a finding, reported below
+                failures.append(repr(exc))
+                return
+            if expected.get(predictor.model_version) != answer:
+                failures.append(f"{predictor.model_version} answered {answer}")
+            seen.append(predictor.model_version)
+
+    threads = [threading.Thread(target=mover), threading.Thread(target=reader)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not failures
+    assert set(seen) <= {"m@v1", "m@v2"} and len(seen) >= 20
+    assert session.sql("SELECT count(*) AS n FROM sightql_model_aliases").to_pylist() == [{"n": 1}]
+
+
+def test_builtin_names_and_bad_names_are_refused(session, tmp_path):
+    path = write_onnx(tiny_classifier(2), tmp_path / "m.onnx")
+    with pytest.raises(RegistryError, match="built-in"):
+        session.registry.log_model(path, "imagenet", labels=["a", "b"])
+    with pytest.raises(ConfigError, match="not allowed"):
+        session.registry.log_model(path, "x'; DROP TABLE t; --", labels=["a", "b"])
+    with pytest.raises(ConfigError, match="not allowed"):
+        session.registry.resolve("m@../../etc")
+
+
+def test_framework_detection_and_the_keras_dispatch(session, tmp_path):
+    import importlib.util
+
+    from sightql.registry.log import detect_framework
+
+    assert detect_framework(Path("defects.h5"), trust=False) == "keras"
+    assert detect_framework(Path("m.keras"), trust=False) == "keras"
+    with pytest.raises(ConfigError, match="without modules.json"):
+        detect_framework(tmp_path, trust=False)
+    (tmp_path / "modules.json").write_text("[]")
+    assert detect_framework(tmp_path, trust=False) == "sentence-transformers"
+    if importlib.util.find_spec("sightql.models.keras_model") is None:
+        h5 = tmp_path / "defects.h5"
+        h5.write_bytes(b"\x89HDF\r\n\x1a\n")
+        with pytest.raises(ConfigError, match="sightql.models.keras_model"):
+            session.registry.log_model(h5, "defects", labels=["a", "b"])
+        assert session.registry.show_models().num_rows == 0
+
+
+@pytest.mark.slow
+def test_in_memory_module_with_architecture_is_saved_as_safetensors(session, photos_dir):
+    module = resnet18(seed=1)
+    version = session.registry.log_model(module, "net", architecture="resnet18", labels=LABELS10, input=SIZE64)
+    assert version.artifact_path.name == "model.safetensors"
+    assert json.loads(version.record.load_options) == {"architecture": "resnet18", "format": "state_dict"}
+    batch = photo_batch(photos_dir, version.card.input)
+    got = session.predictor("net").predict(batch)
+    assert float(np.abs(got - eager_probabilities(module, batch)).max()) <= 1e-4

@@ -1,0 +1,57 @@
+"""`sightql models ...` end to end in subprocesses, on a real warehouse."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from tests.registry_models import tiny_classifier, write_onnx
+
+CLI = [sys.executable, "-m", "sightql"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True)
+
+
+def test_models_log_ls_show_alias_rm(warehouse, photos_dir, tmp_path):
+    w = ["-w", str(warehouse)]
+    onnx = write_onnx(tiny_classifier(3, favour=2), tmp_path / "defects.onnx")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("crazing\ninclusion\npatches\n")
+    out = run("models", "log", str(onnx), "--name", "defects", "--labels", "crazing,inclusion,patches",
+              "--input-size", "32", "--rescale", "1/255", "--metric", "accuracy=0.9", "--description", "first", *w)
+    assert out.returncode == 0, out.stderr
+    assert re.match(r"logged defects@v1 \(onnx, classification, sha256 [0-9a-f]{12}\)", out.stdout)
+    assert run("models", "log", str(onnx), "--name", "defects", "--labels", f"@{labels}", *w).returncode == 0
+    assert "defects@prod -> v1" in run("models", "alias", "defects", "prod", "v1", *w).stdout
+    listing = run("models", "ls", *w).stdout
+    assert "defects" in listing and "prod=v1" in listing
+    card = run("models", "show", "defects@prod", *w).stdout
+    assert "model:       defects@v1" in card and "framework:   onnx" in card
+    assert "labels:      3 (crazing, inclusion, patches)" in card and "metrics:     accuracy=0.9" in card
+    assert "3x32x32 NCHW, scale 0.00392157" in card and "aliases:     prod" in card
+    assert re.search(r"sha256:      [0-9a-f]{64}", card)
+    classified = run("classify", str(photos_dir / "coffee.jpg"), "--model", "defects@prod", "-k", "1", *w)
+    assert classified.returncode == 0 and re.search(r"coffee.jpg: patches 1\.000", classified.stdout), classified.stderr
+    refused = run("models", "rm", "defects@v1", *w)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: alias prod points at defects@v1")
+    assert "removed defects@v2" in run("models", "rm", "defects@v2", *w).stdout
+    assert "removed defects" in run("models", "rm", "defects", *w).stdout
+    assert "defects" not in run("models", "ls", *w).stdout
+
+
+def test_models_mistakes_are_one_sentence(warehouse, tmp_path):
+    w = ["-w", str(warehouse)]
+    pickled = tmp_path / "model.pkl"
+    pickled.write_bytes(b"\x80\x04K\x01.")
+    for args, sentence in [
+        (["models", "log", str(pickled), "--name", "x", "--labels", "a"], "pass trust=True (CLI: --trust)"),
+        (["models", "show", "nothing"], "no model named 'nothing'"),
+        (["models", "log", str(tmp_path / "missing.onnx"), "--name", "x", "--labels", "a"], "does not exist"),
+        (["models", "log", str(pickled), "--name", "x", "--metric", "acc"], "not name=number"),
+    ]:
+        result = run(*args, *w)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert sentence in result.stderr and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
