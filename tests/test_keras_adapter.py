@@ -251,3 +251,16 @@ def test_another_backend_in_the_environment_is_overridden_before_keras_loads():
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "torch"
+
+
+@pytest.mark.slow
+def test_onnx_export_answers_like_keras(saved, photo_batch, tmp_path):
+    from sightql.models.keras_model import export_keras_onnx
+    from sightql.models.onnx_runtime import OnnxPredictor
+
+    card = card_for(inspect_keras(saved["keras"]))
+    destination = tmp_path / "defects.onnx"
+    assert export_keras_onnx(saved["keras"], card, destination) <= TOLERANCE
+    via_onnx = OnnxPredictor(destination, card).predict(photo_batch)
+    via_keras = load_keras_predictor(saved["keras"], card).predict(photo_batch)
+    assert np.abs(via_onnx - via_keras).max() <= TOLERANCE

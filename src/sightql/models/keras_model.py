@@ -407,9 +407,10 @@ def export_keras_onnx(path: Path, card: ModelCard, destination: Path, *, trust: 
     model = _load_model(Path(path), trust, "cpu")
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    model.export(str(destination), format="onnx", verbose=False)
     sample = np.random.default_rng(0).random(card.input.shape(4), dtype=np.float32)
+    # Keras exports only a model that has been called (its input signature comes from that call).
     expected = np.asarray(model.predict_on_batch(sample))
+    model.export(str(destination), format="onnx", verbose=False)
     session = ort.InferenceSession(str(destination), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: sample})[:1]
     return float(np.abs(np.asarray(got) - expected).max())
