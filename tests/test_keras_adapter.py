@@ -264,3 +264,11 @@ def test_onnx_export_answers_like_keras(saved, photo_batch, tmp_path):
     via_onnx = OnnxPredictor(destination, card).predict(photo_batch)
     via_keras = load_keras_predictor(saved["keras"], card).predict(photo_batch)
     assert np.abs(via_onnx - via_keras).max() <= TOLERANCE
+
+
+def test_keras_archive_under_another_suffix_asks_for_a_rename(saved, tmp_path):
+    renamed = tmp_path / "defects.zip"
+    renamed.write_bytes(saved["keras"].read_bytes())
+    assert keras_config(renamed)["class_name"] == "Sequential"
+    with pytest.raises(ConfigError, match="rename"):
+        inspect_keras(renamed)

@@ -253,7 +253,7 @@ def _load_model(path: Path, trust: bool, device: str) -> Any:
             "SightQL loads models built from Keras's own layers, so rebuild it with those or export it to ONNX"
         )
     wanted_suffix = ".keras" if fmt == "keras" else ".h5"
-    if fmt == "keras" and path.suffix != ".keras" or fmt == "h5" and path.suffix.lower() not in _H5_SUFFIXES:
+    if (fmt == "keras" and path.suffix != ".keras") or (fmt == "h5" and path.suffix.lower() not in _H5_SUFFIXES):
         raise ConfigError(f"{path.name} is a {fmt} Keras file but Keras reads it only under a {wanted_suffix} name; rename it")
     try:
         with keras.device(device):
