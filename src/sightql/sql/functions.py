@@ -8,6 +8,7 @@ error message, never a failed query (unless the session is strict).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -41,6 +42,26 @@ def _sql_types() -> dict[str, Any]:
     }
 
 
+class RowsOf(Sequence):
+    """Chosen rows of an Arrow column, turned into Python values one slice at a time.
+
+    DuckDB hands a UDF up to 2,048 images at once; copying them all into Python
+    bytes up front would double that chunk's memory, so batches read only theirs.
+    """
+
+    def __init__(self, column: pa.ChunkedArray, rows: list[int]):
+        self._column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+        self._rows = rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self._column[self._rows[j]].as_py() for j in range(*index.indices(len(self._rows)))]
+        return self._column[self._rows[index]].as_py()
+
+
 class ImageFunctions:
     """The UDF bodies, bound to one session (its models, settings and stages)."""
 
@@ -51,8 +72,7 @@ class ImageFunctions:
     def _by_model(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> list[RowResult]:
         """Run each row through the model its row names; usually one model per query."""
         names = models.to_pylist()
-        blobs = images.to_pylist()
-        results: list[RowResult | None] = [None] * len(blobs)
+        results: list[RowResult | None] = [None] * len(names)
         for name in dict.fromkeys(names):
             rows = [i for i, n in enumerate(names) if n == name]
             if name is None:
@@ -62,7 +82,7 @@ class ImageFunctions:
             predictor = self.session.predictor(name)
             outputs = predict_rows(
                 predictor,
-                [blobs[i] for i in rows],
+                RowsOf(images, rows),
                 batch_size=self.session.settings.batch_size,
                 limits=self.session.limits,
                 threads=self.session.settings.decode_threads,
