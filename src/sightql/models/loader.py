@@ -71,7 +71,8 @@ def load_builtin(name: str, models_dir: Path, device: str) -> LoadedModel:
 def load_predictor(ref: str, models_dir: Path, device: str = "auto") -> LoadedModel:
     """Loaded once per (warehouse, reference, device) and kept for the life of the process."""
     resolved = resolve_device(device)
-    key = (str(models_dir), ref, resolved)
+    # minilm is read from its package, not from the warehouse, so one copy serves every warehouse.
+    key = (ref, resolved) if ref == "minilm" else (str(models_dir), ref, resolved)
     with _lock:
         predictor = _cache.get(key)
         if predictor is None:

@@ -199,16 +199,17 @@ def _stage(
             framework = detect_framework(source, trust)
         check_size(source, limit)
         artifact = staging / ("model" if source.is_dir() else "model" + source.suffix.lower())
-        copy_artifact(source, artifact)
+        from_file: dict[str, Any] | None = None
         if framework == "keras":
             from sightql.models.keras_model import inspect_keras
 
-            keras_info = inspect_keras(artifact, trust=trust)  # the safety check runs first
+            keras_info = inspect_keras(source, trust=trust)  # the safety check runs first, naming the user's file
             from_file = keras_input(keras_info)
             if output is None and task == "classification":
                 output = keras_info.output
-        else:
-            from_file = static_onnx_input(artifact) if framework == "onnx" else None
+        copy_artifact(source, artifact)
+        if framework == "onnx":
+            from_file = static_onnx_input(artifact)
         spec = build_input_spec(input, from_file)
         fmt = None
     if framework == "torch":
