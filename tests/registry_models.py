@@ -16,22 +16,25 @@ PHOTOS = ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg")
 DEFECTS = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 KERAS_INPUT = {"size": 200, "rescale": "1/255"}
 
+# The result goes to a file: DuckDB draws its progress bar on stdout during a long query.
 _FRESH_PROCESS = """
 import json, sys, sightql
 with sightql.connect(sys.argv[1]) as s:
     rows = s.sql(sys.argv[2], json.loads(sys.argv[3])).to_pylist()
-print(json.dumps([r["v"] for r in rows]))
+with open(sys.argv[4], "w") as out:
+    json.dump([r["v"] for r in rows], out)
 """
 
 
 def fresh_process_vectors(warehouse: Path, query: str, params: Sequence[Any]) -> np.ndarray:
     """Column ``v`` of ``query``, run by a new Python process that reopens the warehouse."""
+    result = warehouse.parent / "fresh-process-result.json"
     done = subprocess.run(
-        [sys.executable, "-c", _FRESH_PROCESS, str(warehouse), query, json.dumps(list(params))],
+        [sys.executable, "-c", _FRESH_PROCESS, str(warehouse), query, json.dumps(list(params)), str(result)],
         capture_output=True, text=True,
     )
     assert done.returncode == 0, done.stderr
-    return np.array(json.loads(done.stdout), dtype=np.float64)
+    return np.array(json.loads(result.read_text()), dtype=np.float64)
 
 
 def tiny_classifier(classes: int = 3, seed: int = 0, favour: int | None = None):
