@@ -30,30 +30,13 @@ from sightql.models.keras_model import (
     load_keras_predictor,
     needs_input_layer,
 )
+from tests.registry_models import DEFECTS, defect_cnn, keras_outputs
 
-DEFECTS = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 TOLERANCE = 1e-4
 
 
-def defect_cnn(keras: Any, *, seed: int = 0, head: str | None = "softmax", with_lambda: bool = False) -> Any:
-    keras.utils.set_random_seed(seed)
-    layers = keras.layers
-    stack = [keras.Input((200, 200, 3))]
-    if with_lambda:
-        stack.append(layers.Lambda(lambda x: x * 2.0 - 1.0, name="to_signed"))
-    stack += [
-        layers.Conv2D(8, 3, activation="relu"),
-        layers.MaxPooling2D(4),
-        layers.Conv2D(16, 3, activation="relu"),
-        layers.MaxPooling2D(4),
-        layers.Flatten(),
-        layers.Dense(6, activation=head),
-    ]
-    return keras.Sequential(stack)
-
-
 def run(keras: Any, model: Any, batch: np.ndarray) -> np.ndarray:
-    return np.asarray(keras.ops.convert_to_numpy(model(batch, training=False)))
+    return keras_outputs(model, batch)
 
 
 def card_for(info: KerasInfo, name: str = "defects") -> ModelCard:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -19,19 +17,13 @@ from sightql.errors import (
 )
 from sightql.models.loader import clear_cache
 from tests.registry_models import (
-    PHOTOS, eager_probabilities, photo_batch, resnet18, tiny_classifier, write_onnx,
+    DEFECTS, KERAS_INPUT, PHOTOS, defect_cnn, eager_probabilities, fresh_process_vectors, keras_outputs, photo_batch,
+    resnet18, tiny_classifier, write_onnx,
 )
 
 LABELS10 = [f"class_{i}" for i in range(10)]
 SIZE64 = {"size": 64}
-
-FRESH_PROCESS = """
-import json, sys, sightql
-with sightql.connect(sys.argv[1]) as s:
-    rows = s.sql("SELECT embed(?, image) AS e FROM photos WHERE relative_path IN ({}) ORDER BY relative_path",
-                 [sys.argv[2], *sys.argv[3:]]).to_pylist()
-print(json.dumps([r["e"] for r in rows]))
-"""
+SENTENCES = ("A man is playing a guitar.", "Someone plays an acoustic guitar.", "The stock market fell sharply today.")
 
 
 def _save_format(fmt: str, module, folder: Path) -> tuple[Path, dict]:
@@ -72,28 +64,151 @@ def test_each_format_round_trips_through_python_sql_and_a_fresh_process(fmt, war
             assert (warehouse / row["derived_onnx_path"]).is_file() and len(row["derived_onnx_sha256"]) == 64
 
         expected = eager_probabilities(module, photo_batch(photos_dir, version.card.input))
-        predictor = session.predictor("net@v1")
-        assert predictor.model_version == "net@v1"
-        from_python = predictor.predict(photo_batch(photos_dir, predictor.card.input))
+    for got in _outputs_everywhere(warehouse, photos_dir, "net", LABELS10):
+        assert float(np.abs(got - expected).max()) <= 1e-4
 
-        names = sorted(PHOTOS)
-        marks = ", ".join("?" for _ in names)
+
+def _outputs_everywhere(warehouse: Path, photos_dir: Path, name: str, labels: list[str] | tuple[str, ...]) -> list:
+    """The registered model's outputs on PHOTOS (in PHOTOS order) from Python, from SQL, and from a fresh process."""
+    names = sorted(PHOTOS)
+    marks = ", ".join("?" for _ in names)
+    with sightql.connect(warehouse) as session:
+        predictor = session.predictor(f"{name}@v1")
+        assert predictor.model_version == f"{name}@v1"
+        from_python = predictor.predict(photo_batch(photos_dir, predictor.card.input))
         sql_rows = session.sql(
-            f"SELECT relative_path, classify_topk('net', image, 10) AS top, embed('net@latest', image) AS e "
-            f"FROM photos WHERE relative_path IN ({marks}) ORDER BY relative_path", names,
+            f"SELECT relative_path, classify_topk(?, image, ?) AS top, embed(?, image) AS e "
+            f"FROM photos WHERE relative_path IN ({marks}) ORDER BY relative_path",
+            [name, len(labels), f"{name}@latest", *names],
         ).to_pylist()
-        from_topk = np.array([[dict((t["label"], t["score"]) for t in r["top"])[label] for label in LABELS10]
-                              for r in sql_rows])
-        from_embed = np.array([r["e"] for r in sql_rows])
-    order = [PHOTOS.index(n) for n in names]
-    fresh = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS.format(marks), str(warehouse), "net@v1", *names],
-        capture_output=True, text=True, check=True,
+    from_topk = np.array([[dict((t["label"], t["score"]) for t in r["top"])[label] for label in labels]
+                          for r in sql_rows])
+    from_embed = np.array([r["e"] for r in sql_rows])
+    from_fresh = fresh_process_vectors(
+        warehouse, f"SELECT embed(?, image) AS v FROM photos WHERE relative_path IN ({marks}) ORDER BY relative_path",
+        [f"{name}@v1", *names],
     )
-    from_fresh = np.array(json.loads(fresh.stdout))
-    for got in (from_python[order], from_topk, from_embed, from_fresh):
-        assert got.shape == (len(names), 10)
-        assert float(np.abs(got - expected[order]).max()) <= 1e-4
+    back = [names.index(n) for n in PHOTOS]  # sorted rows back into PHOTOS order
+    outputs = [from_python, from_topk[back], from_embed[back], from_fresh[back]]
+    for got in outputs:
+        assert got.shape == (len(PHOTOS), len(labels))
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def keras_defects(tmp_path_factory):
+    """The tutorial-shaped defect CNN in memory and saved as .h5 and .keras."""
+    from sightql.models.keras_model import _keras
+
+    folder = tmp_path_factory.mktemp("keras")
+    model = defect_cnn(_keras())
+    paths = {suffix: folder / f"defects{suffix}" for suffix in (".h5", ".keras")}
+    for path in paths.values():
+        model.save(path)
+    return model, paths
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_keras_round_trips_through_python_sql_and_a_fresh_process(suffix, keras_defects, warehouse, photos_dir):
+    from sightql.models.device import resolve_device
+    from sightql.models.onnx_runtime import OnnxPredictor
+
+    model, paths = keras_defects
+    with sightql.connect(warehouse) as session:
+        session.load_images("photos", photos_dir)
+        version = session.registry.log_model(paths[suffix], "defects", labels=DEFECTS, input=KERAS_INPUT)
+        assert (version.ref, version.framework, version.task) == ("defects@v1", "keras", "classification")
+        spec = version.card.input
+        assert (spec.height, spec.width, spec.channels, spec.layout, spec.resize) == (200, 200, 3, "NHWC", "squash")
+        assert (spec.mean, spec.std, spec.scale) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), pytest.approx(1 / 255))
+        assert version.card.output == "probabilities"  # the model ends in softmax; read from the file
+        assert session.registry.show_models().to_pylist()[0]["latest_version"] == "v1"
+        row = session.sql("SELECT * FROM sightql_model_versions WHERE name = ?", ["defects"]).to_pylist()[0]
+        assert row["artifact_path"] == f"models/registry/defects/v1/model{suffix}" and row["trusted"] is False
+        assert (warehouse / row["derived_onnx_path"]).is_file() and len(row["derived_onnx_sha256"]) == 64
+        if resolve_device(session.device) == "cpu":  # the CPU runs the ONNX derived at log time
+            assert isinstance(session.predictor("defects"), OnnxPredictor)
+    expected = keras_outputs(model, photo_batch(photos_dir, spec))
+    assert float(np.abs(expected[0] - expected[1]).max()) > 1e-3  # outputs differ by photo
+    for got in _outputs_everywhere(warehouse, photos_dir, "defects", DEFECTS):
+        assert float(np.abs(got - expected).max()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_keras_runs_with_keras_when_the_onnx_export_fails(keras_defects, session, photos_dir, monkeypatch):
+    import sightql.models.keras_model as keras_model
+
+    def broken_export(*args, **kwargs):
+        raise RuntimeError("no ONNX for this layer")
+
+    monkeypatch.setattr(keras_model, "export_keras_onnx", broken_export)
+    model, paths = keras_defects
+    with pytest.warns(UserWarning, match=r"defects@v1 could not be exported to ONNX .*run with Keras on the CPU"):
+        version = session.registry.log_model(paths[".h5"], "defects", labels=DEFECTS, input=KERAS_INPUT)
+    assert version.record.derived_onnx_path is None and version.record.derived_onnx_sha256 is None
+    predictor = session.predictor("defects")
+    assert isinstance(predictor, keras_model.KerasPredictor)
+    batch = photo_batch(photos_dir, version.card.input)
+    assert float(np.abs(predictor.predict(batch) - keras_outputs(model, batch)).max()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_a_keras_card_that_disagrees_with_the_model_is_refused(keras_defects, session):
+    _, paths = keras_defects
+    with pytest.raises(ConfigError, match="input height 224 but the Keras model expects 200; fix the card"):
+        session.registry.log_model(paths[".keras"], "defects", labels=DEFECTS, input={"size": 224})
+    with pytest.raises(ConfigError, match="5 labels but the Keras model has 6 outputs"):
+        session.registry.log_model(paths[".keras"], "defects", labels=DEFECTS[:5], input=KERAS_INPUT)
+    assert session.registry.show_models().num_rows == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_a_keras_lambda_layer_needs_trust(suffix, session, photos_dir, tmp_path):
+    from sightql.models.keras_model import _keras
+
+    model = defect_cnn(_keras(), with_lambda=True)
+    path = tmp_path / f"signed{suffix}"
+    model.save(path)
+    with pytest.raises(UnsafeModelError, match=rf"signed{suffix} contains a Keras Lambda layer \(to_signed.*pass trust=True"):
+        session.registry.log_model(path, "signed", labels=DEFECTS, input=KERAS_INPUT)
+    assert session.registry.show_models().num_rows == 0
+    version = session.registry.log_model(path, "signed", labels=DEFECTS, input=KERAS_INPUT, trust=True)
+    assert version.trusted is True
+    batch = photo_batch(photos_dir, version.card.input)
+    got = session.predictor("signed@v1").predict(batch)
+    assert float(np.abs(got - keras_outputs(model, batch)).max()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_minilm_folder_round_trips_through_python_sql_and_a_fresh_process(warehouse):
+    from sightql.models.text_embedder import load_minilm, minilm_path
+
+    expected = load_minilm().embed_texts(list(SENTENCES))
+    with sightql.connect(warehouse) as session:
+        version = session.registry.log_model(minilm_path(), "minilm-copy")  # a folder: task embedding, no labels
+        assert (version.ref, version.framework, version.task) == ("minilm-copy@v1", "sentence-transformers", "embedding")
+        assert (version.card.modality, version.card.output) == ("text", "embedding")
+        assert session.registry.show_models().to_pylist()[0]["name"] == "minilm-copy"
+        row = session.sql("SELECT * FROM sightql_model_versions WHERE name = ?", ["minilm-copy"]).to_pylist()[0]
+        assert (warehouse / row["artifact_path"] / "model.safetensors").is_file() and row["derived_onnx_path"] is None
+        session.sql("CREATE TABLE notes (i INTEGER, body VARCHAR)")
+        for i, text in enumerate(SENTENCES):
+            session.sql("INSERT INTO notes VALUES (?, ?)", [i, text])
+        from_python = session.predictor("minilm-copy@v1").embed_texts(list(SENTENCES))
+        session.create_function("note_vector", "minilm-copy@latest")
+        rows = session.sql(
+            "SELECT embed_text('minilm-copy@v1', body) AS a, embed_text('minilm', body) AS b, note_vector(body) AS c "
+            "FROM notes ORDER BY i"
+        ).to_pylist()
+    from_sql = [np.array([r[column] for r in rows]) for column in "abc"]
+    from_fresh = fresh_process_vectors(
+        warehouse, "SELECT note_vector(body) AS v FROM notes ORDER BY i", [],
+    )
+    for got in (from_python, *from_sql, from_fresh):
+        assert got.shape == (3, 384)
+        assert float(np.abs(got - expected).max()) <= 1e-4
 
 
 def test_in_memory_module_without_architecture_is_saved_as_torchscript(session, photos_dir):
@@ -294,8 +409,7 @@ def test_builtin_names_and_bad_names_are_refused(session, tmp_path):
 
 
 def test_framework_detection_and_the_keras_dispatch(session, tmp_path):
-    import importlib.util
-
+    from sightql.registry.loading import LOADERS, load_keras, load_sentence_transformers
     from sightql.registry.log import detect_framework
 
     assert detect_framework(Path("defects.h5"), trust=False) == "keras"
@@ -304,12 +418,14 @@ def test_framework_detection_and_the_keras_dispatch(session, tmp_path):
         detect_framework(tmp_path, trust=False)
     (tmp_path / "modules.json").write_text("[]")
     assert detect_framework(tmp_path, trust=False) == "sentence-transformers"
-    if importlib.util.find_spec("sightql.models.keras_model") is None:
-        h5 = tmp_path / "defects.h5"
-        h5.write_bytes(b"\x89HDF\r\n\x1a\n")
-        with pytest.raises(ConfigError, match="sightql.models.keras_model"):
-            session.registry.log_model(h5, "defects", labels=["a", "b"])
-        assert session.registry.show_models().num_rows == 0
+    assert LOADERS["keras"] is load_keras and LOADERS["sentence-transformers"] is load_sentence_transformers
+    # A .h5 name reaches the Keras adapter, which reads the content and refuses what is not a model.
+    h5 = tmp_path / "defects.h5"
+    h5.write_text("not a model\n")
+    with pytest.raises(ConfigError, match="defects.h5 is neither a .keras archive nor an HDF5 file"):
+        session.registry.log_model(h5, "defects", labels=["a", "b"])
+    assert session.registry.show_models().num_rows == 0
+    assert list((session.home / "models/registry/defects").iterdir()) == []  # no staging left behind
 
 
 @pytest.mark.slow

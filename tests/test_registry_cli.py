@@ -6,7 +6,10 @@ import re
 import subprocess
 import sys
 
-from tests.registry_models import tiny_classifier, write_onnx
+import numpy as np
+import pytest
+
+from tests.registry_models import defect_cnn, keras_outputs, photo_batch, tiny_classifier, write_onnx
 
 CLI = [sys.executable, "-m", "sightql"]
 
@@ -55,3 +58,33 @@ def test_models_mistakes_are_one_sentence(warehouse, tmp_path):
         result = run(*args, *w)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert sentence in result.stderr and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_models_log_a_keras_h5_with_the_documented_one_liner(warehouse, photos_dir, tmp_path):
+    from sightql.models.keras_model import _keras
+
+    model = defect_cnn(_keras())
+    model.save(tmp_path / "defects.h5")
+    w = ["-w", str(warehouse)]
+    out = subprocess.run(
+        [*CLI, "models", "log", "defects.h5", "--name", "defects", "--labels",
+         "crazing,inclusion,patches,pitted,rolled,scratches", "--input-size", "200", "--rescale", "1/255", *w],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    assert re.match(r"logged defects@v1 \(keras, classification, sha256 [0-9a-f]{12}\)", out.stdout)
+    card = run("models", "show", "defects", *w).stdout
+    assert "framework:   keras" in card and "(output: probabilities)" in card
+    assert "3x200x200 NHWC, scale 0.00392157, mean [0.0, 0.0, 0.0], std [1.0, 1.0, 1.0], resize squash" in card
+    classified = run("classify", str(photos_dir / "coffee.jpg"), "--model", "defects", "-k", "1", *w)
+    assert classified.returncode == 0, classified.stderr
+
+    import sightql
+
+    with sightql.connect(warehouse, read_only=True) as session:
+        spec = session.registry.resolve("defects").card.input
+    probabilities = keras_outputs(model, photo_batch(photos_dir, spec))[2]  # PHOTOS[2] is coffee.jpg
+    labels = "crazing,inclusion,patches,pitted,rolled,scratches".split(",")
+    best = int(np.argmax(probabilities))
+    assert re.search(rf"coffee.jpg: {labels[best]} {probabilities[best]:.3f}", classified.stdout), classified.stdout

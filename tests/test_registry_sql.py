@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import sightql
 from sightql.errors import ConfigError, RegistryError, SightQLError
-from tests.registry_models import tiny_classifier, write_onnx
+from tests.registry_models import (
+    DEFECTS, KERAS_INPUT, PHOTOS, defect_cnn, keras_outputs, photo_batch, tiny_classifier, write_onnx,
+)
 
 
 @pytest.fixture
@@ -154,3 +157,29 @@ def test_tutorial_mobilenet_state_dict_with_imagenet_labels(session, photos_dir,
         assert row["named"]["label"] in labels and row["named"]["error"] is None
         assert row["named"]["label"] == row["direct"]["label"]
         assert row["named"]["score"] == pytest.approx(row["direct"]["score"])
+
+
+@pytest.mark.slow
+def test_tutorial_keras_defect_cnn_as_a_named_sql_function(session, photos_dir, tmp_path):
+    """The tutorial flow: a 6-class Keras .h5 CNN, alias prod, called as metal_defect_detection(image)."""
+    from sightql.models.keras_model import _keras
+
+    model = defect_cnn(_keras())
+    path = tmp_path / "defects.h5"
+    model.save(path)
+    version = session.registry.log_model(path, "defects", labels=DEFECTS, input=KERAS_INPUT)
+    session.registry.get_model("defects").set_alias("prod", version.version)
+    session.create_function("metal_defect_detection", "defects@prod")
+    session.sql("CREATE TABLE plates (name VARCHAR, image BLOB)")
+    for name in PHOTOS:
+        session.sql("INSERT INTO plates VALUES (?, ?)", [name, (photos_dir / name).read_bytes()])
+    for name, data in (("text.jpg", b"not an image"), ("empty.jpg", b"")):
+        session.sql("INSERT INTO plates VALUES (?, ?)", [name, data])
+    out = {r["name"]: r["d"] for r in session.sql("SELECT name, metal_defect_detection(image) AS d FROM plates").to_pylist()}
+
+    expected = keras_outputs(model, photo_batch(photos_dir, version.card.input))
+    for name, probabilities in zip(PHOTOS, expected):
+        assert out[name]["label"] == DEFECTS[int(np.argmax(probabilities))] and out[name]["error"] is None
+        assert abs(out[name]["score"] - float(probabilities.max())) <= 1e-4
+    for bad in ("text.jpg", "empty.jpg"):
+        assert out[bad]["label"] is None and out[bad]["score"] is None and out[bad]["error"]

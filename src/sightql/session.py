@@ -18,7 +18,7 @@ import pyarrow as pa
 from sightql.config import Settings, default_home
 from sightql.errors import ConfigError, SightQLError, WarehouseError
 from sightql.images.decode import ImageLimits
-from sightql.models.base import Predictor
+from sightql.models.base import LoadedModel
 from sightql.registry import Registry
 from sightql.sql.catalog import ensure_catalog
 from sightql.sql.loading import LoadReport, load_images
@@ -139,8 +139,8 @@ class Session:
         return self.stages.get(name.lstrip("@"))
 
     # ---- models ----------------------------------------------------------------
-    def predictor(self, ref: str) -> Predictor:
-        """The loaded model for ``ref``: a built-in ('imagenet') or a registry reference
+    def predictor(self, ref: str) -> LoadedModel:
+        """The loaded model for ``ref``: a built-in ('imagenet', text model 'minilm') or a registry reference
         ('name', 'name@v3', 'name@latest', 'name@prod'). Loaded once per process per exact version."""
         from sightql.models.loader import is_builtin, load_predictor
 
@@ -152,7 +152,8 @@ class Session:
         """A SQL function ``sql_name(image)`` running the model ``ref``, kept across reconnects.
 
         Classification models give STRUCT(label, score, error) like ``classify``;
-        embedding models give FLOAT[] like ``embed``. The reference is resolved on
+        embedding models give FLOAT[] like ``embed``; a text model makes ``sql_name(text)``
+        giving FLOAT[] like ``embed_text``. The reference is resolved on
         every query, so ``'name@prod'`` follows the alias.
         """
         from sightql.sql.model_functions import create_model_function

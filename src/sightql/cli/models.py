@@ -98,7 +98,7 @@ def log(
     version: Annotated[Optional[str], typer.Option("--version", help="Version name (default: next vN).")] = None,
     metric: Annotated[Optional[List[str]], typer.Option("--metric", help="name=value; repeatable.")] = None,
     description: Annotated[str, typer.Option("--description", help="What this version is.")] = "",
-    trust: Annotated[bool, typer.Option("--trust", help="Allow a pickle (runs code on load): only for files you trust.")] = False,
+    trust: Annotated[bool, typer.Option("--trust", help="Allow a pickle or a Keras Lambda layer (runs code on load): only for files you trust.")] = False,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Log a model file as the next version of NAME (copied, hashed, checked).
@@ -110,6 +110,8 @@ def log(
         sightql models log resnet18.pth --name pets --arch resnet18 --labels @labels.txt --metric accuracy=0.91
 
         sightql models log model.onnx --name features --task embedding
+
+        sightql models log ./all-MiniLM-L6-v2 --name sentences
     """
     spec: dict[str, object] = {}
     if input_size is not None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, Union
 
 import numpy as np
 
@@ -23,6 +24,20 @@ class Predictor(Protocol):
     model_version: str
 
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class TextModel(Protocol):
+    """A loaded text model (``card.modality == 'text'``): texts in, one unit vector per text out."""
+
+    card: ModelCard
+    device: str
+    model_version: str
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+# What a model reference loads to: an image model or a text model (tell them apart by card.modality).
+LoadedModel = Union[Predictor, TextModel]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Models that ship with SightQL and work offline: ``imagenet`` (EfficientNet-Lite0)."""
+"""Models that ship with SightQL and work offline: ``imagenet`` (EfficientNet-Lite0, images)
+and ``minilm`` (all-MiniLM-L6-v2, text; loaded by :mod:`sightql.models.text_embedder`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from sightql.models import efficientnet_lite
 from sightql.models.card import ModelCard
 
-BUILTIN_NAMES = ("imagenet",)
+BUILTIN_NAMES = ("imagenet", "minilm")
 
 
 def imagenet_card() -> ModelCard:

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Callable
 
 from sightql.errors import ModelNotFoundError
-from sightql.models.base import Predictor
+from sightql.models.base import LoadedModel
 from sightql.models.builtin import BUILTIN_NAMES
 from sightql.models.device import resolve_device
 
 _lock = threading.Lock()
-_cache: dict[tuple[str, ...], Predictor] = {}
+_cache: dict[tuple[str, ...], LoadedModel] = {}
 
 
 def clear_cache() -> None:
@@ -21,7 +21,7 @@ def clear_cache() -> None:
         _cache.clear()
 
 
-def cached_predictor(key: tuple[str, ...], load: Callable[[], Predictor]) -> Predictor:
+def cached_predictor(key: tuple[str, ...], load: Callable[[], LoadedModel]) -> LoadedModel:
     """The predictor stored under ``key``, calling ``load()`` the first time only.
 
     Registry models use (warehouse, 'name@vN', sha256 of what is loaded, device) as
@@ -40,14 +40,22 @@ def is_builtin(ref: str) -> bool:
 
 
 def builtin_version(name: str) -> str:
-    from sightql.models.efficientnet_lite import weights_sha256
+    """'imagenet@builtin-<sha256 of its weights>': which exact weights answered."""
+    if name == "minilm":
+        from sightql.models.text_embedder import minilm_sha256 as weights_sha256
+    else:
+        from sightql.models.efficientnet_lite import weights_sha256
 
     return f"{name}@builtin-{weights_sha256()[:12]}"
 
 
-def load_builtin(name: str, models_dir: Path, device: str) -> Predictor:
+def load_builtin(name: str, models_dir: Path, device: str) -> LoadedModel:
     from sightql.models import builtin
 
+    if name == "minilm":
+        from sightql.models.text_embedder import load_minilm
+
+        return load_minilm(device)
     if name != "imagenet":
         raise ModelNotFoundError(f"no built-in model {name!r}; built-in models are: {', '.join(BUILTIN_NAMES)}")
     if device.startswith("cuda"):
@@ -60,10 +68,11 @@ def load_builtin(name: str, models_dir: Path, device: str) -> Predictor:
     return OnnxPredictor(path, card)
 
 
-def load_predictor(ref: str, models_dir: Path, device: str = "auto") -> Predictor:
+def load_predictor(ref: str, models_dir: Path, device: str = "auto") -> LoadedModel:
     """Loaded once per (warehouse, reference, device) and kept for the life of the process."""
     resolved = resolve_device(device)
-    key = (str(models_dir), ref, resolved)
+    # minilm is read from its package, not from the warehouse, so one copy serves every warehouse.
+    key = (ref, resolved) if ref == "minilm" else (str(models_dir), ref, resolved)
     with _lock:
         predictor = _cache.get(key)
         if predictor is None:

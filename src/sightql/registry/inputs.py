@@ -5,10 +5,13 @@ from __future__ import annotations
 import dataclasses
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from sightql.errors import ConfigError
 from sightql.models.card import InputSpec
+
+if TYPE_CHECKING:
+    from sightql.models.keras_model import KerasInfo
 
 InputArg = InputSpec | Mapping[str, Any] | None
 LabelsArg = Sequence[str] | str | Path | None
@@ -59,6 +62,22 @@ def static_onnx_input(path: Path) -> dict[str, Any]:
     if dims[3] in (1, 3):
         return {"layout": "NHWC", "channels": dims[3], "height": dims[1], "width": dims[2]}
     return {}
+
+
+def keras_input(info: "KerasInfo") -> dict[str, Any]:
+    """A Keras image model's defaults: its own size, channels and layout; squash to size, pixels * 1/255.
+
+    That is what ``ImageDataGenerator(rescale=1/255)`` / ``Rescaling(1/255)`` training feeds a model:
+    no mean or std. The caller's ``input`` overrides any of it; the adapter then refuses a card
+    whose size, channels or layout disagree with the model.
+    """
+    fields: dict[str, Any] = {"layout": info.layout, "resize": "squash", "scale": 1.0 / 255.0}
+    for key in ("height", "width", "channels"):
+        if getattr(info, key) is not None:
+            fields[key] = getattr(info, key)
+    channels = info.channels or 3
+    fields.update(mean=(0.0,) * channels, std=(1.0,) * channels)
+    return fields
 
 
 def build_input_spec(user: InputArg, from_file: Mapping[str, Any] | None = None) -> InputSpec:

@@ -7,17 +7,16 @@ The same table is used when a model is logged (to check it) and when it is used.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from sightql.errors import ConfigError
-from sightql.models.base import Predictor
+from sightql.models.base import LoadedModel, Predictor, TextModel
 from sightql.registry.artifacts import verify
 from sightql.registry.records import VersionRecord
 
-Loader = Callable[[VersionRecord, Path, str, bool], Any]
+Loader = Callable[[VersionRecord, Path, str, bool], LoadedModel]
 
 
 def load_onnx(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
@@ -29,13 +28,21 @@ def load_onnx(record: VersionRecord, home: Path, device: str, trust: bool) -> Pr
     return OnnxPredictor(path, record.card)
 
 
+def _derived_onnx(record: VersionRecord, home: Path, device: str) -> Predictor | None:
+    """On the CPU, the ONNX file derived (and checked against the framework) at log time, if there is one."""
+    derived = record.derived_onnx(home)
+    if device != "cpu" or derived is None or not record.derived_onnx_sha256:
+        return None
+    from sightql.models.onnx_runtime import OnnxPredictor
+
+    return OnnxPredictor(verify(derived, record.derived_onnx_sha256, record.ref), record.card)
+
+
 def load_torch(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
     """CPU: the ONNX file derived (and checked against torch) at log time. CUDA: torch itself."""
-    derived = record.derived_onnx(home)
-    if device == "cpu" and derived is not None and record.derived_onnx_sha256:
-        from sightql.models.onnx_runtime import OnnxPredictor
-
-        return OnnxPredictor(verify(derived, record.derived_onnx_sha256, record.ref), record.card)
+    derived = _derived_onnx(record, home, device)
+    if derived is not None:
+        return derived
     from sightql.models.torch_runtime import TorchPredictor
     from sightql.registry.torch_files import load_module
 
@@ -45,31 +52,20 @@ def load_torch(record: VersionRecord, home: Path, device: str, trust: bool) -> P
     return TorchPredictor(module, record.card, device)
 
 
-def _adapter_missing(module: str, what: str) -> ConfigError:
-    return ConfigError(
-        f"{what} models need the adapter {module}, which this SightQL build lacks; "
-        "upgrade SightQL, or save the model as ONNX and log that file"
-    )
-
-
-# ---- Keras (.h5 / .keras) ------------------------------------------------------------
-# PLUG-IN POINT: sightql.models.keras_model.load_keras_predictor(path, card, trust=, device=)
 def load_keras(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
-    if importlib.util.find_spec("sightql.models.keras_model") is None:
-        raise _adapter_missing("sightql.models.keras_model", "Keras")
-    from sightql.models.keras_model import load_keras_predictor  # type: ignore[import-not-found]
+    """CPU: the ONNX file derived (and checked against Keras) at log time. CUDA, or no export: Keras."""
+    derived = _derived_onnx(record, home, device)
+    if derived is not None:
+        return derived
+    from sightql.models.keras_model import load_keras_predictor
 
     path = verify(record.artifact(home), record.sha256, record.ref)
     return load_keras_predictor(path, record.card, trust=trust, device=device)
 
 
-# ---- sentence-transformers (a folder with modules.json) ---------------------------------
-# PLUG-IN POINT: sightql.models.text_embedder.load_text_embedder(folder, name, device=, trust=)
-# returns an object with .card (modality 'text') and .embed_texts(list[str]) -> (n, dim) array.
-def load_sentence_transformers(record: VersionRecord, home: Path, device: str, trust: bool) -> Any:
-    if importlib.util.find_spec("sightql.models.text_embedder") is None:
-        raise _adapter_missing("sightql.models.text_embedder", "sentence-transformers")
-    from sightql.models.text_embedder import load_text_embedder  # type: ignore[import-not-found]
+def load_sentence_transformers(record: VersionRecord, home: Path, device: str, trust: bool) -> TextModel:
+    """A sentence-transformers folder: text in, unit vectors out (``embed_text`` in SQL)."""
+    from sightql.models.text_embedder import load_text_embedder
 
     folder = verify(record.artifact(home), record.sha256, record.ref)
     return load_text_embedder(folder, record.name, device=device, trust=trust)
@@ -84,7 +80,7 @@ LOADERS: dict[str, Loader] = {
 FRAMEWORKS = tuple(LOADERS)
 
 
-def load_version(record: VersionRecord, home: Path, device: str) -> Any:
+def load_version(record: VersionRecord, home: Path, device: str) -> LoadedModel:
     """The loaded model of one exact version; trust is what was recorded when it was logged."""
     loader = LOADERS.get(record.framework)
     if loader is None:

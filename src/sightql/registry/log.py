@@ -13,7 +13,7 @@ import uuid
 import warnings
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
 
@@ -21,7 +21,9 @@ from sightql.errors import ConfigError, RegistryError, UnsafeModelError
 from sightql.models.card import ModelCard
 from sightql.models.loader import is_builtin
 from sightql.registry.artifacts import REGISTRY_DIR, check_size, copy_artifact, publish_folder, sha256_of
-from sightql.registry.inputs import InputArg, LabelsArg, build_input_spec, read_labels, static_onnx_input
+from sightql.registry.inputs import (
+    InputArg, LabelsArg, build_input_spec, keras_input, read_labels, static_onnx_input,
+)
 from sightql.registry.loading import FRAMEWORKS, load_version
 from sightql.registry.records import VERSION_COLUMNS, VersionRecord
 from sightql.registry.refs import LATEST, check_model_name, check_tag, version_number
@@ -55,6 +57,14 @@ def detect_framework(path: Path, trust: bool) -> str:
         f"cannot tell the framework of {path.name}; use .onnx, .pt/.pth/.bin/.safetensors, .h5/.keras, "
         "a sentence-transformers folder, or pass framework="
     )
+
+
+def _framework_of(model_or_path: Any, framework: str, trust: bool) -> str:
+    """The framework as far as it can be told before anything is copied ('auto' when not yet)."""
+    if framework != "auto" or not isinstance(model_or_path, (str, Path)):
+        return framework
+    path = Path(model_or_path).expanduser()
+    return detect_framework(path, trust) if path.exists() else framework
 
 
 def _is_torch_module(obj: Any) -> bool:
@@ -120,7 +130,8 @@ def log_model(
     if framework != "auto" and framework not in FRAMEWORKS:
         raise ConfigError(f"framework={framework!r} is not known; use 'auto' or one of {', '.join(FRAMEWORKS)}")
     label_list = read_labels(labels)
-    if task == "classification" and not label_list and framework != "sentence-transformers":
+    text_model = _framework_of(model_or_path, framework, trust) == "sentence-transformers"
+    if task == "classification" and not label_list and not text_model:
         raise ConfigError("a classification model needs labels= (a list or a text file, one per line), or pass task='embedding'")
     metric_values = {str(k): float(v) for k, v in (metrics or {}).items()}
     version = _choose_version(registry, name, version)
@@ -188,8 +199,18 @@ def _stage(
             framework = detect_framework(source, trust)
         check_size(source, limit)
         artifact = staging / ("model" if source.is_dir() else "model" + source.suffix.lower())
+        from_file: dict[str, Any] | None = None
+        if framework == "keras":
+            from sightql.models.keras_model import inspect_keras
+
+            keras_info = inspect_keras(source, trust=trust)  # the safety check runs first, naming the user's file
+            from_file = keras_input(keras_info)
+            if output is None and task == "classification":
+                output = keras_info.output
         copy_artifact(source, artifact)
-        spec = build_input_spec(input, static_onnx_input(artifact) if framework == "onnx" else None)
+        if framework == "onnx":
+            from_file = static_onnx_input(artifact)
+        spec = build_input_spec(input, from_file)
         fmt = None
     if framework == "torch":
         from sightql.registry.torch_files import detect_format, load_module
@@ -212,12 +233,12 @@ def _stage(
         raw = _torch_raw(module, spec.shape(2))
     else:
         probe = load_version(record, home, "cpu")
-        if hasattr(probe, "embed_texts"):  # a text model: its card comes from its own config
+        if probe.card.modality == "text":  # a text model: its card comes from its own config
             card = replace(probe.card, name=name, description=description)
             task = "embedding"
-            raw = np.asarray(probe.embed_texts(["probe"]), dtype=np.float32)
+            raw = np.asarray(probe.embed_texts(["probe"]), dtype=np.float32)  # type: ignore[union-attr]
         else:
-            raw = np.asarray(probe.predict(np.zeros(spec.shape(2), dtype=np.float32)), dtype=np.float32)
+            raw = np.asarray(probe.predict(np.zeros(spec.shape(2), dtype=np.float32)), dtype=np.float32)  # type: ignore[union-attr]
     raw = raw.reshape(raw.shape[0], -1)
     if task == "classification" and raw.shape[1] != len(labels):
         raise ConfigError(
@@ -226,7 +247,9 @@ def _stage(
     card = replace(card, task=task, output=_output_kind(raw, task, output))  # type: ignore[arg-type]
     record = replace(record, task=task, card_json=card.to_json(), size_bytes=check_size(artifact, limit))
     if module is not None:
-        record = _derive_onnx(record, module, card, staging, home)
+        record = _derive_torch_onnx(record, module, card, staging, home)
+    elif framework == "keras":
+        record = _derive_keras_onnx(record, card, staging, home)
     return record
 
 
@@ -242,24 +265,46 @@ def _torch_raw(module: Any, shape: tuple[int, ...]) -> np.ndarray:
     return out.float().numpy()
 
 
-def _derive_onnx(record: VersionRecord, module: Any, card: ModelCard, staging: Path, home: Path) -> VersionRecord:
-    """Export once, checked against torch (<= 1e-4); CPU inference then runs ONNX Runtime."""
-    from sightql.models.export import export_onnx
+def _derive_onnx(
+    record: VersionRecord, card: ModelCard, staging: Path, home: Path, export: Callable[[Path], Any], framework: str,
+) -> VersionRecord:
+    """Export once, checked against the framework (<= 1e-4); CPU inference then runs ONNX Runtime.
 
+    An export that fails (or disagrees) is said in a warning and the version runs with the framework itself.
+    """
     derived = staging / "derived.onnx"
     try:
-        export_onnx(module, card, derived)
+        export(derived)
     except Exception as exc:
+        derived.unlink(missing_ok=True)
         warnings.warn(
             f"{record.ref} could not be exported to ONNX ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "it will run with torch on the CPU too",
-            stacklevel=3,
+            f"it will run with {framework} on the CPU too",
+            stacklevel=4,
         )
         return record
     record = replace(record, derived_onnx_path=derived.relative_to(home).as_posix(), derived_onnx_sha256=sha256_of(derived))
     check = load_version(record, home, "cpu")
-    check.predict(np.zeros(card.input.shape(1), dtype=np.float32))
+    check.predict(np.zeros(card.input.shape(1), dtype=np.float32))  # type: ignore[union-attr]
     return record
+
+
+def _derive_torch_onnx(record: VersionRecord, module: Any, card: ModelCard, staging: Path, home: Path) -> VersionRecord:
+    from sightql.models.export import export_onnx
+
+    return _derive_onnx(record, card, staging, home, lambda derived: export_onnx(module, card, derived), "torch")
+
+
+def _derive_keras_onnx(record: VersionRecord, card: ModelCard, staging: Path, home: Path) -> VersionRecord:
+    from sightql.models.export import EXPORT_TOLERANCE, ExportCheckError
+    from sightql.models.keras_model import export_keras_onnx
+
+    def export(derived: Path) -> None:
+        diff = export_keras_onnx(record.artifact(home), card, derived, trust=record.trusted)
+        if diff > EXPORT_TOLERANCE:
+            raise ExportCheckError(f"the ONNX export differs from Keras by {diff:.2e} (limit {EXPORT_TOLERANCE:.0e})")
+
+    return _derive_onnx(record, card, staging, home, export, "Keras")
 
 
 __all__ = ["VERSION_COLUMNS", "detect_framework", "log_model"]

@@ -22,7 +22,7 @@ from sightql.registry.records import VERSION_COLUMNS, VersionRecord
 from sightql.registry.refs import LATEST, ModelRef, check_alias, check_model_name, parse_ref
 
 if TYPE_CHECKING:
-    from sightql.models.base import Predictor
+    from sightql.models.base import LoadedModel
     from sightql.session import Session
 
 # created_at is read as UTC without a zone: fetching TIMESTAMPTZ into Python needs pytz.
@@ -212,7 +212,7 @@ class Registry:
             + (f"; aliases: {', '.join(aliases)}" if aliases else "")
         )
 
-    def predictor(self, ref: str) -> "Predictor":
+    def predictor(self, ref: str) -> "LoadedModel":
         """The loaded model of the exact version ``ref`` names now; loaded once per process per version."""
         from sightql.models.device import resolve_device
         from sightql.models.loader import cached_predictor
@@ -364,5 +364,5 @@ class ModelVersion:
                 [self.name, self.version, name, float(value)],
             )
 
-    def predictor(self) -> "Predictor":
+    def predictor(self) -> "LoadedModel":
         return self.registry.predictor(self.ref)

@@ -1,9 +1,11 @@
-"""SQL functions over image bytes, registered on every session's DuckDB connection.
+"""SQL functions over image bytes and text, registered on every session's DuckDB connection.
 
 Each function is an Arrow UDF: DuckDB hands it up to 2,048 rows at a time, and
 it runs them through the model in full batches, decoding beside the model.
 Every row is caught on its own: a bad image gives that row NULL plus an
 error message, never a failed query (unless the session is strict).
+A model given to the wrong function (a text model to ``embed``, an image model
+to ``embed_text``) fails the query with one sentence naming the right function.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ from duckdb import sqltypes as T
 from sightql.errors import ImageError, SightQLError
 from sightql.images.decode import probe_image
 from sightql.inference.batched import RowResult, predict_rows
+from sightql.models.base import Predictor, TextModel
 
 if TYPE_CHECKING:
     from sightql.session import Session
+
+# The task stored in sightql_functions for a function over a text model: ``fn(text) -> FLOAT[]``.
+TEXT_EMBEDDING = "text-embedding"
 
 LABEL_SCORE = pa.struct([("label", pa.string()), ("score", pa.float64())])
 CLASSIFY_ARROW = pa.struct([("label", pa.string()), ("score", pa.float64()), ("error", pa.string())])
@@ -79,7 +85,7 @@ class ImageFunctions:
                 for i in rows:
                     results[i] = RowResult(None, "no model named (the model argument is NULL)")
                 continue
-            predictor = self.session.predictor(name)
+            predictor = self._image_model(name)
             outputs = predict_rows(
                 predictor,
                 RowsOf(images, rows),
@@ -97,6 +103,18 @@ class ImageFunctions:
             for result in results:
                 if result is not None and result.error is not None:
                     raise ImageError(result.error)
+
+    def _image_model(self, name: str) -> Predictor:
+        model = self.session.predictor(name)
+        if model.card.modality == "text":
+            raise SightQLError(f"{name!r} reads text; use embed_text(model, text)")
+        return model  # type: ignore[return-value]
+
+    def _text_model(self, name: str) -> TextModel:
+        model = self.session.predictor(name)
+        if model.card.modality != "text":
+            raise SightQLError(f"{name!r} reads images; use embed(model, image)")
+        return model  # type: ignore[return-value]
 
     def _labels(self, name: str) -> tuple[str, ...]:
         labels = self.session.predictor(name).card.labels
@@ -137,13 +155,45 @@ class ImageFunctions:
         rows = [None if r.output is None else r.output.astype(np.float32) for r in self._by_model(models, images)]
         return pa.array(rows, type=pa.list_(pa.float32()))
 
+    # ---- embed_text(model, text) -> FLOAT[] ----------------------------------------
+    def embed_text(self, models: pa.ChunkedArray, texts: pa.ChunkedArray) -> pa.Array:
+        """A text model's unit vector per row, all rows of one model in one call; NULL text gives NULL."""
+        names = models.to_pylist()
+        values = texts.to_pylist()
+        rows: list[np.ndarray | None] = [None] * len(values)
+        for name in dict.fromkeys(names):
+            if name is None:
+                continue
+            model = self._text_model(name)
+            wanted = [i for i, (n, text) in enumerate(zip(names, values)) if n == name and text is not None]
+            for i, vector in zip(wanted, self._embed_texts(model, [values[i] for i in wanted])):
+                rows[i] = vector
+        return pa.array(rows, type=pa.list_(pa.float32()))
+
+    def _embed_texts(self, model: TextModel, texts: Sequence[str]) -> list[np.ndarray | None]:
+        """All texts in one batch; if that fails, one by one, so only the failing rows get NULL."""
+        if not texts:
+            return []
+        try:
+            return list(model.embed_texts(texts))
+        except Exception:
+            if self.session.on_error == "raise":
+                raise
+        vectors: list[np.ndarray | None] = []
+        for text in texts:
+            try:
+                vectors.append(model.embed_texts([text])[0])
+            except Exception:
+                vectors.append(None)
+        return vectors
+
     # ---- functions made with Session.create_function ------------------------------
     def bound_to(self, ref: str, task: str) -> Any:
-        """``fn(image)`` calling classify or embed with a fixed model reference."""
-        method = self.embed if task == "embedding" else self.classify
+        """``fn(image)`` calling classify or embed (``fn(text)`` calling embed_text) with a fixed model reference."""
+        method = {"embedding": self.embed, TEXT_EMBEDDING: self.embed_text}.get(task, self.classify)
 
-        def call(images: pa.ChunkedArray) -> pa.Array:
-            return method(pa.chunked_array([pa.array([ref] * len(images), pa.string())]), images)
+        def call(values: pa.ChunkedArray) -> pa.Array:
+            return method(pa.chunked_array([pa.array([ref] * len(values), pa.string())]), values)
 
         return call
 
@@ -188,6 +238,7 @@ def register_functions(con: Any, session: "Session") -> ImageFunctions:
     con.create_function("classify", funcs.classify, [T.VARCHAR, T.BLOB], types["classify"], **common)
     con.create_function("classify_topk", funcs.classify_topk, [T.VARCHAR, T.BLOB, T.INTEGER], types["topk"], **common)
     con.create_function("embed", funcs.embed, [T.VARCHAR, T.BLOB], types["embed"], **common)
+    con.create_function("embed_text", funcs.embed_text, [T.VARCHAR, T.VARCHAR], types["embed"], **common)
     con.create_function("image_info", funcs.image_info, [T.BLOB], types["info"], **common)
     con.create_function("stage_file", funcs.stage_file, [T.VARCHAR, T.VARCHAR], T.BLOB, **common)
     from sightql.sql.model_functions import register_saved_functions
@@ -197,9 +248,10 @@ def register_functions(con: Any, session: "Session") -> ImageFunctions:
 
 
 def register_model_function(con: Any, funcs: ImageFunctions, sql_name: str, ref: str, task: str) -> None:
-    """Register ``sql_name(image)`` on ``con`` for a model reference (see Session.create_function)."""
+    """Register ``sql_name(image)`` (``sql_name(text)`` for a text model) on ``con`` (see Session.create_function)."""
     types = _sql_types()
-    returns = types["embed"] if task == "embedding" else types["classify"]
+    returns = types["classify"] if task == "classification" else types["embed"]
+    argument = T.VARCHAR if task == TEXT_EMBEDDING else T.BLOB
     con.create_function(
-        sql_name, funcs.bound_to(ref, task), [T.BLOB], returns, type="arrow", null_handling="special", side_effects=False
+        sql_name, funcs.bound_to(ref, task), [argument], returns, type="arrow", null_handling="special", side_effects=False
     )

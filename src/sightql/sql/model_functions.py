@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from sightql.session import Session
     from sightql.sql.functions import ImageFunctions
 
-SIGHTQL_FUNCTIONS = ("classify", "classify_topk", "embed", "image_info", "stage_file", "directory")
+SIGHTQL_FUNCTIONS = ("classify", "classify_topk", "embed", "embed_text", "image_info", "stage_file", "directory")
 
 
 def _saved(con: Any) -> dict[str, tuple[str, str]]:
@@ -64,13 +64,14 @@ def create_model_function(
     session: "Session", funcs: "ImageFunctions", sql_name: str, ref: str, *, replace: bool = False
 ) -> None:
     from sightql.models.loader import is_builtin
-    from sightql.sql.functions import register_model_function
+    from sightql.sql.functions import TEXT_EMBEDDING, register_model_function
 
     _check_name(session, sql_name, replace)
     if is_builtin(ref):
-        task = session.predictor(ref).card.task
+        card = session.predictor(ref).card
     else:
-        task = session.registry.resolve(ref).task  # the reference must name a model now
+        card = session.registry.resolve(ref).card  # the reference must name a model now
+    task = TEXT_EMBEDDING if card.modality == "text" else card.task
     with session.registry._transaction() as cur:
         cur.execute("DELETE FROM sightql_functions WHERE lower(name) = lower(?)", [sql_name])
         cur.execute("INSERT INTO sightql_functions (name, model_ref, task) VALUES (?, ?, ?)", [sql_name, ref, task])
