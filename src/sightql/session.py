@@ -183,7 +183,7 @@ class Session:
 
 def _open_duckdb(path: Path, read_only: bool, memory_limit: str) -> Any:
     try:
-        return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+        return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit, "enable_progress_bar": False})
     except duckdb.IOException as exc:
         text = str(exc)
         holder = re.search(r"PID (\d+)", text)
