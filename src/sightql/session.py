@@ -183,7 +183,9 @@ class Session:
 
 def _open_duckdb(path: Path, read_only: bool, memory_limit: str) -> Any:
     try:
-        return duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit, "enable_progress_bar": False})
+        con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+        con.execute("SET enable_progress_bar = false")  # it would write into command output
+        return con
     except duckdb.IOException as exc:
         text = str(exc)
         holder = re.search(r"PID (\d+)", text)
