@@ -75,15 +75,22 @@ class ImageFunctions:
         self.session = session
 
     # ---- helpers --------------------------------------------------------------
-    def _by_model(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> list[RowResult]:
-        """Run each row through the model its row names; usually one model per query."""
+    def _by_model(
+        self, models: pa.ChunkedArray, images: pa.ChunkedArray
+    ) -> list[tuple[RowResult, Predictor | None]]:
+        """Run each row through the model its row names; usually one model per query.
+
+        Each reference is resolved once per call, and every row comes back with the
+        predictor that answered it, so its labels are that exact version's even if an
+        alias moves meanwhile.
+        """
         names = models.to_pylist()
-        results: list[RowResult | None] = [None] * len(names)
+        results: list[tuple[RowResult, Predictor | None] | None] = [None] * len(names)
         for name in dict.fromkeys(names):
             rows = [i for i, n in enumerate(names) if n == name]
             if name is None:
                 for i in rows:
-                    results[i] = RowResult(None, "no model named (the model argument is NULL)")
+                    results[i] = (RowResult(None, "no model named (the model argument is NULL)"), None)
                 continue
             predictor = self._image_model(name)
             outputs = predict_rows(
@@ -94,8 +101,8 @@ class ImageFunctions:
                 threads=self.session.settings.decode_threads,
             )
             for i, result in zip(rows, outputs):
-                results[i] = result
-        self._raise_if_strict(results)
+                results[i] = (result, predictor)
+        self._raise_if_strict([r for r, _ in results])  # type: ignore[misc]
         return results  # type: ignore[return-value]
 
     def _raise_if_strict(self, results: list[Any]) -> None:
@@ -116,8 +123,9 @@ class ImageFunctions:
             raise SightQLError(f"{name!r} reads images; use embed(model, image)")
         return model  # type: ignore[return-value]
 
-    def _labels(self, name: str) -> tuple[str, ...]:
-        labels = self.session.predictor(name).card.labels
+    @staticmethod
+    def _labels(name: str, predictor: Predictor) -> tuple[str, ...]:
+        labels = predictor.card.labels
         if not labels:
             raise SightQLError(f"model {name!r} has no labels, so it cannot classify; use embed() instead")
         return labels
@@ -126,25 +134,26 @@ class ImageFunctions:
     def classify(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> pa.Array:
         names = models.to_pylist()
         rows = []
-        for name, result in zip(names, self._by_model(models, images)):
+        for name, (result, predictor) in zip(names, self._by_model(models, images)):
             if result.output is None:
                 rows.append({"label": None, "score": None, "error": result.error})
             else:
                 best = int(np.argmax(result.output))
-                rows.append({"label": self._labels(name)[best], "score": float(result.output[best]), "error": None})
+                label = self._labels(name, predictor)[best]  # type: ignore[arg-type]
+                rows.append({"label": label, "score": float(result.output[best]), "error": None})
         return pa.array(rows, type=CLASSIFY_ARROW)
 
     # ---- classify_topk(model, image, k) -> LIST(STRUCT(label, score)) ----------
     def classify_topk(self, models: pa.ChunkedArray, images: pa.ChunkedArray, ks: pa.ChunkedArray) -> pa.Array:
         names = models.to_pylist()
         rows: list[list[dict[str, Any]] | None] = []
-        for name, k, result in zip(names, ks.to_pylist(), self._by_model(models, images)):
+        for name, k, (result, predictor) in zip(names, ks.to_pylist(), self._by_model(models, images)):
             if result.output is None:
                 rows.append(None)
                 continue
             if k is None or k < 1:
                 raise SightQLError(f"classify_topk needs k >= 1, got {k}; pass e.g. 5")
-            labels = self._labels(name)
+            labels = self._labels(name, predictor)  # type: ignore[arg-type]
             top = np.argsort(-result.output, kind="stable")[: int(k)]
             rows.append([{"label": labels[i], "score": float(result.output[i])} for i in top])
         return pa.array(rows, type=pa.list_(LABEL_SCORE))
@@ -152,7 +161,7 @@ class ImageFunctions:
     # ---- embed(model, image) -> FLOAT[] ------------------------------------------
     def embed(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> pa.Array:
         """The model's output vector: features for an embedding model, probabilities for a classifier."""
-        rows = [None if r.output is None else r.output.astype(np.float32) for r in self._by_model(models, images)]
+        rows = [None if r.output is None else r.output.astype(np.float32) for r, _ in self._by_model(models, images)]
         return pa.array(rows, type=pa.list_(pa.float32()))
 
     # ---- embed_text(model, text) -> FLOAT[] ----------------------------------------
