@@ -113,3 +113,17 @@ def test_sql_binds_named_parameters_and_gives_arrow_or_pandas(photos):
     assert list(frame.columns) == ["relative_path", "width"]
     assert len(frame) > 0 and (frame["width"] > 500).all()
     assert "coffee.jpg" in set(frame["relative_path"])
+
+
+def test_running_out_of_duckdb_memory_names_the_setting_to_raise(warehouse, photos_dir):
+    import dataclasses
+
+    from sightql.config import Settings
+
+    with sightql.connect(warehouse) as s:
+        s.load_images("photos", photos_dir)
+        s.sql("CREATE TABLE many AS SELECT p.image FROM photos p, range(100)")
+    tight = dataclasses.replace(Settings.from_env(), memory_limit="48MB")
+    with sightql.connect(warehouse, settings=tight) as s:
+        with pytest.raises(SightQLError, match=r"memory limit; raise SIGHTQL_MEMORY_LIMIT"):
+            s.sql("SELECT image_info(image) FROM many LIMIT 600")
