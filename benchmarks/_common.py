@@ -39,6 +39,15 @@ def generated_jpegs(n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -
     return out
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: on Linux that keeps the forking parent's peak across exec."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status; peak RSS is measured on Linux only")
+
+
 def run_child(script: Path, *args: str) -> dict:
     """Run ``script --child ...`` in a fresh process; it prints one JSON line last."""
     result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False)

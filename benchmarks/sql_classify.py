@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import generated_jpegs, print_table, run_child  # noqa: E402
+from _common import generated_jpegs, peak_rss_mb, print_table, run_child  # noqa: E402
 
 import sightql  # noqa: E402
 from sightql.images.preprocess import preprocess  # noqa: E402
@@ -57,8 +56,7 @@ def time_sql(home: Path) -> dict:
         table = s.sql(QUERY)
         seconds = time.perf_counter() - start
         errors = sum(1 for c in table.column("c").to_pylist() if c["error"])
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"n": n, "seconds": seconds, "errors": errors, "peak_rss_mb": peak_mb}
+    return {"n": n, "seconds": seconds, "errors": errors, "peak_rss_mb": peak_rss_mb()}
 
 
 def model_only(session, images: list[bytes], n: int, batch: int = 32) -> float:
