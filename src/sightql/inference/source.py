@@ -1,0 +1,235 @@
+"""What to predict: a table (by its primary key) or a stage prefix (by relative path), and which rows are due.
+
+A row is due unless its current prediction was made by the same model version from the
+same image bytes (same sha256), and, when ``top_k`` is asked for, already has that many
+labels. ``recompute=True`` makes every row due.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sightql.errors import ConfigError, TableError
+from sightql.sql.identifiers import quote_ident
+
+# Output columns, in the order they are created. Names are fixed (see docs/batch.md).
+OUTPUT_COLUMNS: dict[str, str] = {
+    "predicted_label": "VARCHAR",
+    "confidence": "DOUBLE",
+    "top_k": "STRUCT(label VARCHAR, score DOUBLE)[]",
+    "model_version": "VARCHAR",
+    "predicted_at": "TIMESTAMP WITH TIME ZONE",
+    "prediction_error": "VARCHAR",
+    "predicted_sha256": "VARCHAR",
+}
+
+UserParams = Sequence[Any] | dict[str, Any] | None
+
+
+class Params:
+    """Bound values for a query mixing the caller's ``where`` parameters with ours.
+
+    DuckDB does not mix '?' and '$name' in one statement, so ours follow the caller's style.
+    """
+
+    def __init__(self, user: UserParams):
+        if user is not None and not isinstance(user, (dict, list, tuple)):
+            raise ConfigError("params must be a list (for '?') or a dict (for '$name') of values for the where filter")
+        self.named = isinstance(user, dict)
+        self._user = user
+
+    def build(self, parts: list[tuple[str, list[Any]]]) -> tuple[str, Any]:
+        """Join SQL pieces; each piece's '{}' marks take its values in order. '@where' marks the caller's values."""
+        sql: list[str] = []
+        values: Any = dict(self._user or {}) if self.named else []
+        counter = 0
+        for text, own in parts:
+            if text == "@where":
+                if not self.named:
+                    values.extend(self._user or [])
+                continue
+            marks = []
+            for value in own:
+                if self.named:
+                    name = f"_sightql_p{counter}"
+                    counter += 1
+                    values[name] = value
+                    marks.append(f"${name}")
+                else:
+                    values.append(value)
+                    marks.append("?")
+            sql.append(text.format(*marks))
+        return " ".join(sql), values
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where predictions go: the source table itself, or a table keyed by the source's row key."""
+
+    table: str
+    quoted: str
+    same_as_source: bool
+    key: str
+    has_top_k: bool
+
+
+@dataclass(frozen=True)
+class TableSource:
+    table: str
+    quoted: str
+    key: str
+    key_type: str
+    image: str
+    has_sha256_column: bool
+
+    @property
+    def label(self) -> str:
+        return self.table
+
+    def _from(self, target: Target, where: str | None) -> list[tuple[str, list[Any]]]:
+        inner = f"SELECT * FROM {self.quoted}" + (f" WHERE ({where})" if where else "")
+        parts: list[tuple[str, list[Any]]] = [(f"FROM ({inner}", [])]
+        if where:
+            parts.append(("@where", []))
+        if target.same_as_source:
+            parts.append((") s", []))
+        else:
+            parts.append((f") s LEFT JOIN {target.quoted} o ON o.{quote_ident(self.key)} = s.{quote_ident(self.key)}", []))
+        return parts
+
+    def _due(self, target: Target, model_version: str, recompute: bool, top_k: int) -> list[tuple[str, list[Any]]]:
+        if recompute:
+            return [("WHERE true", [])]
+        o = "s" if target.same_as_source else "o"
+        content = "s.sha256" if self.has_sha256_column else f"sha256(s.{quote_ident(self.image)})"
+        parts = [(f"WHERE ({o}.model_version IS DISTINCT FROM {{}} OR {o}.predicted_sha256 IS DISTINCT FROM {content}", [model_version])]
+        if top_k > 0:
+            parts.append((f"OR ({o}.prediction_error IS NULL AND coalesce(len({o}.top_k), 0) < {{}})", [top_k]))
+        parts.append((")", []))
+        return parts
+
+    def count_query(self, params: Params, target: Target, where: str | None) -> tuple[str, Any]:
+        return params.build([("SELECT count(*)", []), *self._from(target, where)])
+
+    def due_query(
+        self, params: Params, target: Target, where: str | None, model_version: str, recompute: bool, top_k: int,
+        *, columns: str = "key_and_image", key_range: tuple[Any, Any] | None = None, ordered: bool = False,
+    ) -> tuple[str, Any]:
+        key = f"s.{quote_ident(self.key)}"
+        select = {
+            "key_and_image": f"SELECT {key} AS key, s.{quote_ident(self.image)} AS image",
+            "key": f"SELECT {key} AS key",
+            "count": "SELECT count(*)",
+        }[columns]
+        parts = [(select, []), *self._from(target, where), *self._due(target, model_version, recompute, top_k)]
+        if key_range is not None:
+            parts.append((f"AND {key} >= {{}} AND {key} <= {{}}", list(key_range)))
+        if ordered:
+            parts.append(("ORDER BY 1", []))
+        return params.build(parts)
+
+
+@dataclass(frozen=True)
+class StageSource:
+    name: str
+    url: str
+    prefix: str
+    key: str = "relative_path"
+    key_type: str = "VARCHAR"
+
+    @property
+    def label(self) -> str:
+        return f"@{self.name}/{self.prefix}" if self.prefix else f"@{self.name}"
+
+    def paths_query(self, params: Params, where: str | None) -> tuple[str, Any]:
+        # The columns of directory('@stage/prefix'), read from the listing catalog table.
+        listing = (
+            "SELECT relative_path FROM (SELECT relative_path, file_url, size, last_modified, etag "
+            "FROM sightql_stage_files WHERE stage = {} AND starts_with(relative_path, {}))"
+        )
+        parts: list[tuple[str, list[Any]]] = [(listing, [self.name, self.prefix])]
+        if where:
+            parts += [(f"WHERE ({where})", []), ("@where", [])]
+        parts.append(("ORDER BY relative_path", []))
+        return params.build(parts)
+
+
+def table_columns(con: Any, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'); empty when it does not exist."""
+    schema, _, name = table.rpartition(".")
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? AND schema_name = ? "
+        "AND NOT internal ORDER BY column_index",
+        [name, schema or "main"],
+    ).fetchall()
+    return dict(rows)
+
+
+def primary_key(con: Any, table: str) -> list[str]:
+    schema, _, name = table.rpartition(".")
+    rows = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? AND schema_name = ? "
+        "AND constraint_type = 'PRIMARY KEY'",
+        [name, schema or "main"],
+    ).fetchall()
+    return list(rows[0][0]) if rows else []
+
+
+def resolve_table(con: Any, table: str, image: str) -> TableSource:
+    quoted = quote_ident(table, "table name")
+    columns = table_columns(con, table)
+    if not columns:
+        raise TableError(f"no table named {table!r}; load images first with session.load_images({table!r}, 'folder/')")
+    if image not in columns:
+        raise TableError(
+            f"table {table!r} has no column {image!r}; pass image= one of its columns: {', '.join(columns)}"
+        )
+    if columns[image] != "BLOB":
+        raise TableError(f"column {image!r} of {table!r} is {columns[image]}, not BLOB; pass image= the column holding image bytes")
+    key = primary_key(con, table)
+    if len(key) != 1:
+        raise TableError(
+            f"table {table!r} has no single-column primary key, so predictions cannot be written back by row; "
+            "give it one (image tables made by load_images use relative_path)"
+        )
+    return TableSource(table, quoted, key[0], columns[key[0]], image, columns.get("sha256") == "VARCHAR")
+
+
+def resolve_stage(session: Any, ref: str) -> StageSource:
+    from sightql.stages.paths import split_stage_ref
+
+    name, prefix = split_stage_ref(ref)
+    stage = session.stage(name)  # raises naming the known stages
+    return StageSource(name, stage.url, prefix)
+
+
+def prepare_target(con: Any, source: TableSource | StageSource, into: str | None, top_k: int) -> Target:
+    """Create the output table or add the output columns; returns where to write."""
+    if into is None:
+        if isinstance(source, StageSource):
+            raise ConfigError(f"a stage source needs into= a table name for the predictions, e.g. into='{source.name}_labels'")
+        into = source.table
+    quoted = quote_ident(into, "into table name")
+    wanted = {c: t for c, t in OUTPUT_COLUMNS.items() if c != "top_k" or top_k > 0}
+    same = isinstance(source, TableSource) and quoted == source.quoted
+    if same:
+        columns = table_columns(con, into)
+        clash = [c for c in wanted if c in columns and c != "top_k" and columns[c] != wanted[c]]
+    else:
+        key_sql = quote_ident(source.key)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({key_sql} {source.key_type} PRIMARY KEY)")
+        if primary_key(con, into) != [source.key]:
+            raise TableError(
+                f"table {into!r} exists but is not keyed by {source.key!r}; pick a new into= table name"
+            )
+        columns = table_columns(con, into)
+        clash = [c for c in wanted if c in columns and columns[c] != wanted[c] and c != "top_k"]
+    if clash:
+        raise TableError(
+            f"table {into!r} already has column(s) {', '.join(clash)} of another type; predict into a new table with into="
+        )
+    for column, sql_type in wanted.items():
+        con.execute(f"ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {sql_type}")
+    has_top_k = "top_k" in table_columns(con, into)
+    return Target(into, quoted, same, source.key, has_top_k)
