@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -26,9 +27,12 @@ def progress_bar(total: int, description: str, enabled: bool | None) -> Iterator
     with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
         task = bar.add_task(description, total=total, rate="-")
 
+        started = time.perf_counter()
+        done = [0]
+
         def advance(rows: int) -> None:
-            bar.advance(task, rows)
-            speed = bar.tasks[0].speed
-            bar.update(task, rate=f"{speed:.1f}" if speed else "-")
+            done[0] += rows
+            elapsed = time.perf_counter() - started
+            bar.update(task, advance=rows, rate=f"{done[0] / elapsed:.1f}" if elapsed > 0 else "-")
 
         yield advance
