@@ -305,7 +305,8 @@ def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_wo
         with Client(cluster) as client:
             loads = client.run(loaded_model_count)
     assert (report.predicted, report.errors) == (PHOTO_FILES + 1, 1)
-    assert sum(loads.values()) <= 2 and all(n <= 1 for n in loads.values())  # 5 ranges, at most one load per worker
+    # 5 ranges over 2 workers: each worker that ran one loaded the model once, never per range.
+    assert 1 <= sum(loads.values()) <= 2 and all(n <= 1 for n in loads.values())
     session.predict("defects", "@pics", into="by_local", progress=False)
     a, b = stored(session, "by_local"), stored(session, "by_dask")
     assert {k: (r["predicted_label"], r["prediction_error"]) for k, r in a.items()} == \
