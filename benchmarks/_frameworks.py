@@ -56,7 +56,8 @@ def run_daft(parquet: str, model_dir: str, workers: int) -> dict:
 def run_ray(parquet: str, model_dir: str, workers: int) -> dict:
     import ray
 
-    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    # One logical CPU more than the map actors take, for the Parquet read tasks (else they never get scheduled).
+    ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False)
 
     class Classify:
         def __init__(self) -> None:

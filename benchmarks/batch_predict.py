@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import generated_jpegs, print_table, run_child  # noqa: E402
 from sql_classify import decode_only, model_only  # noqa: E402
@@ -74,13 +76,22 @@ def log_tiny_model(home: Path) -> str:
 
 def child(home: Path, model: str, runner: str) -> dict:
     with sightql.connect(home) as s:
-        s.predictor(model)  # load outside the timing (the Dask workers load their own, inside it)
+        predictor = s.predictor(model)  # load and warm up outside the timing (Dask workers load theirs inside it)
+        spec = predictor.card.input
+        predictor.predict(np.zeros((32, spec.channels, spec.height, spec.width), np.float32))
         start = time.perf_counter()
         report = s.predict(model, "bench", into="preds", runner=runner, progress=False)
         seconds = time.perf_counter() - start
         stored = s.sql("SELECT count(*) AS n FROM preds WHERE model_version IS NOT NULL").to_pylist()[0]["n"]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"n": report.predicted, "stored": stored, "errors": report.errors, "seconds": seconds, "peak_rss_mb": peak_mb}
+    return {"n": report.predicted, "stored": stored, "errors": report.errors, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: on Linux that keeps the forking parent's peak across exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def compare_frameworks(python: str, parquet: Path, model_dir: Path, workers: int) -> dict:

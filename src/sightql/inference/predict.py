@@ -19,7 +19,7 @@ from sightql.inference.runners import RUNNERS
 from sightql.inference.source import (
     Params, StageSource, UserParams, prepare_target, resolve_stage, resolve_table,
 )
-from sightql.inference.spec import card_of, check_classifier, load_model, spec_for
+from sightql.inference.spec import card_of, check_classifier, spec_for
 from sightql.inference.writeback import ResultWriter
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ def predict(
     started = time.perf_counter()
     _check_arguments(source, runner, top_k, batch_size, chunk_rows, where, scheduler)
     spec = spec_for(session, model, device)
+    # For the bundled model this loads it here, so it is exported once, not by every Dask worker at once.
     check_classifier(card_of(spec), spec.model_version)
     con = session.con
     src = resolve_stage(session, source) if source.startswith("@") else resolve_table(con, source, image)
@@ -90,8 +91,6 @@ def predict(
         decode_threads=1 if runner == "dask" else session.settings.decode_threads,
     )
     plan = PredictPlan(con, spec, src, target, options, where, bound, recompute, chunk_rows or DEFAULT_CHUNK_ROWS)
-    if runner == "dask" and spec.builtin is not None:
-        load_model(spec)  # export the bundled model once here, not in every worker at the same time
     total, due = _count(session, plan)
     skipped = [total - due]
     writer = ResultWriter(con, target, spec.model_version)

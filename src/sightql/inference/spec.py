@@ -97,10 +97,9 @@ def loaded_model_count() -> int:
 def card_of(spec: ModelSpec) -> "ModelCard":
     """The model's card without loading the model (so a wrong model fails before any work)."""
     if spec.builtin is not None:
-        from sightql.models.builtin import imagenet_card
-
         if spec.builtin != "imagenet":
             raise ConfigError(f"{spec.builtin} reads text, not images; predict needs an image classification model")
-        return imagenet_card()
+        # The bundled model's card comes with its cached export; building it afresh would import torchvision.
+        return load_model(spec).card
     assert spec.record is not None
     return spec.record.card
