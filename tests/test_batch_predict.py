@@ -185,6 +185,8 @@ def test_bad_images_become_error_rows_and_the_job_goes_on(photos, photos_dir):
         (dict(model="imagenet", source="photos; DROP TABLE photos"), ConfigError, "not allowed"),
         (dict(model="imagenet", source="@nostage"), StageError, "no stage named 'nostage'"),
         (dict(model="imagenet", source="photos", scheduler="tcp://x:1"), ConfigError, "needs runner='dask'"),
+        (dict(model="imagenet", source="photos", where="no_such_column = 1"), ConfigError, "no_such_column"),
+        (dict(model="imagenet", source="photos", where="size > ?"), ConfigError, "check where="),
     ],
 )
 def test_bad_arguments_are_one_clear_sentence(photos, kwargs, error, sentence):

@@ -8,10 +8,13 @@ are skipped, so a rerun after a crash (or after new rows arrive) does only what 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sightql.errors import ConfigError
+import duckdb
+
+from sightql.errors import ConfigError, SightQLError
 from sightql.inference.pipeline import PredictOptions
 from sightql.inference.plan import PredictPlan
 from sightql.inference.progress import progress_bar
@@ -91,7 +94,10 @@ def predict(
         decode_threads=1 if runner == "dask" else session.settings.decode_threads,
     )
     plan = PredictPlan(con, spec, src, target, options, where, bound, recompute, chunk_rows or DEFAULT_CHUNK_ROWS)
-    total, due = _count(session, plan)
+    try:
+        total, due = _count(session, plan)
+    except duckdb.Error as exc:
+        raise _sql_error(exc, where) from None
     skipped = [total - due]
     writer = ResultWriter(con, target, spec.model_version)
     try:
@@ -101,9 +107,12 @@ def predict(
                 advance(rows)
 
             plan.on_skipped = on_skipped
-            for results in _run(plan, runner, scheduler, workers):
-                writer.write(results)
-                advance(results.num_rows)
+            with closing(_run(plan, runner, scheduler, workers)) as stream:  # stops readers and clusters on error
+                for results in stream:
+                    writer.write(results)
+                    advance(results.num_rows)
+    except duckdb.Error as exc:
+        raise _sql_error(exc, where) from None
     finally:
         writer.close()
     return PredictReport(
@@ -159,6 +168,14 @@ def _current_hashes(cursor: Any, plan: PredictPlan) -> dict[str, str]:
         values,
     ).fetchall()
     return dict(rows)
+
+
+def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
+    """DuckDB's message without its caret drawing; a failing where filter is named as the likely cause."""
+    text = str(exc).split("\n\nLINE")[0].strip().replace("\n", " ")
+    if where:
+        return ConfigError(f"the query failed: {text}; check where={where!r} and its params")
+    return SightQLError(f"the query failed: {text}")
 
 
 def _resolved_device(device: str) -> str:
