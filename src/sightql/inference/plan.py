@@ -45,16 +45,16 @@ class PredictPlan:
 
 # ---- tables -----------------------------------------------------------------------
 def table_chunks(plan: PredictPlan) -> Iterator[Chunk]:
-    """Due rows of a table, streamed in Arrow chunks of ``chunk_rows`` (never the whole table)."""
-    sql, params = plan.due_table_query()
-    cursor = plan.con.cursor()
-    try:
-        reader = cursor.sql(sql, params=params).to_arrow_reader(plan.chunk_rows)
-        for batch in reader:
-            if batch.num_rows:
-                yield Chunk(batch.column(0), batch.column(1))
-    finally:
-        cursor.close()
+    """Due rows of a table, one key range (``chunk_rows`` rows) at a time; never the whole table.
+
+    Not one streaming query: DuckDB runs a streamed scan ahead of a slow consumer and keeps the
+    image pages it has read in order-preserving buffers, which overran a 256 MB memory limit on a
+    3.5 GB table. A query per key range holds at most one range's images.
+    """
+    for key_range in table_key_ranges(plan):
+        rows = table_range_rows(plan, key_range)
+        if rows.num_rows:
+            yield Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
 
 
 def table_key_ranges(plan: PredictPlan) -> list[tuple[Any, Any]]:
