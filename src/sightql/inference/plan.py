@@ -44,42 +44,78 @@ class PredictPlan:
 
 
 # ---- tables -----------------------------------------------------------------------
+KEYS_PER_QUERY = 512  # well under DuckDB's index_scan_max_count (2,048), so reads go through the index
+
+
 def table_chunks(plan: PredictPlan) -> Iterator[Chunk]:
-    """Due rows of a table, one key range (``chunk_rows`` rows) at a time; never the whole table.
+    """Due rows of a table, one run of ``chunk_rows`` keys at a time; never the whole table.
 
-    Not one streaming query: DuckDB runs a streamed scan ahead of a slow consumer and keeps the
-    image pages it has read in order-preserving buffers, which overran a 256 MB memory limit on a
-    3.5 GB table. A query per key range holds at most one range's images.
+    Not one streaming query over the images: DuckDB scans a BLOB column a vector (2,048 rows) at
+    a time, so a scan of large images overruns a 256 MB memory limit. Keys are read first (only
+    keys), then each run's images are fetched by key through the primary-key index.
     """
-    for key_range in table_key_ranges(plan):
-        rows = table_range_rows(plan, key_range)
-        if rows.num_rows:
-            yield Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
+    for keys in table_key_runs(plan):
+        chunk = table_rows_chunk(plan, keys)
+        if chunk is not None:
+            yield chunk
 
 
-def table_key_ranges(plan: PredictPlan) -> list[tuple[Any, Any]]:
-    """(first key, last key) of each run of ``chunk_rows`` due rows, in key order; only keys are read."""
+def table_key_runs(plan: PredictPlan) -> Iterator[list[Any]]:
+    """The due rows' keys, in key order, in runs of ``chunk_rows``; only the key column is read."""
     sql, params = plan.due_table_query(columns="key", ordered=True)
     cursor = plan.con.cursor()
-    ranges: list[tuple[Any, Any]] = []
     try:
         reader = cursor.sql(sql, params=params).to_arrow_reader(plan.chunk_rows)
+        pending: list[Any] = []
         for batch in reader:
-            if batch.num_rows:
-                keys = batch.column(0)
-                ranges.append((keys[0].as_py(), keys[len(keys) - 1].as_py()))
+            pending.extend(batch.column(0).to_pylist())
+            while len(pending) >= plan.chunk_rows:
+                yield pending[: plan.chunk_rows]
+                pending = pending[plan.chunk_rows :]
+        if pending:
+            yield pending
     finally:
         cursor.close()
-    return ranges
 
 
-def table_range_rows(plan: PredictPlan, key_range: tuple[Any, Any]) -> pa.Table:
-    sql, params = plan.due_table_query(key_range=key_range)
+def table_rows(plan: PredictPlan, keys: list[Any]) -> pa.Table:
+    """The due rows among ``keys``: key, image (and known_sha256 for a table without a sha256 column)."""
+    parts = []
     cursor = plan.con.cursor()
     try:
-        return cursor.sql(sql, params=params).to_arrow_table()
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            sql, params = plan.due_table_query(keys=keys[start : start + KEYS_PER_QUERY])
+            parts.append(cursor.sql(sql, params=params).to_arrow_table())
     finally:
         cursor.close()
+    return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+
+def table_rows_chunk(plan: PredictPlan, keys: list[Any]) -> Chunk | None:
+    """One run's due rows as a chunk. A table without a sha256 column has every row read, hashed
+    here, and dropped when its bytes match its current prediction (never ``sha256(image)`` over
+    the whole table in SQL, which would scan every image)."""
+    rows = table_rows(plan, keys)
+    if rows.num_rows == 0:
+        return None
+    keys_array, images = rows.column("key").combine_chunks(), rows.column("image").combine_chunks()
+    if "known_sha256" not in rows.column_names:
+        return Chunk(keys_array, images)
+    known = rows.column("known_sha256").to_pylist()
+    keep, hashes = [], []
+    for index, current in enumerate(known):
+        data = images[index].as_py()
+        sha = hashlib.sha256(data).hexdigest() if data is not None else None
+        if current is not None and (sha or "") == current:
+            continue
+        keep.append(index)
+        hashes.append(sha)
+    if len(keep) < len(known):
+        plan.on_skipped(len(known) - len(keep))
+    if not keep:
+        return None
+    taken = pa.array(keep, pa.int64())
+    return Chunk(keys_array.take(taken), images.take(taken), hashes)
 
 
 # ---- stages -----------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from sightql.errors import ConfigError, MissingDependencyError
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
-from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_key_ranges, table_range_rows
+from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_key_runs, table_rows_chunk
 from sightql.inference.source import StageSource, TableSource
 from sightql.inference.spec import ModelSpec, load_model
 
@@ -126,12 +126,12 @@ def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[TableRangeTask | StageR
     import pyarrow.parquet as pq
 
     if isinstance(plan.source, TableSource):
-        for index, key_range in enumerate(table_key_ranges(plan)):
-            rows = table_range_rows(plan, key_range)
-            if rows.num_rows == 0:
+        for index, keys in enumerate(table_key_runs(plan)):
+            chunk = table_rows_chunk(plan, keys)
+            if chunk is None:
                 continue
             path = scratch / f"range-{index:06d}.parquet"
-            pq.write_table(rows, path)
+            pq.write_table(pa.table({"key": chunk.keys, "image": chunk.images}), path)
             yield TableRangeTask(str(path), plan.source.key_type)
     else:
         assert isinstance(plan.source, StageSource)
