@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "sightql"]
 COMMANDS = [["init"], ["load"], ["sql"], ["classify"], ["demo"], ["stage", "create"], ["stage", "put"],
             ["stage", "ls"], ["stage", "get"], ["stage", "rm"], ["models", "ls"], ["models", "show"],
-            ["models", "log"], ["models", "alias"], ["models", "rm"]]
+            ["models", "log"], ["models", "alias"], ["models", "rm"], ["predict"]]
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -10,7 +10,7 @@ import atexit
 import re
 import weakref
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -24,6 +24,9 @@ from sightql.sql.catalog import ensure_catalog
 from sightql.sql.loading import LoadReport, load_images
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.stage import Stage
+
+if TYPE_CHECKING:
+    from sightql.inference.predict import PredictReport
 
 OnError = Literal["null", "raise"]
 _DIRECTORY_CALL = re.compile(r"directory\s*\(\s*'@([A-Za-z_][A-Za-z0-9_\-]*)")
@@ -165,6 +168,42 @@ class Session:
         from sightql.sql.model_functions import drop_model_function
 
         drop_model_function(self, sql_name)
+
+    def predict(
+        self,
+        model: str,
+        source: str,
+        *,
+        image: str = "image",
+        into: str | None = None,
+        where: str | None = None,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+        top_k: int = 0,
+        recompute: bool = False,
+        batch_size: int | None = None,
+        chunk_rows: int | None = None,
+        runner: Literal["local", "dask"] = "local",
+        scheduler: str | None = None,
+        workers: int | None = None,
+        device: str | None = None,
+        progress: bool | None = None,
+    ) -> "PredictReport":
+        """Classify every row of a table (or every file under ``'@stage/prefix'``) and write the predictions back.
+
+        Results go into ``into`` (default: the source table itself) as columns ``predicted_label``,
+        ``confidence``, ``top_k`` (when ``top_k > 0``), ``model_version``, ``predicted_at``,
+        ``prediction_error`` and ``predicted_sha256``, one transaction per chunk, keyed by the row key.
+        Rows already predicted by the same model version from the same bytes are skipped unless
+        ``recompute=True``; a rerun after a crash finishes the job. ``where`` is the caller's SQL
+        filter on the source; bind its values through ``params``. See docs/batch.md.
+        """
+        from sightql.inference.predict import predict
+
+        return predict(
+            self, model, source, image=image, into=into, where=where, params=params, top_k=top_k,
+            recompute=recompute, batch_size=batch_size, chunk_rows=chunk_rows, runner=runner,
+            scheduler=scheduler, workers=workers, device=device, progress=progress,
+        )
 
     def classify(self, images: Sequence[bytes], model: str = "imagenet", k: int = 5) -> list[dict[str, Any]]:
         """Top-``k`` labels for each image, through the same SQL function as queries use."""

@@ -8,6 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from sightql.cli import models as models_cmds
+from sightql.cli import predict as predict_cmds
 from sightql.cli import stage as stage_cmds
 from sightql.cli.common import WarehouseOpt, open_session, print_table
 
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 app.add_typer(stage_cmds.app, name="stage")
 app.add_typer(models_cmds.app, name="models")
+app.command("predict")(predict_cmds.predict)
 
 
 @app.command()

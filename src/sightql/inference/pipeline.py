@@ -1,0 +1,149 @@
+"""The streaming pipeline: chunks of (row key, image bytes) in, one result table per chunk out.
+
+Decoding and preprocessing run in the shared thread pool of :mod:`sightql.inference.batched`,
+one batch ahead of the model, across chunk boundaries; the model always gets full batches
+(only the last batch of a chunk may be short). Memory stays bounded: at most two batches
+of decoded tensors and the chunks whose rows are still in flight are held.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from sightql.images.decode import ImageLimits
+from sightql.inference.batched import RowResult, _prepare, _run_batch, decode_pool
+from sightql.models.base import Predictor
+
+TOP_K_ARROW = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
+
+
+def result_schema(key_type: pa.DataType) -> pa.Schema:
+    """What a runner hands the writer for each chunk; model_version and predicted_at are added on write."""
+    return pa.schema(
+        [
+            ("key", key_type),
+            ("predicted_label", pa.string()),
+            ("confidence", pa.float64()),
+            ("top_k", TOP_K_ARROW),
+            ("prediction_error", pa.string()),
+            ("predicted_sha256", pa.string()),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to run the model over rows: picklable, so Dask workers get the same settings."""
+
+    batch_size: int = 32
+    top_k: int = 0
+    limits: ImageLimits = ImageLimits()
+    decode_threads: int | None = None
+
+
+@dataclass
+class Chunk:
+    """Rows to predict: keys, and image bytes (an Arrow binary array or a list; None is a missing image)."""
+
+    keys: pa.Array
+    images: Any  # pa.BinaryArray | Sequence[bytes | None]
+    sha256: Sequence[str | None] | None = None  # known hashes of the bytes, else computed here
+    read_errors: Sequence[str | None] | None = None  # why a row's bytes could not be read (stages)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def image(self, index: int) -> bytes | None:
+        value = self.images[index]
+        return value.as_py() if isinstance(value, pa.Scalar) else value
+
+
+def _prepare_row(chunk: Chunk, index: int, predictor: Predictor, limits: ImageLimits) -> tuple[Any, str | None]:
+    data = chunk.image(index)
+    if data is None and chunk.read_errors is not None and chunk.read_errors[index]:
+        return chunk.read_errors[index], None
+    if chunk.sha256 is not None:
+        sha = chunk.sha256[index]
+    else:
+        sha = hashlib.sha256(data).hexdigest() if data is not None else None
+    return _prepare(data, predictor, limits), sha
+
+
+def stream_results(predictor: Predictor, chunks: Iterable[Chunk], options: PredictOptions) -> Iterator[pa.Table]:
+    """One result table (see :func:`result_schema`) per non-empty input chunk, in order."""
+    pool = decode_pool(options.decode_threads)
+    size = options.batch_size
+
+    def batches() -> Iterator[tuple[Chunk, int, int]]:
+        for chunk in chunks:
+            for start in range(0, len(chunk), size):
+                yield chunk, start, min(len(chunk), start + size)
+
+    def submit(item: tuple[Chunk, int, int] | None) -> tuple[tuple[Chunk, int, int], list[Future]] | None:
+        if item is None:
+            return None
+        chunk, start, stop = item
+        return item, [pool.submit(_prepare_row, chunk, i, predictor, options.limits) for i in range(start, stop)]
+
+    source = batches()
+    pending = submit(next(source, None))
+    rows: list[RowResult] = []
+    hashes: list[str | None] = []
+    while pending is not None:
+        (chunk, start, stop), futures = pending
+        pending = submit(next(source, None))  # the next batch decodes while the model runs this one
+        prepared = [future.result() for future in futures]
+        rows.extend(_run_batch(predictor, [item for item, _ in prepared]))
+        hashes.extend(sha for _, sha in prepared)
+        if stop == len(chunk):
+            yield results_table(predictor, chunk.keys, rows, hashes, options.top_k)
+            rows, hashes = [], []
+
+
+def predict_chunk(predictor: Predictor, chunk: Chunk, options: PredictOptions) -> pa.Table:
+    """The result table of one chunk (what a Dask worker runs per key range)."""
+    tables = list(stream_results(predictor, [chunk], options))
+    return tables[0] if tables else pa.Table.from_batches([], result_schema(chunk.keys.type))
+
+
+def results_table(
+    predictor: Predictor, keys: pa.Array, rows: Sequence[RowResult], hashes: Sequence[str | None], top_k: int
+) -> pa.Table:
+    labels = predictor.card.labels
+    label_values: list[str | None] = []
+    confidences: list[float | None] = []
+    tops: list[list[dict[str, Any]] | None] = []
+    for result in rows:
+        if result.output is None:
+            label_values.append(None)
+            confidences.append(None)
+            tops.append(None)
+            continue
+        probabilities = np.asarray(result.output)
+        best = int(np.argmax(probabilities))
+        label_values.append(labels[best])
+        confidences.append(float(probabilities[best]))
+        if top_k > 0:
+            order = np.argsort(-probabilities, kind="stable")[:top_k]
+            tops.append([{"label": labels[i], "score": float(probabilities[i])} for i in order])
+        else:
+            tops.append(None)
+    schema = result_schema(keys.type)
+    return pa.table(
+        [
+            keys,
+            pa.array(label_values, pa.string()),
+            pa.array(confidences, pa.float64()),
+            pa.array(tops, TOP_K_ARROW),
+            pa.array([r.error for r in rows], pa.string()),
+            pa.array(list(hashes), pa.string()),
+        ],
+        schema=schema,
+    )

@@ -1,0 +1,202 @@
+"""``session.predict``: stream a table or a stage through a model and write predictions back.
+
+Resumable and incremental: every chunk is written in one transaction keyed by the row key,
+and rows whose current prediction came from the same model version and the same image bytes
+are skipped, so a rerun after a crash (or after new rows arrive) does only what is left.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+
+from sightql.errors import ConfigError, SightQLError
+from sightql.inference.pipeline import PredictOptions
+from sightql.inference.plan import PredictPlan
+from sightql.inference.progress import progress_bar
+from sightql.inference.runners import RUNNERS
+from sightql.inference.source import (
+    Params, StageSource, UserParams, prepare_target, resolve_stage, resolve_table,
+)
+from sightql.inference.spec import card_of, check_classifier, spec_for
+from sightql.inference.writeback import ResultWriter
+
+if TYPE_CHECKING:
+    from sightql.session import Session
+
+DEFAULT_CHUNK_ROWS = 256
+GPU_BATCH_SIZE = 128
+
+
+@dataclass
+class PredictReport:
+    """What a run did. ``predicted`` counts rows written (errors included); ``skipped`` rows were current."""
+
+    source: str
+    into: str
+    model_version: str
+    runner: str
+    due: int
+    predicted: int
+    errors: int
+    skipped: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.predicted / self.seconds if self.seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        return (
+            f"predicted {self.predicted} row(s) of {self.source} into {self.into} with {self.model_version} "
+            f"({self.errors} error row(s), {self.skipped} skipped as already current) "
+            f"in {self.seconds:.1f} s, {self.images_per_second:.1f} img/s, runner {self.runner}"
+        )
+
+
+def predict(
+    session: "Session",
+    model: str,
+    source: str,
+    *,
+    image: str = "image",
+    into: str | None = None,
+    where: str | None = None,
+    params: UserParams = None,
+    top_k: int = 0,
+    recompute: bool = False,
+    batch_size: int | None = None,
+    chunk_rows: int | None = None,
+    runner: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+) -> PredictReport:
+    started = time.perf_counter()
+    _check_arguments(source, runner, top_k, batch_size, chunk_rows, where, scheduler)
+    spec = spec_for(session, model, device)
+    # For the bundled model this loads it here, so it is exported once, not by every Dask worker at once.
+    check_classifier(card_of(spec), spec.model_version)
+    con = session.con
+    src = resolve_stage(session, source) if source.startswith("@") else resolve_table(con, source, image)
+    target = prepare_target(con, src, into, top_k)
+    bound = Params(params)
+    resolved_device = _resolved_device(spec.device)
+    options = PredictOptions(
+        batch_size=batch_size or (GPU_BATCH_SIZE if resolved_device.startswith("cuda") else session.settings.batch_size),
+        top_k=top_k,
+        limits=session.limits,
+        decode_threads=1 if runner == "dask" else session.settings.decode_threads,
+    )
+    plan = PredictPlan(con, spec, src, target, options, where, bound, recompute, chunk_rows or DEFAULT_CHUNK_ROWS)
+    try:
+        total, due = _count(session, plan)
+    except duckdb.Error as exc:
+        raise _sql_error(exc, where) from None
+    skipped = [total - due]
+    writer = ResultWriter(con, target, spec.model_version)
+    try:
+        with progress_bar(due, f"{spec.model_version} on {src.label}", progress) as advance:
+            def on_skipped(rows: int) -> None:
+                skipped[0] += rows
+                advance(rows)
+
+            plan.on_skipped = on_skipped
+            with closing(_run(plan, runner, scheduler, workers)) as stream:  # stops readers and clusters on error
+                for results in stream:
+                    writer.write(results)
+                    advance(results.num_rows)
+    except duckdb.Error as exc:
+        raise _sql_error(exc, where) from None
+    finally:
+        writer.close()
+    return PredictReport(
+        src.label, target.table, spec.model_version, runner, due, writer.rows_written, writer.errors_written,
+        skipped[0], time.perf_counter() - started,
+    )
+
+
+def _run(plan: PredictPlan, runner: str, scheduler: str | None, workers: int | None) -> Any:
+    if runner == "dask":
+        from sightql.inference.runners.dask import run_dask
+
+        return run_dask(plan, scheduler, workers)
+    if workers is not None:
+        raise ConfigError("workers= applies to runner='dask'; the local runner uses SIGHTQL_DECODE_THREADS")
+    from sightql.inference.runners.local import run_local
+
+    return run_local(plan)
+
+
+def _count(session: "Session", plan: PredictPlan) -> tuple[int, int]:
+    """(rows matching where, rows due); for a stage, also lists the paths and current predictions."""
+    cursor = session.con.cursor()
+    try:
+        if isinstance(plan.source, StageSource):
+            session.stages.refresh([plan.source.name])
+            sql, values = plan.source.paths_query(plan.params, plan.where)
+            plan.stage_paths = [row[0] for row in cursor.execute(sql, values).fetchall()]
+            if not plan.recompute:
+                plan.stage_known = _current_hashes(cursor, plan)
+            return len(plan.stage_paths), len(plan.stage_paths)
+        total_sql, total_values = plan.source.count_query(plan.params, plan.target, plan.where)
+        due_sql, due_values = plan.due_table_query(columns="count")
+        total = cursor.execute(total_sql, total_values).fetchone()[0]
+        due = cursor.execute(due_sql, due_values).fetchone()[0]
+        return int(total), int(due)
+    finally:
+        cursor.close()
+
+
+def _current_hashes(cursor: Any, plan: PredictPlan) -> dict[str, str]:
+    from sightql.sql.identifiers import quote_ident
+
+    key = quote_ident(plan.target.key)
+    topk = ""
+    values: list[Any] = [plan.spec.model_version]
+    if plan.options.top_k > 0:
+        topk = " AND (prediction_error IS NOT NULL OR coalesce(len(top_k), 0) >= ?)"
+        values.append(plan.options.top_k)
+    rows = cursor.execute(
+        f"SELECT {key}, predicted_sha256 FROM {plan.target.quoted} "
+        f"WHERE model_version = ? AND predicted_sha256 IS NOT NULL{topk}",
+        values,
+    ).fetchall()
+    return dict(rows)
+
+
+def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
+    """DuckDB's message without its caret drawing; a failing where filter is named as the likely cause."""
+    text = str(exc).split("\n\nLINE")[0].strip().replace("\n", " ")
+    if where:
+        return ConfigError(f"the query failed: {text}; check where={where!r} and its params")
+    return SightQLError(f"the query failed: {text}")
+
+
+def _resolved_device(device: str) -> str:
+    from sightql.models.device import resolve_device
+
+    return resolve_device(device)
+
+
+def _check_arguments(
+    source: Any, runner: str, top_k: Any, batch_size: Any, chunk_rows: Any, where: Any, scheduler: Any
+) -> None:
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"source must be a table name or '@stage/prefix', not {source!r}")
+    if runner not in RUNNERS:
+        raise ConfigError(f"runner {runner!r} is not known; use 'local' or 'dask'")
+    if scheduler is not None and runner != "dask":
+        raise ConfigError("scheduler= needs runner='dask'; pass both, e.g. runner='dask', scheduler='tcp://host:8786'")
+    if not isinstance(top_k, int) or top_k < 0:
+        raise ConfigError(f"top_k must be 0 (no list) or a positive number of labels, not {top_k!r}")
+    for name, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive whole number, not {value!r}")
+    if where is not None and (not isinstance(where, str) or not where.strip()):
+        raise ConfigError("where must be SQL text such as \"relative_path LIKE ?\" with values in params=")

@@ -1,0 +1,140 @@
+"""The Dask runner: workers get key ranges and read the images themselves; the driver writes.
+
+* Tables: a DuckDB file has one writer, so workers cannot open the warehouse. The driver
+  exports each key range's due rows to a Parquet file in a temporary folder (a bounded
+  number ahead of the workers); a worker reads its file. Image bytes never pass through the
+  scheduler, only file names in and small result tables out.
+* Stages: a worker gets the stage URL and a list of relative paths and reads the files.
+* The model travels as a :class:`~sightql.inference.spec.ModelSpec`; each worker process
+  loads it once (module-level cache) and re-hashes the registry artifact first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from sightql.errors import ConfigError, MissingDependencyError
+from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
+from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_key_runs, table_rows_chunk
+from sightql.inference.source import StageSource, TableSource
+from sightql.inference.spec import ModelSpec, load_model
+
+
+@dataclass(frozen=True)
+class TableRangeTask:
+    parquet_path: str
+    key_type: str
+
+
+@dataclass(frozen=True)
+class StageRangeTask:
+    stage_name: str
+    url: str
+    paths: tuple[str, ...]
+    known: dict[str, str]
+
+
+def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | StageRangeTask) -> tuple[pa.Table, int]:
+    """On a worker: read one range's images, predict them; returns (results, rows skipped as unchanged)."""
+    import pyarrow.parquet as pq
+
+    predictor = load_model(spec)
+    if isinstance(task, TableRangeTask):
+        rows = pq.read_table(task.parquet_path)
+        chunk = Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
+        skipped = 0
+    else:
+        chunk, skipped = read_stage_chunk(task.stage_name, task.url, list(task.paths), task.known)
+    if len(chunk) == 0:
+        return pa.Table.from_batches([], result_schema(chunk.keys.type)), skipped
+    return predict_chunk(predictor, chunk, options), skipped
+
+
+def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise MissingDependencyError("dask[distributed]", "dask") from None
+    if scheduler is not None:
+        if workers is not None:
+            raise ConfigError("workers= applies to the local cluster only; size a remote cluster where it is started")
+        return Client(scheduler, set_as_default=False), None
+    # Worker processes must import this very sightql (a checkout on PYTHONPATH, not another install).
+    package_root = str(Path(__file__).resolve().parents[3])
+    pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
+    cluster = LocalCluster(
+        n_workers=workers or max(1, os.cpu_count() or 1), threads_per_worker=1, processes=True,
+        dashboard_address=None, env={"PYTHONPATH": pythonpath}, silence_logs=40,
+    )
+    return Client(cluster, set_as_default=False), cluster
+
+
+def run_dask(plan: PredictPlan, scheduler: str | None = None, workers: int | None = None) -> Iterator[pa.Table]:
+    """Result tables as ranges finish (in any order); at most two ranges per worker are exported at once."""
+    from dask.distributed import as_completed
+
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    client, cluster = _client(scheduler, workers)
+    scratch = Path(tempfile.mkdtemp(prefix="sightql-predict-"))
+    try:
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or (workers or 1))
+        tasks = _tasks(plan, scratch)
+        spec = client.scatter(plan.spec, broadcast=True, hash=False)
+        submitted: dict[Any, TableRangeTask | StageRangeTask] = {}
+
+        def submit_next() -> Any:
+            task = next(tasks, None)
+            if task is None:
+                return None
+            future = client.submit(run_range, spec, plan.options, task, pure=False)
+            submitted[future] = task
+            return future
+
+        first = [f for f in (submit_next() for _ in range(2 * n_workers)) if f is not None]
+        if not first:
+            return
+        running = as_completed(first, loop=client.loop)
+        for future in running:
+            results, skipped = future.result()
+            task = submitted.pop(future)
+            if isinstance(task, TableRangeTask):
+                os.unlink(task.parquet_path)
+            future.release()
+            following = submit_next()
+            if following is not None:
+                running.add(following)
+            if skipped:
+                plan.on_skipped(skipped)
+            yield results
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[TableRangeTask | StageRangeTask]:
+    import pyarrow.parquet as pq
+
+    if isinstance(plan.source, TableSource):
+        for index, keys in enumerate(table_key_runs(plan)):
+            chunk = table_rows_chunk(plan, keys)
+            if chunk is None:
+                continue
+            path = scratch / f"range-{index:06d}.parquet"
+            pq.write_table(pa.table({"key": chunk.keys, "image": chunk.images}), path)
+            yield TableRangeTask(str(path), plan.source.key_type)
+    else:
+        assert isinstance(plan.source, StageSource)
+        for paths in stage_path_chunks(plan):
+            known = {p: plan.stage_known[p] for p in paths if p in plan.stage_known}
+            yield StageRangeTask(plan.source.name, plan.source.url, tuple(paths), known)

@@ -1,0 +1,255 @@
+"""What to predict: a table (by its primary key) or a stage prefix (by relative path), and which rows are due.
+
+A row is due unless its current prediction was made by the same model version from the
+same image bytes (same sha256), and, when ``top_k`` is asked for, already has that many
+labels. ``recompute=True`` makes every row due.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from sightql.errors import ConfigError, TableError
+from sightql.sql.identifiers import quote_ident
+
+# Output columns, in the order they are created. Names are fixed (see docs/batch.md).
+OUTPUT_COLUMNS: dict[str, str] = {
+    "predicted_label": "VARCHAR",
+    "confidence": "DOUBLE",
+    "top_k": "STRUCT(label VARCHAR, score DOUBLE)[]",
+    "model_version": "VARCHAR",
+    "predicted_at": "TIMESTAMP WITH TIME ZONE",
+    "prediction_error": "VARCHAR",
+    "predicted_sha256": "VARCHAR",
+}
+
+UserParams = Sequence[Any] | dict[str, Any] | None
+
+
+class Params:
+    """Bound values for a query mixing the caller's ``where`` parameters with ours.
+
+    DuckDB does not mix '?' and '$name' in one statement, so ours follow the caller's style.
+    """
+
+    def __init__(self, user: UserParams):
+        if user is not None and not isinstance(user, (dict, list, tuple)):
+            raise ConfigError("params must be a list (for '?') or a dict (for '$name') of values for the where filter")
+        self.named = isinstance(user, dict)
+        self._user = user
+
+    def build(self, parts: list[tuple[str, list[Any]]]) -> tuple[str, Any]:
+        """Join SQL pieces; each piece's '{}' marks take its values in order. '@where' marks the caller's values."""
+        sql: list[str] = []
+        values: Any = dict(self._user or {}) if self.named else []
+        counter = 0
+        for text, own in parts:
+            if text == "@where":
+                if not self.named:
+                    values.extend(self._user or [])
+                continue
+            marks = []
+            for value in own:
+                if self.named:
+                    name = f"_sightql_p{counter}"
+                    counter += 1
+                    values[name] = value
+                    marks.append(f"${name}")
+                else:
+                    values.append(value)
+                    marks.append("?")
+            sql.append(text.format(*marks))
+        return " ".join(sql), values
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where predictions go: the source table itself, or a table keyed by the source's row key."""
+
+    table: str
+    quoted: str
+    same_as_source: bool
+    key: str
+    has_top_k: bool
+
+
+@dataclass(frozen=True)
+class TableSource:
+    table: str
+    quoted: str
+    key: str
+    key_type: str
+    image: str
+    has_sha256_column: bool
+
+    @property
+    def label(self) -> str:
+        return self.table
+
+    def _from(self, where: str | None) -> list[tuple[str, list[Any]]]:
+        inner = f"SELECT * FROM {self.quoted}" + (f" WHERE ({where})" if where else "")
+        return [(f"FROM ({inner}", []), ("@where", []), (") s", [])] if where else [(f"FROM ({inner}) s", [])]
+
+    def _due(self, target: Target, model_version: str, recompute: bool, top_k: int) -> list[tuple[str, list[Any]]]:
+        """Rows without a current prediction. Into another table this is an anti-join whose hash table
+        holds only the predictions (never a LEFT JOIN, which DuckDB may build on the image side)."""
+        if recompute or not self.has_sha256_column:
+            return [("WHERE true", [])]  # without a sha256 column, bytes are hashed as ranges are read
+        o = "s" if target.same_as_source else "o"
+        content = "s.sha256" if self.has_sha256_column else f"sha256(s.{quote_ident(self.image)})"
+        current = [(f"{o}.model_version IS NOT DISTINCT FROM {{}} AND {o}.predicted_sha256 IS NOT DISTINCT FROM {content}",
+                    [model_version])]
+        if top_k > 0:
+            current.append((f"AND ({o}.prediction_error IS NOT NULL OR coalesce(len({o}.top_k), 0) >= {{}})", [top_k]))
+        if target.same_as_source:
+            return [("WHERE NOT (", []), *current, (")", [])]
+        key = quote_ident(self.key)
+        return [(f"WHERE NOT EXISTS (SELECT 1 FROM {target.quoted} o WHERE o.{key} = s.{key} AND", []), *current, (")", [])]
+
+    def _known_sha256(self, target: Target, model_version: str, recompute: bool, top_k: int) -> tuple[str, list[Any]]:
+        """The sha256 a row's current prediction (same model version, enough labels) was made from
+        ('' for a NULL image), or NULL when the row has no current prediction."""
+        if recompute:
+            return (", NULL::VARCHAR AS known_sha256", [])
+        o = "s" if target.same_as_source else "o"
+        condition = f"{o}.model_version = {{}}"
+        values: list[Any] = [model_version]
+        if top_k > 0:
+            condition += f" AND ({o}.prediction_error IS NOT NULL OR coalesce(len({o}.top_k), 0) >= {{}})"
+            values.append(top_k)
+        if target.same_as_source:
+            return (f", CASE WHEN {condition} THEN coalesce(s.predicted_sha256, '') END AS known_sha256", values)
+        key = quote_ident(self.key)
+        return (f", (SELECT coalesce(o.predicted_sha256, '') FROM {target.quoted} o WHERE o.{key} = s.{key} AND {condition}) "
+                "AS known_sha256", values)
+
+    def count_query(self, params: Params, target: Target, where: str | None) -> tuple[str, Any]:
+        return params.build([("SELECT count(*)", []), *self._from(where)])
+
+    def due_query(
+        self, params: Params, target: Target, where: str | None, model_version: str, recompute: bool, top_k: int,
+        *, columns: str = "key_and_image", keys: Sequence[Any] | None = None, ordered: bool = False,
+    ) -> tuple[str, Any]:
+        key = f"s.{quote_ident(self.key)}"
+        select: list[tuple[str, list[Any]]] = [({
+            "key_and_image": f"SELECT {key} AS key, s.{quote_ident(self.image)} AS image",
+            "key": f"SELECT {key} AS key",
+            "count": "SELECT count(*)",
+        }[columns], [])]
+        if columns == "key_and_image" and not self.has_sha256_column:
+            select.append(self._known_sha256(target, model_version, recompute, top_k))
+        parts = [*select, *self._from(where), *self._due(target, model_version, recompute, top_k)]
+        if keys is not None:
+            # An IN list of at most a few hundred keys is answered through the primary-key index, row by
+            # row. A range filter would make DuckDB scan the image column 2,048 rows at a time, pinning
+            # e.g. 140 MB of 70 KB images per thread, past a 256 MB memory limit.
+            parts.append((f"AND {key} IN ({', '.join('{}' for _ in keys)})", list(keys)))
+        if ordered:
+            parts.append(("ORDER BY 1", []))
+        return params.build(parts)
+
+
+@dataclass(frozen=True)
+class StageSource:
+    name: str
+    url: str
+    prefix: str
+    key: str = "relative_path"
+    key_type: str = "VARCHAR"
+
+    @property
+    def label(self) -> str:
+        return f"@{self.name}/{self.prefix}" if self.prefix else f"@{self.name}"
+
+    def paths_query(self, params: Params, where: str | None) -> tuple[str, Any]:
+        # The columns of directory('@stage/prefix'), read from the listing catalog table.
+        listing = (
+            "SELECT relative_path FROM (SELECT relative_path, file_url, size, last_modified, etag "
+            "FROM sightql_stage_files WHERE stage = {} AND starts_with(relative_path, {}))"
+        )
+        parts: list[tuple[str, list[Any]]] = [(listing, [self.name, self.prefix])]
+        if where:
+            parts += [(f"WHERE ({where})", []), ("@where", [])]
+        parts.append(("ORDER BY relative_path", []))
+        return params.build(parts)
+
+
+def table_columns(con: Any, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'); empty when it does not exist."""
+    schema, _, name = table.rpartition(".")
+    rows = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? AND schema_name = ? "
+        "AND NOT internal ORDER BY column_index",
+        [name, schema or "main"],
+    ).fetchall()
+    return dict(rows)
+
+
+def primary_key(con: Any, table: str) -> list[str]:
+    schema, _, name = table.rpartition(".")
+    rows = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? AND schema_name = ? "
+        "AND constraint_type = 'PRIMARY KEY'",
+        [name, schema or "main"],
+    ).fetchall()
+    return list(rows[0][0]) if rows else []
+
+
+def resolve_table(con: Any, table: str, image: str) -> TableSource:
+    quoted = quote_ident(table, "table name")
+    columns = table_columns(con, table)
+    if not columns:
+        raise TableError(f"no table named {table!r}; load images first with session.load_images({table!r}, 'folder/')")
+    if image not in columns:
+        raise TableError(
+            f"table {table!r} has no column {image!r}; pass image= one of its columns: {', '.join(columns)}"
+        )
+    if columns[image] != "BLOB":
+        raise TableError(f"column {image!r} of {table!r} is {columns[image]}, not BLOB; pass image= the column holding image bytes")
+    key = primary_key(con, table)
+    if len(key) != 1:
+        raise TableError(
+            f"table {table!r} has no single-column primary key, so predictions cannot be written back by row; "
+            "give it one (image tables made by load_images use relative_path)"
+        )
+    return TableSource(table, quoted, key[0], columns[key[0]], image, columns.get("sha256") == "VARCHAR")
+
+
+def resolve_stage(session: Any, ref: str) -> StageSource:
+    from sightql.stages.paths import split_stage_ref
+
+    name, prefix = split_stage_ref(ref)
+    stage = session.stage(name)  # raises naming the known stages
+    return StageSource(name, stage.url, prefix)
+
+
+def prepare_target(con: Any, source: TableSource | StageSource, into: str | None, top_k: int) -> Target:
+    """Create the output table or add the output columns; returns where to write."""
+    if into is None:
+        if isinstance(source, StageSource):
+            raise ConfigError(f"a stage source needs into= a table name for the predictions, e.g. into='{source.name}_labels'")
+        into = source.table
+    quoted = quote_ident(into, "into table name")
+    wanted = {c: t for c, t in OUTPUT_COLUMNS.items() if c != "top_k" or top_k > 0}
+    same = isinstance(source, TableSource) and quoted == source.quoted
+    if same:
+        columns = table_columns(con, into)
+        clash = [c for c in wanted if c in columns and c != "top_k" and columns[c] != wanted[c]]
+    else:
+        key_sql = quote_ident(source.key)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({key_sql} {source.key_type} PRIMARY KEY)")
+        if primary_key(con, into) != [source.key]:
+            raise TableError(
+                f"table {into!r} exists but is not keyed by {source.key!r}; pick a new into= table name"
+            )
+        columns = table_columns(con, into)
+        clash = [c for c in wanted if c in columns and columns[c] != wanted[c] and c != "top_k"]
+    if clash:
+        raise TableError(
+            f"table {into!r} already has column(s) {', '.join(clash)} of another type; predict into a new table with into="
+        )
+    for column, sql_type in wanted.items():
+        con.execute(f"ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {sql_type}")
+    has_top_k = "top_k" in table_columns(con, into)
+    return Target(into, quoted, same, source.key, has_top_k)

@@ -1,0 +1,350 @@
+"""Batch predict: exact write-back, incremental reruns, crash-resume, bad rows, stages, runners, CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sightql
+from sightql.errors import ConfigError, ModelNotFoundError, SightQLError, StageError, TableError
+from sightql.images.preprocess import preprocess
+from tests.registry_models import tiny_classifier, write_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO_FILES = 8  # photos_dir holds 8 photos and notes.txt
+
+
+@pytest.fixture
+def photos(session, photos_dir):
+    report = session.load_images("photos", photos_dir)
+    assert len(report.loaded) == PHOTO_FILES
+    return session
+
+
+def single_row_answer(session, model: str, data: bytes) -> tuple[str, float]:
+    """The model run on this one image alone, outside the batch pipeline."""
+    predictor = session.predictor(model)
+    probabilities = predictor.predict(preprocess(data, predictor.card.input)[None])[0]
+    best = int(np.argmax(probabilities))
+    return predictor.card.labels[best], float(probabilities[best])
+
+
+def stored(session, table: str, key: str = "relative_path") -> dict:
+    rows = session.sql(f"SELECT * FROM {table} ORDER BY {key}").to_pylist()
+    return {row[key]: row for row in rows}
+
+
+def assert_exact(session, predictions: dict, images: dict[str, bytes], model: str = "imagenet") -> None:
+    assert set(predictions) == set(images)
+    for key, data in images.items():
+        label, confidence = single_row_answer(session, model, data)
+        row = predictions[key]
+        assert row["prediction_error"] is None, key
+        assert row["predicted_label"] == label, key
+        assert row["confidence"] == pytest.approx(confidence, abs=1e-5), key
+
+
+def photo_bytes(photos_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(photos_dir.iterdir()) if p.suffix in (".jpg", ".png")}
+
+
+# ---- write-back ----------------------------------------------------------------------
+def test_each_stored_prediction_equals_the_model_on_that_row_alone(photos, photos_dir):
+    report = photos.predict("imagenet", "photos", batch_size=8, top_k=3, progress=False)
+    assert (report.predicted, report.errors, report.skipped) == (PHOTO_FILES, 0, 0)
+    rows = stored(photos, "photos")
+    assert_exact(photos, rows, photo_bytes(photos_dir))
+    # Eight different photos in one batch: not one shared probability (the tutorial's bug).
+    assert len({round(r["confidence"], 6) for r in rows.values()}) == PHOTO_FILES
+    assert rows["coffee.jpg"]["predicted_label"] == "espresso"
+    for row in rows.values():
+        assert row["model_version"].startswith("imagenet@builtin-")
+        assert row["predicted_sha256"] == row["sha256"]
+        assert [t["label"] for t in row["top_k"]][0] == row["predicted_label"]
+        assert len(row["top_k"]) == 3 and row["top_k"][0]["score"] >= row["top_k"][1]["score"]
+        assert row["predicted_at"] is not None
+
+
+def test_into_a_separate_table_keyed_by_the_source_key(photos, photos_dir):
+    photos.predict("imagenet", "photos", into="labels", progress=False)
+    assert "predicted_label" not in photos.sql("SELECT * FROM photos LIMIT 1").column_names
+    rows = stored(photos, "labels")
+    assert_exact(photos, rows, photo_bytes(photos_dir))
+    assert "top_k" not in photos.sql("SELECT * FROM labels LIMIT 1").column_names
+    with pytest.raises(SightQLError, match="Duplicate key"):
+        photos.sql("INSERT INTO labels (relative_path) VALUES ('coffee.jpg')")
+
+
+# ---- incremental ------------------------------------------------------------------------
+def test_second_run_skips_everything_and_a_changed_image_alone_is_predicted_again(photos, photos_dir, tmp_path):
+    photos.predict("imagenet", "photos", progress=False)
+    before = stored(photos, "photos")
+    again = photos.predict("imagenet", "photos", progress=False)
+    assert (again.predicted, again.skipped) == (0, PHOTO_FILES)
+
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    shutil.copy(photos_dir / "chelsea.jpg", changed / "coffee.jpg")  # new bytes under an old key
+    photos.load_images("photos", changed)
+    third = photos.predict("imagenet", "photos", progress=False)
+    assert (third.predicted, third.skipped) == (1, PHOTO_FILES - 1)
+    after = stored(photos, "photos")
+    assert after["coffee.jpg"]["predicted_label"] == before["chelsea.jpg"]["predicted_label"]
+    assert after["coffee.jpg"]["predicted_at"] > before["coffee.jpg"]["predicted_at"]
+    for key in set(before) - {"coffee.jpg"}:
+        assert after[key]["predicted_at"] == before[key]["predicted_at"]
+    assert photos.predict("imagenet", "photos", recompute=True, progress=False).predicted == PHOTO_FILES
+
+
+def test_a_table_without_a_sha256_column_has_it_computed(session, photos_dir):
+    images = photo_bytes(photos_dir)
+    session.sql("CREATE TABLE shots (id INTEGER PRIMARY KEY, picture BLOB, note VARCHAR)")
+    for i, data in enumerate(images.values()):
+        session.sql("INSERT INTO shots VALUES (?, ?, ?)", [i, data, f"n{i}"])
+    first = session.predict("imagenet", "shots", image="picture", into="shot_labels", progress=False)
+    assert first.predicted == len(images)
+    assert session.predict("imagenet", "shots", image="picture", into="shot_labels", progress=False).predicted == 0
+    session.sql("UPDATE shots SET picture = ? WHERE id = 2", [images["coffee.jpg"]])
+    session.sql("UPDATE shots SET note = 'edited' WHERE id = 3")  # other columns do not matter
+    third = session.predict("imagenet", "shots", image="picture", into="shot_labels", progress=False)
+    assert third.predicted == 1
+    assert stored(session, "shot_labels", "id")[2]["predicted_label"] == "espresso"
+
+
+def test_a_new_model_version_or_a_larger_top_k_makes_rows_due(photos, tmp_path):
+    path = write_onnx(tiny_classifier(2, favour=0), tmp_path / "xray-1.onnx")
+    photos.registry.log_model(path, "xray", labels=["normal", "pneumonia"])
+    photos.registry.log_model(write_onnx(tiny_classifier(2, favour=1), tmp_path / "xray-2.onnx"), "xray",
+                              labels=["normal", "pneumonia"])
+    model = photos.registry.get_model("xray")
+    model.set_alias("prod", "v1")
+    first = photos.predict("xray@prod", "photos", into="xr", progress=False)
+    assert first.model_version == "xray@v1" and first.predicted == PHOTO_FILES
+    assert {r["predicted_label"] for r in stored(photos, "xr").values()} == {"normal"}
+    assert photos.predict("xray@prod", "photos", into="xr", top_k=2, progress=False).predicted == PHOTO_FILES
+    assert photos.predict("xray@prod", "photos", into="xr", top_k=2, progress=False).predicted == 0
+    model.set_alias("prod", "v2")
+    moved = photos.predict("xray@prod", "photos", into="xr", progress=False)
+    assert moved.model_version == "xray@v2" and moved.predicted == PHOTO_FILES
+    rows = stored(photos, "xr").values()
+    assert {r["predicted_label"] for r in rows} == {"pneumonia"} and {r["model_version"] for r in rows} == {"xray@v2"}
+
+
+# ---- filters ------------------------------------------------------------------------
+def test_where_is_the_callers_sql_with_bound_values(photos):
+    positional = photos.predict("imagenet", "photos", into="a", where="relative_path LIKE ?", params=["c%"], progress=False)
+    assert sorted(stored(photos, "a")) == ["camera.png", "chelsea.jpg", "china.jpg", "coffee.jpg"]
+    assert positional.predicted == 4
+    named = photos.predict("imagenet", "photos", into="b", where="relative_path = $name", params={"name": "cat's.jpg"},
+                           progress=False)
+    assert named.predicted == 0  # a quote in a value is data, never SQL
+    photos.predict("imagenet", "photos", into="b", where="format = $f", params={"f": "PNG"}, progress=False)
+    assert sorted(stored(photos, "b")) == ["camera.png"]
+
+
+# ---- errors -------------------------------------------------------------------------------
+def test_bad_images_become_error_rows_and_the_job_goes_on(photos, photos_dir):
+    session = photos
+    session.sql("CREATE TABLE mixed (k VARCHAR PRIMARY KEY, image BLOB)")
+    good = photo_bytes(photos_dir)
+    rows = [("coffee", good["coffee.jpg"]), ("corrupt", b"\xff\xd8\xff\xe0garbage"), ("empty", b""), ("null", None),
+            ("truncated", good["chelsea.jpg"][:2000]), ("chelsea", good["chelsea.jpg"])]
+    for key, data in rows:
+        session.sql("INSERT INTO mixed VALUES (?, ?)", [key, data])
+    report = session.predict("imagenet", "mixed", batch_size=3, chunk_rows=3, progress=False)
+    assert (report.predicted, report.errors) == (6, 4)
+    out = stored(session, "mixed", "k")
+    assert out["coffee"]["predicted_label"] == "espresso" and out["coffee"]["prediction_error"] is None
+    assert out["chelsea"]["prediction_error"] is None
+    for key in ("corrupt", "empty", "null", "truncated"):
+        assert out[key]["predicted_label"] is None and out[key]["confidence"] is None
+        assert out[key]["prediction_error"], key
+    assert "NULL" in out["null"]["prediction_error"] and "empty" in out["empty"]["prediction_error"]
+    assert session.predict("imagenet", "mixed", progress=False).predicted == 0  # error rows are current too
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, sentence",
+    [
+        (dict(model="imagenet", source="nope"), TableError, "no table named 'nope'"),
+        (dict(model="imagenet", source="photos", image="pixels"), TableError, "has no column 'pixels'"),
+        (dict(model="imagenet", source="photos", image="format"), TableError, "not BLOB"),
+        (dict(model="nope@prod", source="photos"), ModelNotFoundError, "no model named 'nope'"),
+        (dict(model="minilm", source="photos"), ConfigError, "reads text"),
+        (dict(model="imagenet", source="photos", runner="spark"), ConfigError, "runner 'spark' is not known"),
+        (dict(model="imagenet", source="photos", top_k=-1), ConfigError, "top_k must be"),
+        (dict(model="imagenet", source="photos", into="x;drop"), ConfigError, "not allowed"),
+        (dict(model="imagenet", source="photos; DROP TABLE photos"), ConfigError, "not allowed"),
+        (dict(model="imagenet", source="@nostage"), StageError, "no stage named 'nostage'"),
+        (dict(model="imagenet", source="photos", scheduler="tcp://x:1"), ConfigError, "needs runner='dask'"),
+        (dict(model="imagenet", source="photos", where="no_such_column = 1"), ConfigError, "no_such_column"),
+        (dict(model="imagenet", source="photos", where="size > ?"), ConfigError, "check where="),
+    ],
+)
+def test_bad_arguments_are_one_clear_sentence(photos, kwargs, error, sentence):
+    with pytest.raises(error, match=sentence.replace("(", r"\(").replace("?", r"\?")) as raised:
+        photos.predict(**kwargs, progress=False)
+    assert "\n" not in str(raised.value)
+
+
+def test_tables_without_a_key_or_stages_without_into_are_refused(photos, photos_dir):
+    photos.sql("CREATE TABLE loose (image BLOB)")
+    with pytest.raises(TableError, match="no single-column primary key"):
+        photos.predict("imagenet", "loose", progress=False)
+    photos.create_stage("pics").put(photos_dir)
+    with pytest.raises(ConfigError, match="needs into="):
+        photos.predict("imagenet", "@pics", progress=False)
+    photos.sql("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+    with pytest.raises(TableError, match="not keyed by 'relative_path'"):
+        photos.predict("imagenet", "photos", into="other", progress=False)
+
+
+# ---- stages ---------------------------------------------------------------------------
+def test_a_stage_prefix_is_predicted_into_a_table(session, photos_dir):
+    stage = session.create_stage("pics")
+    stage.put(photos_dir, prefix="in")
+    stage.put(photos_dir / "coffee.jpg", prefix="elsewhere")
+    report = session.predict("imagenet", "@pics/in", into="pic_labels", batch_size=4, chunk_rows=4, progress=False)
+    assert (report.predicted, report.errors) == (PHOTO_FILES + 1, 1)  # notes.txt is an error row
+    rows = stored(session, "pic_labels")
+    assert rows["in/notes.txt"]["prediction_error"].startswith("not an image")
+    rows.pop("in/notes.txt")
+    assert_exact(session, rows, {f"in/{k}": v for k, v in photo_bytes(photos_dir).items()})
+    assert session.predict("imagenet", "@pics/in", into="pic_labels", progress=False).predicted == 0
+    stage.write_bytes("in/coffee.jpg", (photos_dir / "chelsea.jpg").read_bytes())
+    stage.write_bytes("in/new.jpg", (photos_dir / "coffee.jpg").read_bytes())
+    third = session.predict("imagenet", "@pics/in", into="pic_labels", where="relative_path LIKE ?", params=["%.jpg"],
+                            progress=False)
+    assert (third.predicted, third.skipped) == (2, 6)
+    assert stored(session, "pic_labels")["in/new.jpg"]["predicted_label"] == "espresso"
+
+
+# ---- crash and resume -------------------------------------------------------------------
+_CHILD = """
+import sys, sightql
+with sightql.connect(sys.argv[1]) as s:
+    s.predict("imagenet", "photos", into=sys.argv[2] or None, batch_size=2, chunk_rows=2, progress=False)
+"""
+
+
+def _run_until_paused(warehouse: Path, into: str, pause: str) -> None:
+    env = {**os.environ, "SIGHTQL_PREDICT_TEST_PAUSE": pause, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(warehouse), into], env=env,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    assert child.stderr is not None
+    for line in child.stderr:
+        if "sightql-test: paused" in line:
+            break
+        assert time.monotonic() < deadline, "the child never reached its pause point"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("into", ["", "labels"], ids=["same-table", "separate-table"])
+@pytest.mark.parametrize("pause, committed", [("after-commit:2", 4), ("before-commit:3", 4)])
+def test_kill_9_mid_run_then_rerun_leaves_exactly_one_exact_prediction_per_row(warehouse, photos_dir, into, pause,
+                                                                               committed):
+    with sightql.connect(warehouse) as s:
+        s.load_images("photos", photos_dir)
+    _run_until_paused(warehouse, into, pause)
+    table = into or "photos"
+    with sightql.connect(warehouse) as s:
+        done = s.sql(f"SELECT count(*) AS n FROM {table} WHERE model_version IS NOT NULL").to_pylist()[0]["n"]
+        assert done == committed  # what was committed survived; the open transaction left no trace
+        report = s.predict("imagenet", "photos", into=into or None, progress=False)
+        assert (report.predicted, report.skipped) == (PHOTO_FILES - committed, committed)
+        counts = s.sql(f"SELECT count(*) AS n, count(DISTINCT relative_path) AS keys, count(model_version) AS done "
+                       f"FROM {table}").to_pylist()[0]
+        assert counts == {"n": PHOTO_FILES, "keys": PHOTO_FILES, "done": PHOTO_FILES}
+        assert_exact(s, stored(s, table), photo_bytes(photos_dir))
+
+
+# ---- runners ------------------------------------------------------------------------------
+@pytest.mark.dask
+@pytest.mark.slow
+def test_the_dask_runner_equals_the_local_runner(photos, photos_dir):
+    local = photos.predict("imagenet", "photos", into="by_local", top_k=2, progress=False)
+    distributed = photos.predict("imagenet", "photos", into="by_dask", top_k=2, runner="dask", workers=2,
+                                 chunk_rows=3, progress=False)
+    assert (distributed.predicted, distributed.runner) == (local.predicted, "dask")
+    a, b = stored(photos, "by_local"), stored(photos, "by_dask")
+    assert set(a) == set(b)
+    for key in a:
+        assert a[key]["predicted_label"] == b[key]["predicted_label"]
+        assert a[key]["confidence"] == pytest.approx(b[key]["confidence"], abs=1e-6)
+        assert [t["label"] for t in a[key]["top_k"]] == [t["label"] for t in b[key]["top_k"]]
+        assert a[key]["predicted_sha256"] == b[key]["predicted_sha256"]
+    assert photos.predict("imagenet", "photos", into="by_dask", top_k=2, runner="dask", workers=2,
+                          progress=False).predicted == 0
+
+
+@pytest.mark.dask
+@pytest.mark.slow
+def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_worker(session, photos_dir, tmp_path):
+    from dask.distributed import Client, LocalCluster
+
+    from sightql.inference.spec import loaded_model_count
+
+    session.create_stage("pics").put(photos_dir)
+    path = write_onnx(tiny_classifier(3, seed=1), tmp_path / "m.onnx")
+    session.registry.log_model(path, "defects", labels=["crack", "dent", "ok"])
+    src = str(ROOT / "src")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env={"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}) as cluster:
+        report = session.predict("defects", "@pics", into="by_dask", runner="dask", scheduler=cluster.scheduler_address,
+                                 chunk_rows=2, progress=False)
+        with Client(cluster) as client:
+            loads = client.run(loaded_model_count)
+    assert (report.predicted, report.errors) == (PHOTO_FILES + 1, 1)
+    # 5 ranges over 2 workers: each worker that ran one loaded the model once, never per range.
+    assert 1 <= sum(loads.values()) <= 2 and all(n <= 1 for n in loads.values())
+    session.predict("defects", "@pics", into="by_local", progress=False)
+    a, b = stored(session, "by_local"), stored(session, "by_dask")
+    assert {k: (r["predicted_label"], r["prediction_error"]) for k, r in a.items()} == \
+        {k: (r["predicted_label"], r["prediction_error"]) for k, r in b.items()}
+
+
+@pytest.mark.gpu
+def test_cuda_predictions_match_the_cpu(photos):
+    photos.predict("imagenet", "photos", into="on_cpu", device="cpu", progress=False)
+    photos.predict("imagenet", "photos", into="on_gpu", device="cuda", progress=False)
+    a, b = stored(photos, "on_cpu"), stored(photos, "on_gpu")
+    for key in a:
+        assert a[key]["predicted_label"] == b[key]["predicted_label"]
+        assert a[key]["confidence"] == pytest.approx(b[key]["confidence"], abs=1e-3)
+
+
+# ---- CLI and imports --------------------------------------------------------------------------
+def test_cli_predict_and_its_mistakes(photos, warehouse):
+    photos.close()
+    cli = [sys.executable, "-m", "sightql", "predict", "-w", str(warehouse), "--no-progress"]
+    done = subprocess.run([*cli, "-m", "imagenet", "-t", "photos", "--into", "labels", "-k", "2"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"predicted {PHOTO_FILES} row(s) of photos into labels" in done.stdout
+    again = subprocess.run([*cli, "-m", "imagenet", "-t", "photos", "--into", "labels", "-k", "2"],
+                           capture_output=True, text=True)
+    assert f"predicted 0 row(s)" in again.stdout and f"{PHOTO_FILES} skipped" in again.stdout
+    for args, sentence in [(["-m", "imagenet"], "give exactly one source"),
+                           (["-m", "imagenet", "--from", "photos"], "--from takes a stage reference"),
+                           (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "runner 'ray' is not known")]:
+        bad = subprocess.run([*cli, *args], capture_output=True, text=True)
+        assert bad.returncode == 2 and sentence in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_predict_modules_import_no_heavy_framework():
+    code = ("import sys, sightql.inference.predict, sightql.cli.predict; "
+            "print(sorted(m for m in ('torch', 'onnxruntime', 'dask', 'distributed') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
