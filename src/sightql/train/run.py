@@ -28,6 +28,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     evaluation: dict[str, Any]  # the held-out split's report
     test_evaluation: dict[str, Any] | None = None
+    train_images: int = 0
 
     def __repr__(self) -> str:
         acc = self.evaluation.get("accuracy")
@@ -207,7 +208,8 @@ def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptio
         store.add_evaluation(run_id, "test", registered, test_report)
     store.finish(run_id, "completed")
     history = store.epochs(run_id).to_pylist()
-    return TrainResult(run_id, "completed", state.best_epoch, registered, labels, history, val_report, test_report)
+    return TrainResult(run_id, "completed", state.best_epoch, registered, labels, history, val_report, test_report,
+                       len(split.train))
 
 
 def _evaluate_test(session: "Session", model: Any, options: TrainOptions, spec: Any, class_index: dict[str, int],
