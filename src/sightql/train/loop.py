@@ -207,7 +207,7 @@ class Loop:
         return total_loss / max(seen, 1), correct / max(seen, 1), seen
 
     def run(self, state: LoopState) -> LoopState:
-        epoch = state.start_epoch - 1
+        finished = state.start_epoch - 1
         try:
             for epoch in range(state.start_epoch, self.epochs + 1):
                 if self.unfreeze_after is not None and self.unfreeze is not None and epoch == self.unfreeze_after + 1:
@@ -230,6 +230,7 @@ class Loop:
                     self.scheduler.step()
                 state.history.append(result)
                 self.on_epoch(result)
+                finished = epoch
                 improved = (val_acc, -val_loss) > (state.best_val_acc, -state.best_val_loss)
                 if improved:
                     state.best_epoch, state.best_val_acc, state.best_val_loss = epoch, val_acc, val_loss
@@ -246,6 +247,6 @@ class Loop:
                     break
         except KeyboardInterrupt:
             # The weights part-way through the epoch, filed under the last finished epoch: a resume redoes it.
-            self.save_checkpoint(epoch, self.state_dict(state, epoch))
+            self.save_checkpoint(finished, self.state_dict(state, finished))
             raise
         return state

@@ -60,13 +60,16 @@ def _scheduler(optimizer: Any, schedule: str, epochs: int) -> Any | None:
 
 def _options_for_resume(store: RunStore, run_id: str, epochs: int | None) -> TrainOptions:
     row = store.get(run_id)
-    if row["status"] == "completed":
-        raise ConfigError(f"run {run_id} already completed; start a new run, or resume with more epochs=")
     params = json.loads(row["params"])
+    if row["status"] == "completed" and (epochs is None or epochs <= params["epochs"]):
+        raise ConfigError(
+            f"run {run_id} already completed {params['epochs']} epoch(s); resume with more epochs= or start a new run"
+        )
     if epochs is not None:
         params["epochs"] = epochs
-    params.pop("resumed_from", None)
-    return TrainOptions(**params)
+    options = TrainOptions(**params)
+    store.update_params(run_id, params)
+    return options
 
 
 def train(session: "Session", resume: str | None = None, progress: bool = True, **kwargs: Any) -> TrainResult:
@@ -132,8 +135,7 @@ def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptio
             "train_images": len(split.train), "val_images": len(split.val),
             "input": json.loads(json.dumps(spec.__dict__)),
         }
-        store._execute("UPDATE training_runs SET params = ? WHERE run_id = ?",
-                       [json.dumps(params, sort_keys=True, default=str), run_id])
+        store.update_params(run_id, params)
 
     threads = options.decode_threads
     train_set = ImageRowsDataset(split.train, reader, class_index, spec, session.limits, options.augment, options.seed, threads)

@@ -56,6 +56,11 @@ class RunStore:
             [run_id, name, json.dumps(params, sort_keys=True, default=str), _now()],
         )
 
+    def update_params(self, run_id: str, params: dict[str, Any]) -> None:
+        self._execute(
+            "UPDATE training_runs SET params = ? WHERE run_id = ?", [json.dumps(params, sort_keys=True, default=str), run_id]
+        )
+
     def mark_running(self, run_id: str) -> None:
         self._execute(
             "UPDATE training_runs SET status = 'running', error = NULL, finished_at = NULL WHERE run_id = ?", [run_id]
