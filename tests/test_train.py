@@ -317,6 +317,7 @@ def test_chest_xray_stage_trains_and_reports_auc_on_test(session):
     assert result.test_evaluation["images"] == 42 and 0 <= result.test_evaluation["roc_auc"] <= 1
 
 
+@pytest.mark.slow
 def test_training_from_a_registered_trained_version(session, textile_table):
     first = session.train("tab", "textile", label="defect", **TINY)
     second = session.train("tab2", "textile", label="defect", base=first.registered_version, **TINY)
