@@ -82,8 +82,8 @@ def textile(session: sightql.Session, args) -> list[tuple[str, str]]:
     report = session.load_images("textile", conformal_clip_data.textile_simulated_root())
     _label_table(session, "textile")
     result = session.train(
-        "textile", "textile", label="label", base="efficientnet_lite0", epochs=args.epochs or 8, batch_size=32,
-        lr=args.lr or 2e-3, image_size=args.image_size or 128, augment="light", val_fraction=0.3, seed=0,
+        "textile", "textile", label="label", base="efficientnet_lite0", epochs=args.epochs or 5, batch_size=32,
+        lr=args.lr or 1e-3, image_size=args.image_size or 112, augment="light", val_fraction=0.3, seed=0,
         freeze=args.freeze, unfreeze_after=args.unfreeze_after, checkpoint_every=100,
     )
     probe = linear_probe(session, "textile", result)

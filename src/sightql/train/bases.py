@@ -66,9 +66,20 @@ def _efficientnet_lite0(num_classes: int) -> BaseModel:
 
     module = efficientnet_lite.build(num_classes=1000, pretrained=True)
     module._fc = torch.nn.Linear(module._fc.in_features, num_classes)
+    track_batch_statistics(module)
     stem = torch.nn.ModuleList([module._conv_stem, module._bn0])
     blocks = [stem, *module._blocks, torch.nn.ModuleList([module._conv_head, module._bn1])]
     return BaseModel(module.train(), blocks, module._fc, efficientnet_lite.INPUT_SPEC, BUNDLED)
+
+
+def track_batch_statistics(module: Any) -> None:
+    """The package's BatchNorm momentum is TF's 0.99 (0.01 in torch terms): too slow for fine-tuning, where
+    the running statistics then lag the changing weights and evaluation falls apart. Use torch's 0.1."""
+    import torch
+
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+            layer.momentum = 0.1
 
 
 def rebuild(kind: str, num_classes: int) -> Any:
@@ -82,7 +93,7 @@ def rebuild(kind: str, num_classes: int) -> Any:
         return efficientnet_lite.build(num_classes=num_classes, pretrained=False)
     module = torchvision.models.get_model(kind, weights=None)
     _replace_head(module, num_classes)
-    return module if isinstance(module, torch.nn.Module) else module
+    return module
 
 
 def _torchvision(arch: str, num_classes: int, weights_path: str | None) -> BaseModel:
@@ -149,6 +160,7 @@ def _from_registry(session: "Session", ref: str, num_classes: int) -> BaseModel:
         )
     if kind == BUNDLED:
         module._fc = torch.nn.Linear(module._fc.in_features, num_classes)
+        track_batch_statistics(module)
         head = module._fc
         stem = torch.nn.ModuleList([module._conv_stem, module._bn0])
         blocks = [stem, *module._blocks, torch.nn.ModuleList([module._conv_head, module._bn1])]

@@ -26,6 +26,7 @@ class TrainOptions:
     lr: float = 1e-3
     schedule: Schedule = "cosine"
     weight_decay: float = 1e-4
+    backbone_lr_factor: float = 0.1
     freeze: str | int = "none"
     unfreeze_after: int | None = None
     image_size: int | None = None
@@ -50,6 +51,8 @@ class TrainOptions:
             raise ConfigError(f"batch_size={self.batch_size} is not valid; use 1 or more")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr} is not valid; use a positive learning rate such as 1e-3")
+        if not 0 < self.backbone_lr_factor <= 1:
+            raise ConfigError(f"backbone_lr_factor={self.backbone_lr_factor} is not valid; use a value in (0, 1]")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r} is not known; use one of {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTS:

@@ -144,7 +144,13 @@ def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptio
     train_loader = make_loader(train_set, options.batch_size, True, options.seed, distributed)
     val_loader = make_loader(val_set, options.batch_size, False, options.seed)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    head_ids = {id(p) for p in base.head.parameters()}
+    body = [p for p in base.module.parameters() if id(p) not in head_ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": list(base.head.parameters()), "lr": options.lr},
+         {"params": body, "lr": options.lr * options.backbone_lr_factor}],  # pretrained layers move gently
+        weight_decay=options.weight_decay,
+    )
     scheduler = _scheduler(optimizer, options.schedule, options.epochs)
     scaler = torch.amp.GradScaler("cuda", enabled=options.amp and device.startswith("cuda"))
     weights = _class_weights(options.class_weights, labels, [e.label for e in split.train])
