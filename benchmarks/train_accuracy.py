@@ -83,7 +83,8 @@ def textile(session: sightql.Session, args) -> list[tuple[str, str]]:
     _label_table(session, "textile")
     result = session.train(
         "textile", "textile", label="label", base="efficientnet_lite0", epochs=args.epochs or 5, batch_size=32,
-        lr=args.lr or 1e-3, image_size=args.image_size or 112, augment="light", val_fraction=0.3, seed=0,
+        lr=args.lr or 3e-3, image_size=args.image_size or 160, resize=args.resize or "squash", augment="light",
+        val_fraction=0.3, seed=0,
         freeze=args.freeze, unfreeze_after=args.unfreeze_after, checkpoint_every=100,
     )
     probe = linear_probe(session, "textile", result)
@@ -160,6 +161,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--limit", type=int, help="Animal-MNIST: use this many images (default all 10,000)")
     parser.add_argument("--freeze", default="none")
+    parser.add_argument("--resize", choices=["shorter", "squash"])
     parser.add_argument("--unfreeze-after", type=int)
     args = parser.parse_args()
     if args.freeze not in ("none", "backbone"):

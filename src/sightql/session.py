@@ -155,6 +155,7 @@ class Session:
         freeze: str | int = "none",
         unfreeze_after: int | None = None,
         image_size: int | None = None,
+        resize: str | None = None,
         augment: str = "light",
         val_fraction: float = 0.2,
         split_column: str | None = None,
@@ -182,7 +183,7 @@ class Session:
         return train(
             self, resume=resume, progress=progress, name=name, source=source, image=image, label=label, base=base,
             weights_path=weights_path, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, freeze=freeze,
-            unfreeze_after=unfreeze_after, image_size=image_size, augment=augment, val_fraction=val_fraction,
+            unfreeze_after=unfreeze_after, image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction,
             split_column=split_column, seed=seed, device=device, amp=amp, patience=patience,
             class_weights=class_weights, checkpoint_every=checkpoint_every, test=test, register=register,
         )

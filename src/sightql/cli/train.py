@@ -44,6 +44,7 @@ def train_command(
     freeze: Annotated[str, typer.Option(help="backbone, none, or a number of first blocks.")] = "none",
     unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the base's).")] = None,
+    resize: Annotated[Optional[str], typer.Option(help="shorter (centre crop) or squash (whole image); default the base's.")] = None,
     augment: Annotated[str, typer.Option(help="none, light or standard.")] = "light",
     val_fraction: Annotated[float, typer.Option(help="Held-out fraction, split by content hash.")] = 0.2,
     split_column: Annotated[Optional[str], typer.Option(help="Column with 'train'/'val' per row instead.")] = None,
@@ -82,7 +83,7 @@ def train_command(
         result = session.train(
             name, source, image=image, label=label, base=base, weights_path=weights, epochs=epochs,
             batch_size=batch_size, lr=lr, schedule=schedule, freeze=_freeze(freeze), unfreeze_after=unfreeze_after,
-            image_size=image_size, augment=augment, val_fraction=val_fraction, split_column=split_column, seed=seed,
+            image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction, split_column=split_column, seed=seed,
             device=device, amp=amp, patience=patience, class_weights=_class_weights(class_weights),
             checkpoint_every=checkpoint_every, resume=resume, test=test, register=not no_register,
         )

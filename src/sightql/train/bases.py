@@ -196,8 +196,12 @@ def apply_freeze(base: BaseModel, freeze: str | int) -> int:
     return sum(1 for p in base.module.parameters() if p.requires_grad)
 
 
-def train_input(base: BaseModel, image_size: int | None) -> InputSpec:
-    """The card input: the base's statistics and resize rules at the chosen size."""
-    if image_size is None:
-        return base.input
-    return replace(base.input, height=image_size, width=image_size)
+def train_input(base: BaseModel, image_size: int | None, resize: str | None = None) -> InputSpec:
+    """The card input: the base's statistics at the chosen size; ``resize='squash'`` keeps the whole image
+    (no centre crop), for data whose evidence can sit at the border."""
+    spec = base.input
+    if image_size is not None:
+        spec = replace(spec, height=image_size, width=image_size)
+    if resize is not None:
+        spec = replace(spec, resize=resize)  # type: ignore[arg-type]
+    return spec

@@ -30,6 +30,7 @@ class TrainOptions:
     freeze: str | int = "none"
     unfreeze_after: int | None = None
     image_size: int | None = None
+    resize: str | None = None
     augment: Augment = "light"
     val_fraction: float = 0.2
     split_column: str | None = None
@@ -65,6 +66,8 @@ class TrainOptions:
             raise ConfigError(f"val_fraction={self.val_fraction} is not valid; use a fraction between 0 and 1, e.g. 0.2")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"image_size={self.image_size} is too small; use 16 pixels or more")
+        if self.resize not in (None, "shorter", "squash"):
+            raise ConfigError(f"resize={self.resize!r} is not valid; use 'shorter' (centre crop), 'squash' (whole image) or None")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every={self.checkpoint_every} is not valid; use 1 or more epochs")
         if self.patience is not None and self.patience < 1:

@@ -124,7 +124,7 @@ def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptio
 
     device, rank = init_distributed(resolve_device(options.device))
     base = build_base(session, options.base, len(labels), options.weights_path)
-    spec = train_input(base, options.image_size)
+    spec = train_input(base, options.image_size, options.resize)
     apply_freeze(base, options.freeze)
     model = wrap_distributed(base.module.to(device), device)
 
