@@ -95,6 +95,7 @@ def textile(session: sightql.Session, args) -> list[tuple[str, str]]:
             ("linear probe accuracy (same split)", f"{probe:.3f}"),
             ("fine-tuned minus probe (points)", f"{100 * (tuned - probe):+.1f}"),
             ("macro F1 (fine-tuned)", f"{result.evaluation['macro_f1']:.3f}"),
+            (f"confusion matrix {result.labels} (rows true)", str(result.evaluation["confusion_matrix"])),
             *_speed_rows(result)]
 
 
