@@ -263,6 +263,7 @@ def test_cli_missing_label_column_exits_2_and_marks_the_run_failed(warehouse, se
     assert "failed" in _cli("runs", "ls", "-w", str(warehouse)).stdout
 
 
+@pytest.mark.slow
 def test_cli_unreadable_image_mid_training_exits_2_and_marks_the_run_failed(warehouse, session, textile_stage):
     good = textile_stage.read_bytes(textile_stage.list("train/local")[0].relative_path)
     textile_stage.write_bytes("train/local/truncated.jpg", good[: len(good) // 3])  # header fine, pixels missing
