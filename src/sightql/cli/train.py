@@ -31,7 +31,7 @@ def _class_weights(raw: str | None) -> str | dict[str, float] | None:
 
 
 def train_command(
-    source: Annotated[str, typer.Option("--from", help="A table, or '@stage/prefix' of class folders.")],
+    source: Annotated[Optional[str], typer.Option("--from", help="A table, or '@stage/prefix' of class folders.")] = None,
     register: Annotated[Optional[str], typer.Option("--register", help="Model name the best epoch is registered under.")] = None,
     label: Annotated[str, typer.Option(help="Label column, or 'folder' for a stage.")] = "label",
     image: Annotated[str, typer.Option(help="Image BLOB column (tables).")] = "image",
@@ -72,10 +72,12 @@ def train_command(
 
         sightql train --from '@xray/train' --label folder --register xray --test '@xray/test' --class-weights balanced
 
-        sightql train --from x --resume run-20250101-120000-abc123 --epochs 10
+        sightql train --resume run-20250101-120000-abc123 --epochs 10
     """
     from sightql.errors import ConfigError
 
+    if source is None and resume is None:
+        raise ConfigError("say what to train on with --from TABLE or --from '@stage/prefix', or continue a run with --resume RUN_ID")
     if register is None and not no_register and resume is None:
         raise ConfigError("name the model with --register NAME, or pass --no-register to only train and evaluate")
     name = register if register is not None else ("unregistered" if no_register else None)
