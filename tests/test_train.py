@@ -7,6 +7,7 @@ checked is behaviour: splits, the log, checkpoints, resume, failure states and r
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -286,7 +287,7 @@ def test_cli_trains_registers_and_shows_a_run(warehouse, session, textile_stage)
                   "--image-size", "64", "--batch-size", "4", "--test", "@tex/test", "-w", str(warehouse))
     assert result.returncode == 0, result.stderr
     assert "registered tex@v1" in result.stdout and "test accuracy" in result.stdout
-    run_id = result.stdout.split()[1]
+    run_id = re.search(r"run (run-\S+) completed", result.stdout).group(1)
     shown = _cli("runs", "show", run_id, "-w", str(warehouse)).stdout
     assert "completed" in shown and "validation: accuracy" in shown and "test: accuracy" in shown
 
