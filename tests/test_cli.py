@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "sightql"]
 COMMANDS = [["init"], ["load"], ["sql"], ["classify"], ["demo"], ["stage", "create"], ["stage", "put"],
             ["stage", "ls"], ["stage", "get"], ["stage", "rm"], ["models", "ls"], ["models", "show"],
-            ["models", "log"], ["models", "alias"], ["models", "rm"], ["predict"]]
+            ["models", "log"], ["models", "alias"], ["models", "rm"], ["predict"],
+            ["train"], ["runs", "ls"], ["runs", "show"]]
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:

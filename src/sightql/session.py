@@ -141,6 +141,56 @@ class Session:
     def stage(self, name: str) -> Stage:
         return self.stages.get(name.lstrip("@"))
 
+    # ---- training --------------------------------------------------------------
+    def train(
+        self,
+        name: str | None = None,
+        source: str | None = None,
+        *,
+        image: str = "image",
+        label: str = "label",
+        base: str = "efficientnet_lite0",
+        weights_path: str | None = None,
+        epochs: int | None = None,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        schedule: str = "cosine",
+        freeze: str | int = "none",
+        unfreeze_after: int | None = None,
+        image_size: int | None = None,
+        resize: str | None = None,
+        augment: str = "light",
+        val_fraction: float = 0.2,
+        split_column: str | None = None,
+        seed: int = 0,
+        device: str = "auto",
+        amp: bool = True,
+        patience: int | None = None,
+        class_weights: str | dict[str, float] | None = None,
+        checkpoint_every: int = 1,
+        resume: str | None = None,
+        test: str | None = None,
+        register: bool = True,
+        progress: bool = True,
+    ) -> Any:
+        """Fine-tune ``base`` on labelled images and register the best epoch as the next version of ``name``.
+
+        ``source``: a table (``image`` BLOB column, ``label`` column) or ``'@stage/prefix'`` with
+        ``label='folder'``. Validation is a stratified ``val_fraction`` split by content hash (or
+        ``split_column`` with 'train'/'val'); ``test`` is evaluated at the end. Each epoch adds a row to
+        ``training_log``; the run is a row of ``training_runs``; ``resume=RUN_ID`` continues from its last
+        checkpoint. Returns a :class:`sightql.train.run.TrainResult`. See docs/training.md.
+        """
+        from sightql.train.run import train
+
+        return train(
+            self, resume=resume, progress=progress, name=name, source=source, image=image, label=label, base=base,
+            weights_path=weights_path, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, freeze=freeze,
+            unfreeze_after=unfreeze_after, image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction,
+            split_column=split_column, seed=seed, device=device, amp=amp, patience=patience,
+            class_weights=class_weights, checkpoint_every=checkpoint_every, test=test, register=register,
+        )
+
     # ---- models ----------------------------------------------------------------
     def predictor(self, ref: str) -> LoadedModel:
         """The loaded model for ``ref``: a built-in ('imagenet', text model 'minilm') or a registry reference

@@ -10,6 +10,7 @@ import typer
 from sightql.cli import models as models_cmds
 from sightql.cli import predict as predict_cmds
 from sightql.cli import stage as stage_cmds
+from sightql.cli import train as train_cmds
 from sightql.cli.common import WarehouseOpt, open_session, print_table
 
 app = typer.Typer(
@@ -22,6 +23,8 @@ app = typer.Typer(
 app.add_typer(stage_cmds.app, name="stage")
 app.add_typer(models_cmds.app, name="models")
 app.command("predict")(predict_cmds.predict)
+app.add_typer(train_cmds.runs_app, name="runs")
+app.command("train")(train_cmds.train_command)
 
 
 @app.command()

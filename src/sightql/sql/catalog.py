@@ -68,6 +68,52 @@ CATALOG_DDL = [
     )""",
 ]
 
+# Training (sightql.train): one row per run, per epoch, per kept checkpoint and per evaluation.
+TRAINING_DDL = [
+    """CREATE TABLE IF NOT EXISTS training_runs (
+        run_id VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        status VARCHAR NOT NULL,
+        params VARCHAR NOT NULL,
+        started_at TIMESTAMP NOT NULL,
+        finished_at TIMESTAMP,
+        error VARCHAR,
+        best_epoch INTEGER,
+        registered_version VARCHAR
+    )""",
+    """CREATE TABLE IF NOT EXISTS training_log (
+        run_id VARCHAR NOT NULL,
+        epoch INTEGER NOT NULL,
+        train_loss DOUBLE,
+        train_acc DOUBLE,
+        val_loss DOUBLE,
+        val_acc DOUBLE,
+        lr DOUBLE,
+        seconds DOUBLE,
+        images_per_s DOUBLE,
+        PRIMARY KEY (run_id, epoch)
+    )""",
+    """CREATE TABLE IF NOT EXISTS training_checkpoints (
+        run_id VARCHAR NOT NULL,
+        epoch INTEGER NOT NULL,
+        path VARCHAR NOT NULL,
+        sha256 VARCHAR NOT NULL,
+        size_bytes BIGINT NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (run_id, epoch)
+    )""",
+    """CREATE TABLE IF NOT EXISTS training_evaluations (
+        run_id VARCHAR NOT NULL,
+        dataset VARCHAR NOT NULL,
+        model_version VARCHAR,
+        accuracy DOUBLE,
+        report VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (run_id, dataset)
+    )""",
+]
+CATALOG_DDL += TRAINING_DDL
+
 # directory('@stage') or directory('@stage/prefix'): the stage's files as a table.
 DIRECTORY_MACRO = """
 CREATE OR REPLACE TEMP MACRO directory(stage_ref) AS TABLE

@@ -1,0 +1,140 @@
+"""A torch Dataset over table rows or stage files, preprocessed exactly as inference does.
+
+Decode and preprocess are :func:`sightql.images.decode.decode_image` and
+:func:`sightql.images.preprocess.to_array` driven by the model card's ``InputSpec``, the same
+calls the SQL ``classify`` path makes, so training and serving never differ. Augmentation
+happens on the decoded image, before that shared resize/crop/normalise, for training only.
+
+Loading design: a DuckDB connection must not cross processes, so the DataLoader runs with
+``num_workers=0`` and the dataset's ``__getitems__`` reads one batch's bytes in a few small
+queries on the main process, then decodes the batch in a thread pool (Pillow releases the
+GIL while decoding and resizing). Memory stays at one batch of bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageEnhance
+
+from sightql.errors import ImageError, SightQLError
+from sightql.images.decode import ImageLimits, decode_image
+from sightql.images.preprocess import resize_target, to_array
+from sightql.models.card import InputSpec
+from sightql.train.sources import ByteReader, Example
+
+
+def augment_image(image: Image.Image, preset: str, rng: np.random.Generator) -> Image.Image:
+    """'light': mirror. 'standard': mirror, scale/shift crop up to 20%, rotate up to 10 degrees, brightness/contrast."""
+    if preset == "none":
+        return image
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if preset == "light":
+        return image
+    width, height = image.size
+    scale = rng.uniform(0.8, 1.0)
+    crop_w, crop_h = max(1, int(width * scale)), max(1, int(height * scale))
+    left = int(rng.integers(0, width - crop_w + 1))
+    top = int(rng.integers(0, height - crop_h + 1))
+    image = image.crop((left, top, left + crop_w, top + crop_h))
+    angle = float(rng.uniform(-10, 10))
+    fill = 0 if image.mode == "L" else (0, 0, 0)
+    image = image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill)
+    image = ImageEnhance.Brightness(image).enhance(float(rng.uniform(0.8, 1.2)))
+    return ImageEnhance.Contrast(image).enhance(float(rng.uniform(0.8, 1.2)))
+
+
+class ImageRowsDataset:
+    """``dataset[i] -> (CHW float tensor, class index)``; ``__getitems__`` reads and decodes a batch at once."""
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        reader: ByteReader,
+        class_index: dict[str, int],
+        spec: InputSpec,
+        limits: ImageLimits,
+        augment: str = "none",
+        seed: int = 0,
+        threads: int = 0,
+    ):
+        self.examples = list(examples)
+        self.reader = reader
+        self.targets = [class_index[e.label] for e in self.examples]
+        self.spec = spec
+        self.limits = limits
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations are seeded by (seed, epoch, index): reproducible, different every epoch."""
+        self.epoch = epoch
+
+    def _prepare(self, index: int, data: bytes) -> np.ndarray:
+        example = self.examples[index]
+        min_size = None if self.spec.resize == "squash" else resize_target(self.spec)
+        try:
+            image = decode_image(data, self.limits, channels=self.spec.channels, min_size=min_size)
+        except ImageError as exc:
+            raise SightQLError(
+                f"image {example.name} in {self.reader.description} cannot be used ({exc}); remove or replace it and train again"
+            ) from None
+        if self.augment != "none":
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image = augment_image(image, self.augment, rng)
+        return to_array(image, self.spec)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, int]]:
+        import torch
+
+        blobs = self.reader.read([self.examples[i].key for i in indices])
+        arrays = list(self.pool.map(self._prepare, indices, blobs))
+        return [(torch.from_numpy(a), self.targets[i]) for i, a in zip(indices, arrays)]
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.__getitems__([index])[0]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_loader(dataset: ImageRowsDataset, batch_size: int, shuffle: bool, seed: int, distributed: bool = False) -> Any:
+    """A DataLoader with ``num_workers=0`` (see the module note); a DistributedSampler under torchrun."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class _TorchView(Dataset):  # torch's Dataset base, delegating to the batch reader
+        def __len__(self) -> int:
+            return len(dataset)
+
+        def __getitem__(self, index: int) -> Any:
+            return dataset[index]
+
+        def __getitems__(self, indices: Sequence[int]) -> Any:
+            return dataset.__getitems__(indices)
+
+    view = _TorchView()
+    sampler = None
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(view, shuffle=shuffle, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        view, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
+        num_workers=0, generator=generator, drop_last=False,
+    )
+
+
+def steps_per_epoch(size: int, batch_size: int) -> int:
+    return math.ceil(size / batch_size)

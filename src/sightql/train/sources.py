@@ -1,0 +1,151 @@
+"""Labelled examples from a table or a stage: a key to read the bytes, a label and a content hash.
+
+Only keys, labels and hashes are held in memory; image bytes are read in small batches
+by :mod:`sightql.train.dataset` when a batch needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, Sequence
+
+from sightql.errors import ImageError, SightQLError, TableError
+from sightql.images.decode import probe_image
+from sightql.sql.identifiers import quote_ident
+
+if TYPE_CHECKING:
+    from sightql.session import Session
+
+READ_CHUNK = 64  # rows per query when reading image bytes
+
+
+@dataclass(frozen=True)
+class Example:
+    key: int | str  # table rowid, or a path in the stage
+    label: str
+    sha256: str
+    name: str  # what a person calls it in messages: relative_path, or 'row 12'
+    split: str | None = None  # the split column's value, when one is used
+
+
+class ByteReader(Protocol):
+    description: str
+
+    def read(self, keys: Sequence[int | str]) -> list[bytes]: ...
+
+
+class TableReader:
+    """Bytes by rowid, ``READ_CHUNK`` rows per query on this thread's own cursor."""
+
+    def __init__(self, session: "Session", table: str, image: str):
+        self.session = session
+        self.quoted_table = quote_ident(table, "table name")
+        self.quoted_image = quote_ident(image, "column name")
+        self.description = table
+
+    def read(self, keys: Sequence[int | str]) -> list[bytes]:
+        found: dict[int, bytes] = {}
+        cursor = self.session.con.cursor()
+        try:
+            for start in range(0, len(keys), READ_CHUNK):
+                chunk = [int(k) for k in keys[start : start + READ_CHUNK]]
+                rows = cursor.execute(
+                    f"SELECT rowid, {self.quoted_image} FROM {self.quoted_table} WHERE rowid = ANY(?)", [chunk]
+                ).fetchall()
+                found.update((int(r), bytes(b)) for r, b in rows)
+        finally:
+            cursor.close()
+        missing = [k for k in keys if int(k) not in found]
+        if missing:
+            raise SightQLError(
+                f"{len(missing)} row(s) of {self.description} vanished during training; do not modify the table while it trains"
+            )
+        return [found[int(k)] for k in keys]
+
+
+class StageReader:
+    def __init__(self, session: "Session", stage_name: str):
+        self.stage = session.stage(stage_name)
+        self.description = f"@{stage_name}"
+
+    def read(self, keys: Sequence[int | str]) -> list[bytes]:
+        return [self.stage.read_bytes(str(k)) for k in keys]
+
+
+def _columns(session: "Session", table: str) -> dict[str, str]:
+    quoted = quote_ident(table, "table name")
+    try:
+        rows = session.con.cursor().execute(f"DESCRIBE {quoted}").fetchall()
+    except Exception:
+        raise TableError(f"table {table!r} does not exist; load images with session.load_images({table!r}, ...)") from None
+    return {r[0]: str(r[1]) for r in rows}
+
+
+def table_examples(
+    session: "Session", table: str, image: str, label: str, split_column: str | None = None
+) -> tuple[list[Example], TableReader]:
+    columns = _columns(session, table)
+    for role, column in (("image", image), ("label", label), ("split", split_column)):
+        if column is not None and column not in columns:
+            raise TableError(
+                f"table {table!r} has no {role} column {column!r}; its columns are: {', '.join(columns)}"
+            )
+    if columns[image] != "BLOB":
+        raise TableError(f"column {image!r} of {table!r} is {columns[image]}, not BLOB; pass the column holding image bytes")
+    q_table, q_image, q_label = quote_ident(table), quote_ident(image), quote_ident(label)
+    name_sql = quote_ident("relative_path") if "relative_path" in columns else "'row ' || rowid"
+    hash_sql = quote_ident("sha256") if "sha256" in columns and image == "image" else f"sha256({q_image})"
+    split_sql = f"CAST({quote_ident(split_column)} AS VARCHAR)" if split_column else "NULL"
+    rows = session.con.cursor().execute(
+        f"SELECT rowid, CAST({q_label} AS VARCHAR), {hash_sql}, {name_sql}, {split_sql} FROM {q_table} "
+        f"WHERE {q_image} IS NOT NULL ORDER BY rowid"
+    ).fetchall()
+    unlabelled = [r for r in rows if r[1] is None]
+    if unlabelled:
+        warnings.warn(f"{len(unlabelled)} row(s) of {table} have no {label}; they are left out", stacklevel=3)
+    examples = [Example(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows if r[1] is not None]
+    if not examples:
+        raise TableError(f"table {table!r} has no labelled images; fill the {label!r} column first")
+    return examples, TableReader(session, table, image)
+
+
+def stage_examples(session: "Session", ref: str, label: str) -> tuple[list[Example], StageReader]:
+    """Every image under '@stage/prefix'; with ``label='folder'`` its parent folder names the class."""
+    from sightql.stages.paths import split_stage_ref
+
+    if label != "folder":
+        raise SightQLError(f"label={label!r} cannot be read from a stage; use label='folder' (class-named folders)")
+    name, prefix = split_stage_ref(ref)
+    reader = StageReader(session, name)
+    files = reader.stage.list(prefix)
+    examples: list[Example] = []
+    skipped: list[str] = []
+    for f in files:
+        if "/" not in f.relative_path:
+            skipped.append(f"{f.relative_path} (not in a class folder)")
+            continue
+        data = reader.stage.read_bytes(f.relative_path)
+        try:
+            probe_image(data, session.limits)
+        except ImageError as exc:
+            skipped.append(f"{f.relative_path} ({exc})")
+            continue
+        folder = f.relative_path.rsplit("/", 2)[-2]
+        examples.append(Example(f.relative_path, folder, hashlib.sha256(data).hexdigest(), f.relative_path))
+    if skipped:
+        warnings.warn(f"{len(skipped)} file(s) in {ref} are left out: {'; '.join(skipped[:5])}", stacklevel=3)
+    if not examples:
+        raise SightQLError(f"no images in class folders under {ref}; put them as {ref}/<label>/<file>.jpg")
+    return examples, reader
+
+
+def load_examples(
+    session: "Session", source: str, image: str, label: str, split_column: str | None = None
+) -> tuple[list[Example], ByteReader]:
+    if source.startswith("@"):
+        if split_column:
+            raise SightQLError("split_column needs a table source; for a stage use val_fraction, or load it into a table")
+        return stage_examples(session, source, label)
+    return table_examples(session, source, image, label, split_column)
