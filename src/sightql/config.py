@@ -7,7 +7,7 @@
 | SIGHTQL_MAX_IMAGE_PIXELS    | largest width*height decoded (bomb guard)       | 89,478,485         |
 | SIGHTQL_BATCH_SIZE          | images per model call                           | 32                 |
 | SIGHTQL_DECODE_THREADS      | threads decoding images beside the model        | CPU count          |
-| SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit (buffer pool) per session   | 512MB              |
+| SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit (buffer pool) per session   | 256MB              |
 | SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
 | SIGHTQL_MAX_MODEL_BYTES     | largest model artifact the registry accepts     | 2 GB               |
 """
@@ -52,7 +52,7 @@ class Settings:
     decode_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     # DuckDB keeps table pages (images included) cached up to this limit, so a small
     # limit keeps RSS flat however large the table a query scans; operators spill to disk.
-    memory_limit: str = "512MB"
+    memory_limit: str = "256MB"
     device: str = "auto"
     max_model_bytes: int = 2 * 1024 * 1024 * 1024
 
