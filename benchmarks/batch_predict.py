@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import generated_jpegs, print_table, run_child  # noqa: E402
+from _common import generated_jpegs, peak_rss_mb, print_table, run_child  # noqa: E402
 from sql_classify import decode_only, model_only  # noqa: E402
 
 import sightql  # noqa: E402
@@ -99,14 +98,6 @@ def child(home: Path, model: str, runner: str) -> dict:
             cluster.close()
         stored = s.sql("SELECT count(*) AS n FROM preds WHERE model_version IS NOT NULL").to_pylist()[0]["n"]
     return {"n": report.predicted, "stored": stored, "errors": report.errors, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS (VmHWM). Not ru_maxrss: on Linux that keeps the forking parent's peak across exec."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def memory_runs(args: argparse.Namespace, tmp: Path) -> list[dict]:
