@@ -17,7 +17,7 @@ FROM (SELECT relative_path, classify('imagenet', image) AS c FROM photos)
 ORDER BY file
 """
 STAGE_QUERY = """
-SELECT relative_path AS file, c.label AS top_label, round(c.score, 3) AS score
+SELECT relative_path AS file, c.label AS top_label, round(c.score, 3) AS score, c.error
 FROM (SELECT relative_path, classify('imagenet', stage_file('@photos', relative_path)) AS c
       FROM directory('@photos'))
 ORDER BY file
