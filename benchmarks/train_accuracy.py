@@ -102,7 +102,10 @@ def textile(session: sightql.Session, args) -> list[tuple[str, str]]:
 def animal(session: sightql.Session, args) -> list[tuple[str, str]]:
     import pickle
 
-    import animal_mnist  # noqa: F401  -- only to locate it; importing its modules needs TensorFlow
+    try:
+        import animal_mnist  # noqa: F401  -- only to locate it; importing its modules needs TensorFlow
+    except ImportError:
+        raise SystemExit("Animal-MNIST is not installed; run: pip install --no-deps animal-mnist") from None
     from PIL import Image
 
     folder = Path(animal_mnist.__path__[0]) / "data" / "Animal_MNIST"
