@@ -209,7 +209,7 @@ class ImageFunctions:
     # ---- image_info(image) -> STRUCT(width, height, format, mode, error) -------
     def image_info(self, images: pa.ChunkedArray) -> pa.Array:
         rows = []
-        for blob in images.to_pylist():
+        for blob in RowsOf(images, list(range(len(images)))):
             try:
                 header = probe_image(blob, self.session.limits)
                 rows.append({**header._asdict(), "error": None})
