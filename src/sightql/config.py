@@ -10,6 +10,7 @@
 | SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit (buffer pool) per session   | 256MB              |
 | SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
 | SIGHTQL_MAX_MODEL_BYTES     | largest model artifact the registry accepts     | 2 GB               |
+| SIGHTQL_LOCK_WAIT           | seconds to wait while another process holds the warehouse | 5        |
 """
 
 from __future__ import annotations
@@ -36,6 +37,19 @@ def _int_env(name: str, default: int) -> int:
     return value
 
 
+def _seconds_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds; set it to one, e.g. {default:g}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must be zero or more seconds; set it to e.g. {default:g}")
+    return value
+
+
 def default_home() -> Path:
     """The warehouse used when ``connect()`` gets no path."""
     raw = os.environ.get("SIGHTQL_HOME")
@@ -55,6 +69,7 @@ class Settings:
     memory_limit: str = "256MB"
     device: str = "auto"
     max_model_bytes: int = 2 * 1024 * 1024 * 1024
+    lock_wait: float = 5.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -70,4 +85,5 @@ class Settings:
             memory_limit=os.environ.get("SIGHTQL_MEMORY_LIMIT", base.memory_limit),
             device=device,
             max_model_bytes=_int_env("SIGHTQL_MAX_MODEL_BYTES", base.max_model_bytes),
+            lock_wait=_seconds_env("SIGHTQL_LOCK_WAIT", base.lock_wait),
         )

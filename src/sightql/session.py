@@ -21,6 +21,7 @@ from sightql.images.decode import ImageLimits
 from sightql.models.base import LoadedModel
 from sightql.registry import Registry
 from sightql.sql.catalog import ensure_catalog
+from sightql.sql.warehouse_file import open_warehouse_file
 from sightql.sql.loading import LoadReport, load_images
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.stage import Stage
@@ -48,13 +49,19 @@ def connect(
     on_error: OnError = "null",
     device: str | None = None,
     settings: Settings | None = None,
+    lock_wait: float | None = None,
 ) -> "Session":
     """Open (creating if needed) the warehouse at ``path``, or at ``$SIGHTQL_HOME``.
+
+    While another process holds the warehouse, opening retries for ``lock_wait`` seconds
+    (default ``$SIGHTQL_LOCK_WAIT``, 5) and then raises a WarehouseError naming that process.
 
     ``on_error='null'`` gives a bad image's row NULL plus an error message;
     ``on_error='raise'`` fails the query on the first bad image instead.
     """
-    return Session(path, read_only=read_only, on_error=on_error, device=device, settings=settings)
+    return Session(
+        path, read_only=read_only, on_error=on_error, device=device, settings=settings, lock_wait=lock_wait
+    )
 
 
 class Session:
@@ -66,6 +73,7 @@ class Session:
         on_error: OnError = "null",
         device: str | None = None,
         settings: Settings | None = None,
+        lock_wait: float | None = None,
     ):
         if on_error not in ("null", "raise"):
             raise ConfigError(f"on_error={on_error!r} is not valid; use 'null' or 'raise'")
@@ -79,7 +87,12 @@ class Session:
             self.home.mkdir(parents=True, exist_ok=True)
         elif not (self.home / DB_FILE).exists():
             raise WarehouseError(f"no warehouse at {self.home}; create one with `sightql init {self.home}`")
-        self.con = _open_duckdb(self.home / DB_FILE, read_only, self.settings.memory_limit)
+        self.con = open_warehouse_file(
+            self.home / DB_FILE,
+            read_only=read_only,
+            memory_limit=self.settings.memory_limit,
+            lock_wait=self.settings.lock_wait if lock_wait is None else lock_wait,
+        )
         ensure_catalog(self.con, read_only)
         self.stages = StageCatalog(self.con, self.home / "stages")
         self.registry = Registry(self)
@@ -268,27 +281,6 @@ class Session:
         finally:
             self.con.unregister("_sightql_classify_input")
         return [{"top": r["top"], "error": r["error"]} for r in rows]
-
-
-def _open_duckdb(path: Path, read_only: bool, memory_limit: str) -> Any:
-    try:
-        con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
-        con.execute("SET enable_progress_bar = false")  # it would write into command output
-        # A scan holds 2,048 image rows at a time; keeping them in insertion order for LIMIT and
-        # friends holds several such vectors more. Order comes from ORDER BY, as SQL promises.
-        con.execute("SET preserve_insertion_order = false")
-        return con
-    except duckdb.IOException as exc:
-        text = str(exc)
-        holder = re.search(r"PID (\d+)", text)
-        who = f"process {holder.group(1)}" if holder else "another process"
-        if "lock" in text.lower():
-            raise WarehouseError(
-                f"the warehouse {path.parent} is in use by {who}; stop that process or open it read-only"
-            ) from None
-        raise WarehouseError(f"cannot open the warehouse {path.parent}: {text}") from None
-    except duckdb.Error as exc:
-        raise WarehouseError(f"cannot open the warehouse {path.parent}: {exc}") from None
 
 
 _OUT_OF_MEMORY = re.compile(r"Out of Memory Error|failed to (?:pin block|allocate data|allocate block)")

@@ -1,0 +1,74 @@
+"""Opening the warehouse's DuckDB file, waiting politely while another process holds it.
+
+DuckDB lets one process write a database file at a time. SightQL's app and API open the
+warehouse for each request and close it straight after, so a CLI job and the app take turns;
+while a long job holds the file, an open retries with backoff for ``lock_wait`` seconds and
+then fails with one sentence naming the process that holds it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from sightql.errors import WarehouseError
+
+_HOLDER_PID = re.compile(r"PID (\d+)")
+
+
+def open_warehouse_file(path: Path, *, read_only: bool, memory_limit: str, lock_wait: float) -> Any:
+    """A DuckDB connection to ``path``; retries while another process holds its lock."""
+    deadline = time.monotonic() + max(0.0, lock_wait)
+    delay = 0.05
+    while True:
+        try:
+            return _connect(path, read_only, memory_limit)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" not in text.lower():
+                raise WarehouseError(f"cannot open the warehouse {path.parent}: {text}") from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WarehouseError(_lock_message(path.parent, text, lock_wait)) from None
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 1.0)
+        except duckdb.Error as exc:
+            raise WarehouseError(f"cannot open the warehouse {path.parent}: {exc}") from None
+
+
+def _connect(path: Path, read_only: bool, memory_limit: str) -> Any:
+    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+    con.execute("SET enable_progress_bar = false")  # it would write into command output
+    # A scan holds 2,048 image rows at a time; keeping them in insertion order for LIMIT and
+    # friends holds several such vectors more. Order comes from ORDER BY, as SQL promises.
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def _lock_message(home: Path, duckdb_text: str, lock_wait: float) -> str:
+    match = _HOLDER_PID.search(duckdb_text)
+    holder = f"process {match.group(1)}{_command_of(match.group(1))}" if match else "another process"
+    return (
+        f"the warehouse {home} is in use by {holder} (waited {lock_wait:g} s); "
+        "wait for it to finish, stop it, or raise SIGHTQL_LOCK_WAIT"
+    )
+
+
+def _command_of(pid: str) -> str:
+    """`` (sightql predict ...)`` from /proc where readable, else nothing."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    words = [w for w in raw.decode(errors="replace").split("\0") if w]
+    if not words:
+        return ""
+    words[0] = Path(words[0]).name
+    if len(words) > 1 and words[0].startswith("python") and words[1] not in ("-c", "-m"):
+        words = [Path(words[1]).name, *words[2:]]
+    text = " ".join(" ".join(words).split())
+    return f" ({text[:80]}{'...' if len(text) > 80 else ''})"
