@@ -1,0 +1,1 @@
+"""The Streamlit web app (``sightql app``): thin pages over the library; no logic of their own."""

@@ -1,0 +1,53 @@
+"""What every page shares: a short-lived session, the model picker, errors shown as one sentence.
+
+Pages open the warehouse for one script run and close it at the end, so the CLI, the API and
+other browser tabs can use the same warehouse between runs (see docs/app.md).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import streamlit as st
+
+import sightql
+from sightql.errors import SightQLError
+
+BUILTIN_CLASSIFIERS = ["imagenet"]
+
+
+@contextmanager
+def open_session() -> Iterator[sightql.Session]:
+    """The warehouse at ``$SIGHTQL_HOME`` (``sightql app --warehouse`` sets it), open for this run only."""
+    session = sightql.connect()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@contextmanager
+def shown_errors() -> Iterator[None]:
+    """A SightQL error becomes a red one-sentence box on the page instead of a stack trace."""
+    try:
+        yield
+    except SightQLError as exc:
+        st.error(str(exc))
+
+
+def classifier_refs(session: sightql.Session) -> list[str]:
+    """Built-in classifiers, then each registry model and its aliases (``name``, ``name@prod``)."""
+    refs = list(BUILTIN_CLASSIFIERS)
+    for row in session.registry.show_models().to_pylist():
+        refs.append(row["name"])
+        for pair in (row["aliases"] or "").split(", "):
+            if pair:
+                refs.append(f"{row['name']}@{pair.split('=')[0]}")
+    return refs
+
+
+def model_picker(session: sightql.Session, key: str = "model") -> str:
+    """A select box of :func:`classifier_refs`; remembers the choice across pages."""
+    refs = classifier_refs(session)
+    return st.sidebar.selectbox("Model", refs, key=key, help="A built-in model or a registry reference.")
