@@ -185,6 +185,7 @@ class Session:
         test: str | None = None,
         register: bool = True,
         progress: bool = True,
+        progress_file: str | Path | None = None,
     ) -> Any:
         """Fine-tune ``base`` on labelled images and register the best epoch as the next version of ``name``.
 
@@ -192,12 +193,14 @@ class Session:
         ``label='folder'``. Validation is a stratified ``val_fraction`` split by content hash (or
         ``split_column`` with 'train'/'val'); ``test`` is evaluated at the end. Each epoch adds a row to
         ``training_log``; the run is a row of ``training_runs``; ``resume=RUN_ID`` continues from its last
-        checkpoint. Returns a :class:`sightql.train.run.TrainResult`. See docs/training.md.
+        checkpoint; ``progress_file`` is a JSON file kept current for processes that cannot open the
+        warehouse meanwhile (the app). Returns a :class:`sightql.train.run.TrainResult`. See docs/training.md.
         """
         from sightql.train.run import train
 
         return train(
-            self, resume=resume, progress=progress, name=name, source=source, image=image, label=label, base=base,
+            self, resume=resume, progress=progress, progress_file=progress_file, name=name, source=source,
+            image=image, label=label, base=base,
             weights_path=weights_path, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, freeze=freeze,
             unfreeze_after=unfreeze_after, image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction,
             split_column=split_column, seed=seed, device=device, amp=amp, patience=patience,

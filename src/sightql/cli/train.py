@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -57,6 +58,7 @@ def train_command(
     resume: Annotated[Optional[str], typer.Option(help="RUN_ID to continue from its last checkpoint.")] = None,
     test: Annotated[Optional[str], typer.Option(help="Table or '@stage/prefix' evaluated at the end.")] = None,
     no_register: Annotated[bool, typer.Option("--no-register", help="Train and evaluate without registering.")] = False,
+    progress_file: Annotated[Optional[Path], typer.Option(help="Keep this JSON file current with the run's progress (the app reads it).")] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Fine-tune a model on labelled images and register the best epoch.
@@ -73,6 +75,8 @@ def train_command(
         sightql train --from '@xray/train' --label folder --register xray --test '@xray/test' --class-weights balanced
 
         sightql train --resume run-20250101-120000-abc123 --epochs 10
+
+        sightql train --from '@xray/train' --label folder --register xray --progress-file xray-progress.json
     """
     from sightql.errors import ConfigError
 
@@ -88,6 +92,7 @@ def train_command(
             image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction, split_column=split_column, seed=seed,
             device=device, amp=amp, patience=patience, class_weights=_class_weights(class_weights),
             checkpoint_every=checkpoint_every, resume=resume, test=test, register=not no_register,
+            progress_file=progress_file,
         )
         typer.echo(f"run {result.run_id} completed; best epoch {result.best_epoch}, "
                    f"validation accuracy {result.evaluation['accuracy']:.4f}")

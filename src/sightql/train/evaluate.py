@@ -55,3 +55,15 @@ def report(targets: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]
         result["roc_auc"] = float(roc_auc_score(targets, probabilities[:, 1]))
         result["roc_auc_positive_label"] = labels[1]
     return result
+
+
+def confusion_cells(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """A report's confusion matrix as long rows (true, predicted, count, share of the true row), for a heatmap."""
+    labels, matrix = report["labels"], report["confusion_matrix"]
+    cells = []
+    for true_label, counts in zip(labels, matrix):
+        total = sum(counts)
+        for predicted_label, count in zip(labels, counts):
+            cells.append({"true": true_label, "predicted": predicted_label, "count": int(count),
+                          "share": count / total if total else 0.0})
+    return cells

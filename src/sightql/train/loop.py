@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from sightql.train import checkpoints
 from sightql.train.evaluate import predict
+from sightql.train.progress_file import ProgressFile
 
 
 @dataclass
@@ -88,11 +89,14 @@ def _keep_frozen_norms_in_eval(model: Any) -> None:
 class Progress:
     """A rich progress bar per epoch showing loss and accuracy; silent when disabled."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, file: ProgressFile | None = None):
         self.enabled = enabled
+        self.file = file  # also kept current in a JSON file for other processes, when given
         self._bar: Any = None
 
     def start(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.file is not None:
+            self.file.epoch_started(epoch, epochs, steps)
         if not self.enabled:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn
@@ -105,10 +109,14 @@ class Progress:
         self._task = self._bar.add_task("train", total=steps, stats="")
 
     def step(self, loss: float, acc: float) -> None:
+        if self.file is not None:
+            self.file.step(loss, acc)
         if self._bar is not None:
             self._bar.update(self._task, advance=1, stats=f"loss {loss:.4f} acc {acc:.3f}")
 
     def end(self, result: EpochResult | None) -> None:
+        if self.file is not None and result is not None:
+            self.file.epoch_finished(result.row())
         if self._bar is None:
             return
         if result is not None:

@@ -7,11 +7,13 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sightql.errors import ConfigError, SightQLError
 from sightql.train import checkpoints
 from sightql.train.options import TrainOptions
+from sightql.train.progress_file import ProgressFile
 from sightql.train.runs import RunStore, new_run_id
 
 if TYPE_CHECKING:
@@ -72,8 +74,30 @@ def _options_for_resume(store: RunStore, run_id: str, epochs: int | None) -> Tra
     return options
 
 
-def train(session: "Session", resume: str | None = None, progress: bool = True, **kwargs: Any) -> TrainResult:
-    """See :meth:`sightql.session.Session.train`."""
+def train(session: "Session", resume: str | None = None, progress: bool = True,
+          progress_file: str | Path | None = None, **kwargs: Any) -> TrainResult:
+    """See :meth:`sightql.session.Session.train`; ``progress_file`` is :class:`ProgressFile`'s JSON file."""
+    reporter = ProgressFile(progress_file)
+    try:
+        result = _start(session, resume, progress, reporter, kwargs)
+    except KeyboardInterrupt:
+        run_id = reporter.data["run_id"]
+        resume_hint = f"; resume with `sightql train --resume {run_id}`" if run_id else ""
+        reporter.finish("interrupted", error="interrupted" + resume_hint)
+        raise
+    except BaseException as exc:
+        reporter.finish("failed", error=_message(exc))
+        raise
+    reporter.finish("completed", registered_version=result.registered_version)
+    return result
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, SightQLError) else f"{type(exc).__name__}: {exc}"
+
+
+def _start(session: "Session", resume: str | None, progress: bool, reporter: ProgressFile,
+           kwargs: dict[str, Any]) -> TrainResult:
     store = RunStore(session)
     if resume is not None:
         options = _options_for_resume(store, resume, kwargs.get("epochs"))
@@ -89,18 +113,19 @@ def train(session: "Session", resume: str | None = None, progress: bool = True, 
         check_model_name(options.name)
         run_id = new_run_id()
         store.start(run_id, options.name, options.to_json_dict())
+    reporter.begin(run_id, options.name, options.epochs)
     try:
-        return _train(session, store, run_id, options, resume is not None, progress)
+        return _train(session, store, run_id, options, resume is not None, progress, reporter)
     except KeyboardInterrupt:
         store.finish(run_id, "interrupted", "interrupted (Ctrl-C); resume with resume=" + repr(run_id))
         raise
     except BaseException as exc:
-        store.finish(run_id, "failed", f"{type(exc).__name__}: {exc}" if not isinstance(exc, SightQLError) else str(exc))
+        store.finish(run_id, "failed", _message(exc))
         raise
 
 
 def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptions, resuming: bool,
-           show_progress: bool) -> TrainResult:
+           show_progress: bool, reporter: ProgressFile) -> TrainResult:
     import torch
 
     from sightql.models.device import resolve_device
@@ -175,7 +200,8 @@ def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptio
         model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, loss_fn=loss_fn,
         train_loader=train_loader, val_loader=val_loader, train_dataset=train_set, device=device, amp=options.amp,
         epochs=options.epochs, seed=options.seed, patience=options.patience, checkpoint_every=options.checkpoint_every,
-        save_checkpoint=save_checkpoint, on_epoch=on_epoch, on_best=on_best, progress=Progress(show_progress and is_writer),
+        save_checkpoint=save_checkpoint, on_epoch=on_epoch, on_best=on_best,
+        progress=Progress(show_progress and is_writer, reporter if is_writer else None),
         unfreeze_after=options.unfreeze_after, unfreeze=lambda: apply_freeze(base, "none"),
     )
     state = LoopState()
@@ -198,6 +224,7 @@ def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptio
         return TrainResult(run_id, "completed", state.best_epoch, None, labels, [], {})
 
     # The best epoch's weights are the model: evaluated, then registered.
+    reporter.phase("evaluating")
     inner = getattr(model, "module", model)
     inner.load_state_dict(checkpoints.load_best_weights(session.home, run_id))
     targets, probabilities, val_loss = evaluate.predict(inner, val_loader, device, options.amp)
@@ -209,6 +236,7 @@ def _train(session: "Session", store: RunStore, run_id: str, options: TrainOptio
 
     registered = None
     if options.register:
+        reporter.phase("registering")
         registered = _register(session, inner, base.kind, options, labels, spec, run_id, val_report, test_report)
         store.set_registered(run_id, registered)
     store.add_evaluation(run_id, "validation", registered, val_report)

@@ -145,9 +145,19 @@ class RunStore:
         )
 
     def evaluations(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's evaluation reports: validation, then test."""
+        return self._evaluations("run_id", run_id)
+
+    def evaluations_of_version(self, ref: str) -> list[dict[str, Any]]:
+        """The evaluation reports (validation, then test) stored when training registered ``ref`` ('name@v3')."""
+        return self._evaluations("model_version", ref)
+
+    def _evaluations(self, column: str, value: str) -> list[dict[str, Any]]:
+        assert column in ("run_id", "model_version")  # a column name of ours, never user text
         rows = self._arrow(
-            "SELECT dataset, model_version, accuracy, report FROM training_evaluations WHERE run_id = ? ORDER BY dataset",
-            [run_id],
+            f"SELECT run_id, dataset, model_version, accuracy, report FROM training_evaluations "
+            f"WHERE {column} = ? ORDER BY dataset DESC",
+            [value],
         ).to_pylist()
         for row in rows:
             row["report"] = json.loads(row["report"])
