@@ -66,3 +66,7 @@ class WarehouseError(SightQLError):
 
 class TableError(SightQLError):
     """A table or column does not exist or has the wrong type."""
+
+
+class GenerationError(SightQLError):
+    """The image provider is not configured, refused the request, or could not be reached."""

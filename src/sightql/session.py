@@ -28,6 +28,7 @@ from sightql.stages.stage import Stage
 
 if TYPE_CHECKING:
     from sightql.inference.predict import PredictReport
+    from sightql.sql.uploads import StoreReport
 
 OnError = Literal["null", "raise"]
 _DIRECTORY_CALL = re.compile(r"directory\s*\(\s*'@([A-Za-z_][A-Za-z0-9_\-]*)")
@@ -117,11 +118,14 @@ class Session:
         return f"Session({str(self.home)!r})"
 
     # ---- SQL -------------------------------------------------------------------
-    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+    def sql(
+        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, *, limit: int | None = None
+    ) -> pa.Table:
         """Run SQL with bound parameters (``?`` or ``$name``); returns an Arrow table.
 
         Call ``.to_pandas()`` on the result for a DataFrame. Stages named in
         ``directory('@stage')`` are re-listed first, so the listing is current.
+        ``limit`` fetches at most that many rows of a query's result, computing no more.
         """
         if "directory" in query:
             named = _DIRECTORY_CALL.findall(query)
@@ -133,6 +137,8 @@ class Session:
         if relation is None:  # a statement with no result (DDL, INSERT without RETURNING)
             return pa.table({})
         try:
+            if limit is not None:
+                relation = relation.limit(limit)
             return relation.to_arrow_table()
         except duckdb.Error as exc:
             raise _clean_duckdb_error(exc) from None
@@ -145,6 +151,16 @@ class Session:
         report's ``skipped`` and loading goes on. Reloading a path replaces its row.
         """
         return load_images(self, table, str(source))
+
+    def store_images(self, table: str, items: Sequence[tuple[str, bytes]]) -> "StoreReport":
+        """Store ``(name, bytes)`` pairs (uploads) in ``table``, checked like ``load_images``.
+
+        Idempotent by content: bytes whose sha256 is already in the table are reported with their
+        existing row, never inserted twice; a name taken by other bytes gets a ``-<sha8>`` suffix.
+        """
+        from sightql.sql.uploads import store_images
+
+        return store_images(self, table, items)
 
     # ---- stages ----------------------------------------------------------------
     def create_stage(self, name: str, url: str | None = None, *, exist_ok: bool = False) -> Stage:
@@ -273,14 +289,12 @@ class Session:
 
     def classify(self, images: Sequence[bytes], model: str = "imagenet", k: int = 5) -> list[dict[str, Any]]:
         """Top-``k`` labels for each image, through the same SQL function as queries use."""
+        from sightql.sql.topk import top_k_sql
+
         table = pa.table({"i": list(range(len(images))), "image": pa.array(list(images), pa.binary())})
         self.con.register("_sightql_classify_input", table)
         try:
-            rows = self.sql(
-                "SELECT i, classify_topk(?, image, ?) AS top, classify(?, image).error AS error "
-                "FROM _sightql_classify_input ORDER BY i",
-                [model, k, model],
-            ).to_pylist()
+            rows = self.sql(top_k_sql("_sightql_classify_input", "i"), {"model": model, "k": k}).to_pylist()
         finally:
             self.con.unregister("_sightql_classify_input")
         return [{"top": r["top"], "error": r["error"]} for r in rows]

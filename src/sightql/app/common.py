@@ -37,14 +37,8 @@ def shown_errors() -> Iterator[None]:
 
 
 def classifier_refs(session: sightql.Session) -> list[str]:
-    """Built-in classifiers, then each registry model and its aliases (``name``, ``name@prod``)."""
-    refs = list(BUILTIN_CLASSIFIERS)
-    for row in session.registry.show_models().to_pylist():
-        refs.append(row["name"])
-        for pair in (row["aliases"] or "").split(", "):
-            if pair:
-                refs.append(f"{row['name']}@{pair.split('=')[0]}")
-    return refs
+    """Built-in classifiers, then each registry classification model and its aliases (``name``, ``name@prod``)."""
+    return [*BUILTIN_CLASSIFIERS, *session.registry.refs(task="classification")]
 
 
 def model_picker(session: sightql.Session, key: str = "model") -> str:

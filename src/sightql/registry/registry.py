@@ -137,6 +137,18 @@ class Registry:
     def model_names(self) -> list[str]:
         return [r[0] for r in self._rows("SELECT name FROM sightql_models ORDER BY name", [])]
 
+    def refs(self, task: str | None = None) -> list[str]:
+        """Each model as 'name' and 'name@alias', keeping those whose version does ``task`` (e.g. 'classification')."""
+        refs: list[str] = []
+        for name in self.model_names():
+            for ref in [name, *(f"{name}@{alias}" for alias in self.get_model(name).aliases())]:
+                try:
+                    if task is None or self.resolve(ref).task == task:
+                        refs.append(ref)
+                except ModelNotFoundError:  # a model whose versions were all removed
+                    continue
+        return refs
+
     def show_models(self) -> pa.Table:
         """One row per model: default and latest version, how many versions, its aliases."""
         with self._cursor() as cursor:

@@ -19,14 +19,16 @@ if TYPE_CHECKING:
     from sightql.session import Session
 
 IMAGE_COLUMNS = ("relative_path", "image", "size", "sha256", "width", "height", "format", "loaded_at")
-IMAGE_TABLE_DDL = """CREATE TABLE IF NOT EXISTS {table} (
-    relative_path VARCHAR PRIMARY KEY,
+# The columns every image table starts with (``generated_images`` adds its own after them).
+IMAGE_COLUMN_DEFS = """relative_path VARCHAR PRIMARY KEY,
     image BLOB NOT NULL,
     size BIGINT NOT NULL,
     sha256 VARCHAR NOT NULL,
     width INTEGER,
     height INTEGER,
-    format VARCHAR,
+    format VARCHAR"""
+IMAGE_TABLE_DDL = f"""CREATE TABLE IF NOT EXISTS {{table}} (
+    {IMAGE_COLUMN_DEFS},
     loaded_at TIMESTAMPTZ NOT NULL
 )"""
 _ARROW_SCHEMA = pa.schema(
@@ -74,7 +76,8 @@ def stage_source(session: "Session", ref: str) -> Source:
         yield f.relative_path, f.size, (lambda p=f.relative_path: stage.read_bytes(p))
 
 
-def _checked_row(rel: str, size: int, read: Callable[[], bytes], limits: ImageLimits) -> dict:
+def checked_row(rel: str, size: int, read: Callable[[], bytes], limits: ImageLimits) -> dict:
+    """A table row for one file, after the size limit (before reading) and the header check."""
     if size > limits.max_bytes:
         raise ImageError(f"file is {size:,} bytes, over the {limits.max_bytes:,}-byte limit")
     data = read()
@@ -106,28 +109,29 @@ def load_images(session: "Session", table: str, source: str) -> LoadReport:
     batch_bytes = 0
     for rel, size, read in files:
         try:
-            row = _checked_row(rel, size, read, session.limits)
+            row = checked_row(rel, size, read, session.limits)
         except (ImageError, OSError) as exc:
             report.skipped.append((rel, str(exc)))
             continue
         batch.append(row)
         batch_bytes += row["size"]
         if batch_bytes >= BATCH_BYTES:
-            _insert(session.con, quoted, batch)
+            insert_rows(session.con, quoted, batch)
             report.loaded += [r["relative_path"] for r in batch]
             batch, batch_bytes = [], 0
     if batch:
-        _insert(session.con, quoted, batch)
+        insert_rows(session.con, quoted, batch)
         report.loaded += [r["relative_path"] for r in batch]
     return report
 
 
-def _insert(con, quoted: str, rows: list[dict]) -> None:
-    """One transaction per batch; a reload of the same path replaces its row."""
+def insert_rows(con, quoted: str, rows: list[dict], *, replace: bool = True) -> None:
+    """One statement per batch; with ``replace`` a reload of the same path replaces its row."""
     arrow = pa.Table.from_pylist(rows, schema=_ARROW_SCHEMA)
     cols = ", ".join(IMAGE_COLUMNS)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
     con.register("_sightql_load_batch", arrow)
     try:
-        con.execute(f"INSERT OR REPLACE INTO {quoted} ({cols}) SELECT {cols} FROM _sightql_load_batch")
+        con.execute(f"{verb} INTO {quoted} ({cols}) SELECT {cols} FROM _sightql_load_batch")
     finally:
         con.unregister("_sightql_load_batch")

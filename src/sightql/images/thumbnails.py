@@ -1,0 +1,23 @@
+"""Small previews of stored images, as ``data:`` URIs a web page can show without another request."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from sightql.errors import ImageError
+from sightql.images.decode import ImageLimits, decode_image
+
+THUMBNAIL_PX = 96
+
+
+def thumbnail_data_uri(data: bytes | None, limits: ImageLimits = ImageLimits(), size: int = THUMBNAIL_PX) -> str | None:
+    """A JPEG of at most ``size`` x ``size`` pixels as ``data:image/jpeg;base64,...``; None if ``data`` is no image."""
+    try:
+        image = decode_image(data, limits, min_size=size)
+    except ImageError:
+        return None
+    image.thumbnail((size, size))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

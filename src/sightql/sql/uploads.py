@@ -1,0 +1,139 @@
+"""``store_images``: images that arrive as bytes (a browser upload, an API body) into an image table.
+
+The table is an ordinary image table (the one ``load_images`` makes), so everything that reads
+images from tables works on it. Storing is idempotent by content: bytes whose sha256 is already in
+the table are not stored again, so a page that reruns on every click never inserts twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pyarrow as pa
+
+from sightql.errors import ImageError
+from sightql.sql.identifiers import quote_ident
+from sightql.sql.loading import checked_row, ensure_image_table, insert_rows
+
+if TYPE_CHECKING:
+    from sightql.session import Session
+
+_UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One accepted image: the name it came with, the row it lives in, and whether this call added it."""
+
+    name: str
+    relative_path: str
+    sha256: str
+    new: bool
+
+
+@dataclass
+class StoreReport:
+    table: str
+    stored: list[StoredImage] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def added(self) -> list[StoredImage]:
+        return [image for image in self.stored if image.new]
+
+    def __str__(self) -> str:
+        lines = [
+            f"stored {len(self.added)} new image(s) in {self.table}; "
+            f"{len(self.stored) - len(self.added)} already there; skipped {len(self.skipped)}"
+        ]
+        lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped]
+        return "\n".join(lines)
+
+
+def upload_name(name: str) -> str:
+    """The last path part of a client-supplied file name, without control characters; 'upload' if empty."""
+    cleaned = _UNSAFE_NAME_CHARS.sub("", name.replace("\\", "/")).rsplit("/", 1)[-1].strip()
+    return cleaned if cleaned not in ("", ".", "..") else "upload"
+
+
+def _free_path(name: str, sha256: str, taken: set[str]) -> str:
+    """``name``, or ``stem-<sha256[:8]>.ext`` when another image already has that path."""
+    if name not in taken:
+        return name
+    pure = PurePosixPath(name)
+    return f"{pure.stem}-{sha256[:8]}{pure.suffix}"
+
+
+def store_images(session: "Session", table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
+    """Check each ``(name, bytes)`` and add the new ones to ``table`` (created if missing) in one transaction.
+
+    Each image passes the session's size and header checks; a bad one is listed in ``skipped``
+    with the reason and the rest are stored. An image whose sha256 is already in the table is
+    reported with its existing row and not inserted again. A name already used by different
+    bytes gets ``-<sha256[:8]>`` before its extension, so no stored image is ever replaced.
+    """
+    quoted = ensure_image_table(session.con, table)
+    report = StoreReport(table)
+    checked: list[tuple[str, dict[str, Any]]] = []
+    for raw_name, data in items:
+        name = upload_name(raw_name)
+        try:
+            checked.append((name, checked_row(name, len(data), lambda d=data: d, session.limits)))
+        except ImageError as exc:
+            report.skipped.append((name, str(exc)))
+    if not checked:
+        return report
+    hashes = sorted({row["sha256"] for _, row in checked})
+    cursor = session.con.cursor()
+    try:
+        cursor.execute("BEGIN TRANSACTION")
+        existing = dict(
+            cursor.execute(
+                f"SELECT sha256, min(relative_path) FROM {quoted} WHERE list_contains(?, sha256) GROUP BY sha256",
+                [hashes],
+            ).fetchall()
+        )
+        taken = {
+            path for (path,) in cursor.execute(
+                f"SELECT relative_path FROM {quoted} WHERE list_contains(?, relative_path)",
+                [[name for name, _ in checked]],
+            ).fetchall()
+        }
+        new_rows = []
+        for name, row in checked:
+            sha = row["sha256"]
+            if sha in existing:
+                report.stored.append(StoredImage(name, existing[sha], sha, False))
+                continue
+            row["relative_path"] = _free_path(name, sha, taken)
+            taken.add(row["relative_path"])
+            existing[sha] = row["relative_path"]
+            new_rows.append(row)
+            report.stored.append(StoredImage(name, row["relative_path"], sha, True))
+        if new_rows:
+            insert_rows(cursor, quoted, new_rows, replace=False)
+        cursor.execute("COMMIT")
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    finally:
+        cursor.close()
+    return report
+
+
+STORED_COLUMNS = ("relative_path", "image", "sha256", "width", "height", "format")
+
+
+def stored_images(
+    session: "Session", table: str, relative_paths: Sequence[str], columns: Sequence[str] = STORED_COLUMNS
+) -> pa.Table:
+    """The rows of ``table`` at ``relative_paths``, in path order, with ``columns``."""
+    quoted = quote_ident(table, "table name")
+    selected = ", ".join(quote_ident(column, "column name") for column in columns)
+    return session.sql(
+        f"SELECT {selected} FROM {quoted} WHERE list_contains(?, relative_path) ORDER BY relative_path",
+        [list(relative_paths)],
+    )
