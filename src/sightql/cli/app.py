@@ -9,6 +9,7 @@ import typer
 
 from sightql.cli import models as models_cmds
 from sightql.cli import predict as predict_cmds
+from sightql.cli import serve as serve_cmds
 from sightql.cli import stage as stage_cmds
 from sightql.cli import train as train_cmds
 from sightql.cli.common import WarehouseOpt, open_session, print_table
@@ -25,6 +26,7 @@ app.add_typer(models_cmds.app, name="models")
 app.command("predict")(predict_cmds.predict)
 app.add_typer(train_cmds.runs_app, name="runs")
 app.command("train")(train_cmds.train_command)
+app.command("serve")(serve_cmds.serve)
 
 
 @app.command()
