@@ -75,6 +75,8 @@ def test_v1_endpoints_answer_401_without_the_right_token(client, photos_dir, hea
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
         assert "SIGHTQL_API_TOKEN" in response.json()["detail"]
+    unread = client.post(PREDICT, headers={**headers, "Content-Type": "application/json"}, content=b"{not json")
+    assert unread.status_code == 401  # the token is checked before the body is parsed
 
 
 def test_health_and_docs_are_open_and_document_the_bearer_scheme(client):

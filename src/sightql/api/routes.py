@@ -78,15 +78,15 @@ def predict(
     """
     if len(uploads) == 1 and uploads[0].error:
         raise HTTPException(uploads[0].status, f"{uploads[0].name}: {uploads[0].error}")
-    readable = [upload for upload in uploads if upload.data is not None]
+    readable = [upload.data for upload in uploads if upload.data is not None]
     with _open_warehouse(request) as session:
-        results = iter(session.classify([upload.data for upload in readable], model=ref, k=k))  # type: ignore[misc]
-    answered = {id(upload): next(results) for upload in readable}
-    if len(uploads) == 1 and answered[id(uploads[0])]["error"]:
-        raise HTTPException(422, f"{uploads[0].name}: {answered[id(uploads[0])]['error']}")
-    predictions = []
-    for index, upload in enumerate(uploads):
-        result = answered.get(id(upload), {"top": None, "error": upload.error, "model_version": None})
-        predictions.append({"index": index, "name": upload.name, **result})
+        answers = iter(session.classify(readable, model=ref, k=k))
+    predictions = [
+        {"index": index, "name": upload.name,
+         **(next(answers) if upload.data is not None else {"top": None, "error": upload.error, "model_version": None})}
+        for index, upload in enumerate(uploads)
+    ]
+    if len(predictions) == 1 and predictions[0]["error"]:
+        raise HTTPException(422, f"{predictions[0]['name']}: {predictions[0]['error']}")
     version = next((p["model_version"] for p in predictions if p["model_version"]), None)
     return PredictResponse.model_validate({"model": ref, "model_version": version, "k": k, "predictions": predictions})
