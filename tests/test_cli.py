@@ -16,7 +16,7 @@ CLI = [sys.executable, "-m", "sightql"]
 COMMANDS = [["init"], ["load"], ["sql"], ["classify"], ["demo"], ["stage", "create"], ["stage", "put"],
             ["stage", "ls"], ["stage", "get"], ["stage", "rm"], ["models", "ls"], ["models", "show"],
             ["models", "log"], ["models", "alias"], ["models", "rm"], ["predict"],
-            ["train"], ["runs", "ls"], ["runs", "show"], ["app"]]
+            ["train"], ["runs", "ls"], ["runs", "show"], ["app"], ["serve"]]
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -64,6 +64,10 @@ class WarehouseError(SightQLError):
     """The warehouse cannot be opened or is in use."""
 
 
+class WarehouseBusyError(WarehouseError):
+    """Another process held the warehouse for longer than the lock wait; trying again later may work."""
+
+
 class TableError(SightQLError):
     """A table or column does not exist or has the wrong type."""
 

@@ -233,6 +233,13 @@ class Session:
             return load_predictor(ref, self.models_dir, self.device)
         return self.registry.predictor(ref)
 
+    def models(self) -> list[dict[str, Any]]:
+        """Every model a reference can name: the built-ins, then the registry's models with versions and aliases."""
+        from sightql.models.loader import describe_builtins
+
+        builtins = [{**b, "source": "builtin"} for b in describe_builtins()]
+        return builtins + [{**m, "source": "registry"} for m in self.registry.describe()]
+
     def create_function(self, sql_name: str, ref: str, *, replace: bool = False) -> None:
         """A SQL function ``sql_name(image)`` running the model ``ref``, kept across reconnects.
 
@@ -288,16 +295,27 @@ class Session:
         )
 
     def classify(self, images: Sequence[bytes], model: str = "imagenet", k: int = 5) -> list[dict[str, Any]]:
-        """Top-``k`` labels for each image, through the same SQL function as queries use."""
+        """Top-``k`` labels for each image, through the same SQL function as queries use.
+
+        ``model`` is resolved once, to the exact version that then answers every image (an alias
+        moved meanwhile changes nothing). Each result is ``{"top": [{"label", "score"}, ...] or None,
+        "error": None or one sentence, "model_version": e.g. 'defects@v3'}``.
+        """
+        from sightql.inference.spec import card_of, check_classifier, spec_for
         from sightql.sql.topk import top_k_sql
 
+        if not isinstance(k, int) or k < 1:
+            raise ConfigError(f"k must be a whole number of at least 1, got {k!r}; pass e.g. k=5")
+        spec = spec_for(self, model)
+        check_classifier(card_of(spec), spec.model_version)
+        exact = spec.builtin or spec.model_version
         table = pa.table({"i": list(range(len(images))), "image": pa.array(list(images), pa.binary())})
         self.con.register("_sightql_classify_input", table)
         try:
-            rows = self.sql(top_k_sql("_sightql_classify_input", "i"), {"model": model, "k": k}).to_pylist()
+            rows = self.sql(top_k_sql("_sightql_classify_input", "i"), {"model": exact, "k": k}).to_pylist()
         finally:
             self.con.unregister("_sightql_classify_input")
-        return [{"top": r["top"], "error": r["error"]} for r in rows]
+        return [{"top": r["top"], "error": r["error"], "model_version": spec.model_version} for r in rows]
 
 
 _OUT_OF_MEMORY = re.compile(r"Out of Memory Error|failed to (?:pin block|allocate data|allocate block)")

@@ -9,6 +9,7 @@ import typer
 
 from sightql.cli import models as models_cmds
 from sightql.cli import predict as predict_cmds
+from sightql.cli import serve as serve_cmds
 from sightql.cli import stage as stage_cmds
 from sightql.cli import train as train_cmds
 from sightql.cli import webapp as webapp_cmds
@@ -27,6 +28,7 @@ app.command("predict")(predict_cmds.predict)
 app.add_typer(train_cmds.runs_app, name="runs")
 app.command("train")(train_cmds.train_command)
 app.command("app")(webapp_cmds.app_command)
+app.command("serve")(serve_cmds.serve)
 
 
 @app.command()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from sightql.errors import ModelNotFoundError
+from sightql.errors import MissingDependencyError, ModelNotFoundError
 from sightql.models.base import LoadedModel
 from sightql.models.builtin import BUILTIN_NAMES
 from sightql.models.device import resolve_device
@@ -47,6 +47,26 @@ def builtin_version(name: str) -> str:
         from sightql.models.efficientnet_lite import weights_sha256
 
     return f"{name}@builtin-{weights_sha256()[:12]}"
+
+
+# What each built-in reads and does; listing them must not load (or import) the model.
+_BUILTIN_ABOUT = {
+    "imagenet": ("image", "classification", "EfficientNet-Lite0 trained on ImageNet-1k (1,000 labels), bundled"),
+    "minilm": ("text", "embedding", "all-MiniLM-L6-v2 sentence embeddings (384 numbers per text), bundled"),
+}
+
+
+def describe_builtins() -> list[dict[str, Any]]:
+    """Each built-in model: name, input, task, description and exact version (None when its package is missing)."""
+    described = []
+    for name in BUILTIN_NAMES:
+        modality, task, description = _BUILTIN_ABOUT[name]
+        try:
+            version: str | None = builtin_version(name)
+        except MissingDependencyError:
+            version = None
+        described.append({"name": name, "input": modality, "task": task, "description": description, "version": version})
+    return described
 
 
 def load_builtin(name: str, models_dir: Path, device: str) -> LoadedModel:

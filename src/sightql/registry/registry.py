@@ -164,6 +164,27 @@ class Registry:
                 FROM sightql_models m ORDER BY m.name"""
             ).to_arrow_table()
 
+    def describe(self) -> list[dict[str, Any]]:
+        """Every model with its default and latest version, aliases, and each version's card summary and metrics."""
+        described = []
+        for row in self.show_models().to_pylist():
+            model = Model(self, row["name"], row["description"] or "")
+            aliases = model.aliases()
+            versions = [
+                {
+                    "version": v.version, "ref": v.ref, "framework": v.framework, "task": v.task,
+                    "input": v.card.modality, "created_at": v.created_at.isoformat() if v.created_at else None,
+                    "aliases": sorted(a for a, target in aliases.items() if target == v.version), "metrics": v.metrics,
+                }
+                for v in model.versions()
+            ]
+            described.append({
+                "name": model.name, "description": model.description,
+                "default_version": row["default_version"] or row["latest_version"],
+                "latest_version": row["latest_version"], "aliases": aliases, "versions": versions,
+            })
+        return described
+
     def get_model(self, name: str) -> "Model":
         check_model_name(name)
         row = self._rows("SELECT name, description FROM sightql_models WHERE name = ?", [name])

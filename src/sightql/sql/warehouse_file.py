@@ -15,7 +15,7 @@ from typing import Any
 
 import duckdb
 
-from sightql.errors import WarehouseError
+from sightql.errors import WarehouseBusyError, WarehouseError
 
 _HOLDER_PID = re.compile(r"PID (\d+)")
 
@@ -33,7 +33,7 @@ def open_warehouse_file(path: Path, *, read_only: bool, memory_limit: str, lock_
                 raise WarehouseError(f"cannot open the warehouse {path.parent}: {text}") from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WarehouseError(_lock_message(path.parent, text, lock_wait)) from None
+                raise WarehouseBusyError(_lock_message(path.parent, text, lock_wait)) from None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:

@@ -1,0 +1,112 @@
+"""How much one request may carry, checked before and while its body arrives.
+
+The declared Content-Length is checked before any byte is read, and the body is counted as it
+streams in (a chunked upload declares no length), so no request larger than the limit is ever
+held in memory or spooled to disk.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from sightql.config import Settings, _int_env
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """``max_request_bytes``: a whole request body ($SIGHTQL_API_MAX_REQUEST_BYTES, 20 MiB);
+    ``max_images``: images in one request ($SIGHTQL_API_MAX_IMAGES, 64); ``max_image_bytes``: one image
+    ($SIGHTQL_MAX_IMAGE_BYTES); ``lock_wait``: seconds a request waits for a busy warehouse ($SIGHTQL_LOCK_WAIT)."""
+
+    max_request_bytes: int = 20 * 1024 * 1024
+    max_images: int = 64
+    max_image_bytes: int = Settings.max_image_bytes
+    lock_wait: float = Settings.lock_wait
+
+    @classmethod
+    def from_env(cls) -> "ApiLimits":
+        base, settings = cls(), Settings.from_env()
+        return cls(
+            max_request_bytes=_int_env("SIGHTQL_API_MAX_REQUEST_BYTES", base.max_request_bytes),
+            max_images=_int_env("SIGHTQL_API_MAX_IMAGES", base.max_images),
+            max_image_bytes=settings.max_image_bytes,
+            lock_wait=settings.lock_wait,
+        )
+
+
+class RequestTooLarge(Exception):
+    """The body grew past the limit while it was being read."""
+
+
+def too_large_message(max_bytes: int, size: int | None = None) -> str:
+    what = f"the request is {size:,} bytes, over" if size is not None else "the request body went over"
+    return (
+        f"{what} the {max_bytes:,}-byte limit; send fewer or smaller images per request, "
+        "or start the server with a larger SIGHTQL_API_MAX_REQUEST_BYTES"
+    )
+
+
+class BodySizeLimit:
+    """ASGI middleware: 413 for a declared Content-Length over the limit, and for a body that grows past it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
+            await _send_413(send, too_large_message(self.max_bytes, declared))
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise RequestTooLarge(too_large_message(self.max_bytes))
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, watched_send)
+        except RequestTooLarge as exc:
+            if started:
+                raise
+            await _send_413(send, str(exc))
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_413(send: Send, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
