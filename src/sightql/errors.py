@@ -66,3 +66,7 @@ class WarehouseError(SightQLError):
 
 class TableError(SightQLError):
     """A table or column does not exist or has the wrong type."""
+
+
+class DistributedError(SightQLError):
+    """Another process of a torchrun training job failed, or the launcher stopped this one."""
