@@ -11,6 +11,7 @@
 | SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
 | SIGHTQL_MAX_MODEL_BYTES     | largest model artifact the registry accepts     | 2 GB               |
 | SIGHTQL_LOCK_WAIT           | seconds to wait while another process holds the warehouse | 5        |
+| SIGHTQL_DDP_TIMEOUT         | seconds a torchrun rank waits for the others before failing | 1800   |
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class Settings:
     device: str = "auto"
     max_model_bytes: int = 2 * 1024 * 1024 * 1024
     lock_wait: float = 5.0
+    ddp_timeout: float = 1800.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -86,4 +88,5 @@ class Settings:
             device=device,
             max_model_bytes=_int_env("SIGHTQL_MAX_MODEL_BYTES", base.max_model_bytes),
             lock_wait=_seconds_env("SIGHTQL_LOCK_WAIT", base.lock_wait),
+            ddp_timeout=_seconds_env("SIGHTQL_DDP_TIMEOUT", base.ddp_timeout),
         )

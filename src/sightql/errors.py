@@ -74,3 +74,7 @@ class TableError(SightQLError):
 
 class GenerationError(SightQLError):
     """The image provider is not configured, refused the request, or could not be reached."""
+
+
+class DistributedError(SightQLError):
+    """Another process of a torchrun training job failed, or the launcher stopped this one."""

@@ -77,6 +77,10 @@ def train_command(
         sightql train --resume run-20250101-120000-abc123 --epochs 10
 
         sightql train --from '@xray/train' --label folder --register xray --progress-file xray-progress.json
+
+        torchrun --standalone --nproc_per_node=4 -m sightql train --from '@xray/train' --label folder --register xray
+
+    Under torchrun only rank 0 opens the warehouse; see docs/training.md.
     """
     from sightql.errors import ConfigError
 
@@ -85,21 +89,24 @@ def train_command(
     if register is None and not no_register and resume is None:
         raise ConfigError("name the model with --register NAME, or pass --no-register to only train and evaluate")
     name = register if register is not None else ("unregistered" if no_register else None)
-    with open_session(warehouse) as session:
-        result = session.train(
-            name, source, image=image, label=label, base=base, weights_path=weights, epochs=epochs,
-            batch_size=batch_size, lr=lr, schedule=schedule, freeze=_freeze(freeze), unfreeze_after=unfreeze_after,
-            image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction, split_column=split_column, seed=seed,
-            device=device, amp=amp, patience=patience, class_weights=_class_weights(class_weights),
-            checkpoint_every=checkpoint_every, resume=resume, test=test, register=not no_register,
-            progress_file=progress_file,
-        )
-        typer.echo(f"run {result.run_id} completed; best epoch {result.best_epoch}, "
-                   f"validation accuracy {result.evaluation['accuracy']:.4f}")
-        if result.test_evaluation is not None:
-            typer.echo(f"test accuracy {result.test_evaluation['accuracy']:.4f} on {result.test_evaluation['images']} image(s)")
-        if result.registered_version:
-            typer.echo(f"registered {result.registered_version}")
+    from sightql.train.launch import train_warehouse
+
+    result = train_warehouse(
+        warehouse, name=name, source=source, image=image, label=label, base=base, weights_path=weights, epochs=epochs,
+        batch_size=batch_size, lr=lr, schedule=schedule, freeze=_freeze(freeze), unfreeze_after=unfreeze_after,
+        image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction, split_column=split_column, seed=seed,
+        device=device, amp=amp, patience=patience, class_weights=_class_weights(class_weights),
+        checkpoint_every=checkpoint_every, resume=resume, test=test, register=not no_register,
+        progress_file=progress_file,
+    )
+    if result.rank != 0:  # under torchrun, rank 0 reports for the job
+        return
+    typer.echo(f"run {result.run_id} completed; best epoch {result.best_epoch}, "
+               f"validation accuracy {result.evaluation['accuracy']:.4f}")
+    if result.test_evaluation is not None:
+        typer.echo(f"test accuracy {result.test_evaluation['accuracy']:.4f} on {result.test_evaluation['images']} image(s)")
+    if result.registered_version:
+        typer.echo(f"registered {result.registered_version}")
 
 
 @runs_app.command("ls")

@@ -59,17 +59,23 @@ def _torchvision_blocks(module: Any, head: Any) -> list[Any]:
     return [child for child in module.children() if head not in list(child.modules())]
 
 
-def _efficientnet_lite0(num_classes: int) -> BaseModel:
+def _bundled(module: Any, num_classes: int) -> BaseModel:
+    """An EfficientNet-Lite0 module with a fresh head of ``num_classes``, its blocks, set up for fine-tuning."""
     import torch
 
     from sightql.models import efficientnet_lite
 
-    module = efficientnet_lite.build(num_classes=1000, pretrained=True)
     module._fc = torch.nn.Linear(module._fc.in_features, num_classes)
     track_batch_statistics(module)
     stem = torch.nn.ModuleList([module._conv_stem, module._bn0])
     blocks = [stem, *module._blocks, torch.nn.ModuleList([module._conv_head, module._bn1])]
     return BaseModel(module.train(), blocks, module._fc, efficientnet_lite.INPUT_SPEC, BUNDLED)
+
+
+def _efficientnet_lite0(num_classes: int) -> BaseModel:
+    from sightql.models import efficientnet_lite
+
+    return _bundled(efficientnet_lite.build(num_classes=1000, pretrained=True), num_classes)
 
 
 def track_batch_statistics(module: Any) -> None:
@@ -134,8 +140,6 @@ def _torchvision(arch: str, num_classes: int, weights_path: str | None) -> BaseM
 
 def _from_registry(session: "Session", ref: str, num_classes: int) -> BaseModel:
     """A registered torchvision state dict, or a version registered by a training run."""
-    import torch
-
     from sightql.registry.torch_files import build_architecture, read_state_dict
     from sightql.train import checkpoints
     from sightql.train.runs import RunStore
@@ -159,16 +163,23 @@ def _from_registry(session: "Session", ref: str, num_classes: int) -> BaseModel:
             "version made by session.train); use base='efficientnet_lite0' or a torchvision architecture"
         )
     if kind == BUNDLED:
-        module._fc = torch.nn.Linear(module._fc.in_features, num_classes)
-        track_batch_statistics(module)
-        head = module._fc
-        stem = torch.nn.ModuleList([module._conv_stem, module._bn0])
-        blocks = [stem, *module._blocks, torch.nn.ModuleList([module._conv_head, module._bn1])]
-    else:
-        head = _replace_head(module, num_classes)
-        blocks = _torchvision_blocks(module, head)
-    spec = replace(record.card.input)
-    return BaseModel(module.train(), blocks, head, spec, kind)
+        return replace(_bundled(module, num_classes), input=replace(record.card.input))
+    head = _replace_head(module, num_classes)
+    return BaseModel(module.train(), _torchvision_blocks(module, head), head, replace(record.card.input), kind)
+
+
+def build_unweighted(kind: str, num_classes: int, spec: InputSpec) -> BaseModel:
+    """The architecture rank 0 built, without weights: under torchrun the other ranks build this and
+    DistributedDataParallel copies rank 0's parameters and buffers into it (nothing read, nothing downloaded)."""
+    if kind == BUNDLED:
+        from sightql.models import efficientnet_lite
+
+        return replace(_bundled(efficientnet_lite.build(num_classes=1000, pretrained=False), num_classes), input=spec)
+    import torchvision
+
+    module = torchvision.models.get_model(kind, weights=None)
+    head = _replace_head(module, num_classes)
+    return BaseModel(module.train(), _torchvision_blocks(module, head), head, spec, kind)
 
 
 def build_base(session: "Session", base: str, num_classes: int, weights_path: str | None = None) -> BaseModel:

@@ -108,8 +108,32 @@ class ImageRowsDataset:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_loader(dataset: ImageRowsDataset, batch_size: int, shuffle: bool, seed: int, distributed: bool = False) -> Any:
-    """A DataLoader with ``num_workers=0`` (see the module note); a DistributedSampler under torchrun."""
+def shard_sampler(view: Any, rank: int, world_size: int, shuffle: bool, seed: int) -> Any:
+    """torch's DistributedSampler (seeded shuffle, ``set_epoch``) without its padding: rank ``r`` gets
+    positions ``r, r + world_size, ...`` of the epoch's order, so each row is seen exactly once per epoch
+    and shards differ by at most one row (DDP's Join evens out the last step)."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    class _ShardSampler(DistributedSampler):
+        def __iter__(self) -> Any:
+            if self.shuffle:
+                import torch
+
+                generator = torch.Generator().manual_seed(self.seed + self.epoch)
+                order = torch.randperm(len(self.dataset), generator=generator).tolist()  # type: ignore[arg-type]
+            else:
+                order = list(range(len(self.dataset)))  # type: ignore[arg-type]
+            return iter(order[self.rank :: self.num_replicas])
+
+        def __len__(self) -> int:
+            return len(range(self.rank, len(self.dataset), self.num_replicas))  # type: ignore[arg-type]
+
+    return _ShardSampler(view, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+
+
+def make_loader(dataset: ImageRowsDataset, batch_size: int, shuffle: bool, seed: int, shard: tuple[int, int] | None = None) -> Any:
+    """A DataLoader with ``num_workers=0`` (see the module note); with ``shard=(rank, world_size)``
+    under torchrun, this rank's share of the rows (:func:`shard_sampler`)."""
     import torch
     from torch.utils.data import DataLoader, Dataset
 
@@ -125,10 +149,8 @@ def make_loader(dataset: ImageRowsDataset, batch_size: int, shuffle: bool, seed:
 
     view = _TorchView()
     sampler = None
-    if distributed:
-        from torch.utils.data.distributed import DistributedSampler
-
-        sampler = DistributedSampler(view, shuffle=shuffle, seed=seed)
+    if shard is not None:
+        sampler = shard_sampler(view, shard[0], shard[1], shuffle, seed)
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         view, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,

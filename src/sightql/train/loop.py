@@ -1,9 +1,15 @@
-"""The epoch loop: progress bar, AMP on CUDA, DDP under torchrun, early stopping, checkpoints, Ctrl-C."""
+"""The epoch loop: progress bar, AMP on CUDA, DDP under torchrun, early stopping, checkpoints, Ctrl-C.
+
+Under torchrun (``group`` set) each rank trains on its shard of the rows inside DDP's Join
+(shards may differ by a row), and the epoch's figures are sums over all ranks: the training
+loss and accuracy of every row seen once, and the validation loss and accuracy over the whole
+validation split, which the ranks share out and evaluate with rank 0's weights and statistics.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -24,6 +30,7 @@ class EpochResult:
     lr: float
     seconds: float
     images_per_s: float
+    images_per_rank: list[int] | None = None  # under torchrun: training rows each rank saw this epoch
 
     def row(self) -> dict[str, float | int]:
         return dict(self.__dict__)
@@ -39,41 +46,6 @@ class LoopState:
     best_val_loss: float = math.inf
     epochs_without_gain: int = 0
     history: list[EpochResult] = field(default_factory=list)
-
-
-def distributed_env() -> tuple[int, int, int] | None:
-    """(rank, local rank, world size) when launched by torchrun with more than one process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or "RANK" not in os.environ:
-        return None
-    return int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), int(os.environ["WORLD_SIZE"])
-
-
-def init_distributed(device: str) -> tuple[str, int]:
-    """Join the torchrun process group (NCCL on GPUs, Gloo on CPU); returns (device, rank)."""
-    import torch
-    import torch.distributed as dist
-
-    env = distributed_env()
-    if env is None:
-        return device, 0
-    rank, local_rank, _world = env
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    if device.startswith("cuda"):
-        torch.cuda.set_device(local_rank)
-        device = f"cuda:{local_rank}"
-    return device, rank
-
-
-def wrap_distributed(model: Any, device: str) -> Any:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [int(device.split(":")[1])] if device.startswith("cuda:") else None
-    return DistributedDataParallel(model, device_ids=ids)
 
 
 def _keep_frozen_norms_in_eval(model: Any) -> None:
@@ -155,6 +127,7 @@ class Loop:
     progress: Progress
     unfreeze_after: int | None = None
     unfreeze: Callable[[], None] | None = None
+    group: Any = None  # sightql.train.distributed.Group under torchrun
 
     def state_dict(self, state: LoopState, epoch: int) -> dict[str, Any]:
         return {
@@ -186,7 +159,8 @@ class Loop:
             epochs_without_gain=int(saved["epochs_without_gain"]),
         )
 
-    def _train_one_epoch(self, epoch: int) -> tuple[float, float, int]:
+    def _train_one_epoch(self, epoch: int) -> tuple[float, float, int, list[int] | None]:
+        """(loss, accuracy, rows seen, rows each rank saw or None), over all ranks under torchrun."""
         import torch
 
         self.model.train()
@@ -199,39 +173,66 @@ class Loop:
             self.train_loader.generator.manual_seed(self.seed * 100_003 + epoch)  # same order after a resume
         total_loss, correct, seen = 0.0, 0, 0
         use_amp = self.amp and self.device.startswith("cuda")
-        for images, labels in self.train_loader:
-            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
-            self.optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device_type="cuda", enabled=use_amp):
-                logits = self.model(images)
-                loss = self.loss_fn(logits.float(), labels)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            total_loss += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(dim=1) == labels).sum())
-            seen += len(labels)
-            self.progress.step(total_loss / seen, correct / seen)
-        return total_loss / max(seen, 1), correct / max(seen, 1), seen
+        with self.group.uneven_batches(self.model) if self.group is not None else contextlib.nullcontext():
+            for images, labels in self.train_loader:
+                images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+                self.optimizer.zero_grad(set_to_none=True)
+                with torch.autocast(device_type="cuda", enabled=use_amp):
+                    logits = self.model(images)
+                    loss = self.loss_fn(logits.float(), labels)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                total_loss += float(loss.detach()) * len(labels)
+                correct += int((logits.argmax(dim=1) == labels).sum())
+                seen += len(labels)
+                self.progress.step(total_loss / seen, correct / seen)
+        per_rank = None
+        if self.group is not None:
+            per_rank = self.group.gather(seen)
+            total_loss, all_correct, _ = self.group.sum([total_loss, correct, 0])
+            correct, seen = int(all_correct), sum(per_rank)
+        return total_loss / max(seen, 1), correct / max(seen, 1), seen, per_rank
+
+    def _validate(self) -> tuple[float, float]:
+        """(loss, accuracy) on the validation rows: all of them here, or this rank's share summed over ranks."""
+        model = self.model if self.group is None else self.model.module
+        if self.group is not None:
+            self.group.sync_buffers(model)
+        targets, probabilities, val_loss = predict(model, self.val_loader, self.device, self.amp)
+        count = len(targets)
+        if self.group is None:
+            return val_loss, float((probabilities.argmax(axis=1) == targets).mean()) if count else float("nan")
+        correct = float((probabilities.argmax(axis=1) == targets).sum()) if count else 0.0
+        loss_sum, correct, count = self.group.sum([val_loss * count if count else 0.0, correct, count])
+        return (loss_sum / count, correct / count) if count else (float("nan"), float("nan"))
+
+    def _unfreeze(self) -> None:
+        assert self.unfreeze is not None
+        self.unfreeze()
+        if self.group is not None:  # DDP syncs only the parameters that needed gradients when it was made
+            self.model._remove_autograd_hooks()
+            self.model = self.group.wrap(self.model.module, self.device)
 
     def run(self, state: LoopState) -> LoopState:
         finished = state.start_epoch - 1
         try:
             for epoch in range(state.start_epoch, self.epochs + 1):
                 if self.unfreeze_after is not None and self.unfreeze is not None and epoch == self.unfreeze_after + 1:
-                    self.unfreeze()
+                    self._unfreeze()
                 self.progress.start(epoch, self.epochs, len(self.train_loader))
                 result = None
                 try:
                     started = time.perf_counter()
                     lr = float(self.optimizer.param_groups[0]["lr"])
-                    train_loss, train_acc, seen = self._train_one_epoch(epoch)
+                    train_loss, train_acc, seen, per_rank = self._train_one_epoch(epoch)
                     train_seconds = time.perf_counter() - started
-                    targets, probabilities, val_loss = predict(self.model, self.val_loader, self.device, self.amp)
-                    val_acc = float((probabilities.argmax(axis=1) == targets).mean()) if len(targets) else float("nan")
+                    if self.group is not None:  # the slowest rank sets the pace
+                        train_seconds = self.group.maximum(train_seconds)
+                    val_loss, val_acc = self._validate()
                     seconds = time.perf_counter() - started
                     result = EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds,
-                                         seen / train_seconds if train_seconds > 0 else 0.0)
+                                         seen / train_seconds if train_seconds > 0 else 0.0, per_rank)
                 finally:
                     self.progress.end(result)
                 if self.scheduler is not None:

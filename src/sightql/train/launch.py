@@ -1,0 +1,57 @@
+"""Training a warehouse's model from a process of its own: alone, or as one rank of a ``torchrun`` job.
+
+``sightql train`` calls :func:`train_warehouse`. Alone, it opens the warehouse and runs
+``session.train``. Under torchrun (``RANK`` and ``WORLD_SIZE`` > 1 in the environment), rank 0
+alone opens the warehouse and leads the run (see :mod:`sightql.train.distributed`); the other
+ranks follow its plan without ever opening the DuckDB file, which allows one writer process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sightql.train.run import TrainResult
+
+
+def train_warehouse(path: str | Path | None = None, *, resume: str | None = None, progress: bool = True,
+                    **kwargs: Any) -> "TrainResult":
+    """``sightql.connect(path).train(...)``, and the same on every rank of a torchrun job.
+
+    Under torchrun every rank calls this with the same arguments; rank 0's result is the full
+    :class:`~sightql.train.run.TrainResult`, the others' carry ``rank`` and the registered version.
+    A failure on any rank marks the run failed and raises on every rank.
+    """
+    import sightql
+    from sightql.config import Settings
+    from sightql.train.distributed import Group, distributed_env
+    from sightql.train.run import train, train_worker
+
+    env = distributed_env()
+    if env is None:
+        with sightql.connect(path) as session:
+            return session.train(resume=resume, progress=progress, **kwargs)
+    group = Group.join(env, max(1.0, Settings.from_env().ddp_timeout))
+    try:
+        try:
+            if group.is_lead:
+                with sightql.connect(path) as session:
+                    result = train(session, resume, progress, group=group, **kwargs)
+            else:
+                result = train_worker(group)
+        except BaseException as exc:
+            echo = group.explain(exc)
+            if echo is None or group.is_lead:
+                group.failed(echo or exc)
+            if echo is not None and echo is not exc:
+                raise echo from None
+            raise
+        if group.is_lead:
+            group.send_outcome({
+                "run_id": result.run_id, "best_epoch": result.best_epoch,
+                "registered_version": result.registered_version, "val_accuracy": result.evaluation.get("accuracy"),
+            })
+        return result
+    finally:
+        group.close()
