@@ -58,3 +58,49 @@ def test_lock_wait_from_the_environment_is_checked(monkeypatch, tmp_path):
     monkeypatch.setenv("SIGHTQL_LOCK_WAIT", "soon")
     with pytest.raises(sightql.errors.ConfigError, match="SIGHTQL_LOCK_WAIT='soon' is not a number of seconds"):
         sightql.connect(tmp_path / "wh")
+
+
+def test_sessions_on_one_warehouse_in_one_process_take_turns(tmp_path):
+    """Threads (a Streamlit app's tabs, an API's requests) wait for each other's session."""
+    import threading
+
+    home = tmp_path / "wh"
+    with sightql.connect(home) as session:
+        session.sql("CREATE TABLE hits (n INTEGER)")
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for _ in range(5):
+                with sightql.connect(home, lock_wait=60) as s:
+                    s.sql("INSERT INTO hits VALUES (?)", [n])
+        except BaseException as exc:  # noqa: BLE001 - the test reports any failure
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with sightql.connect(home) as session:
+        assert session.sql("SELECT count(*) AS n FROM hits").to_pylist() == [{"n": 30}]
+
+
+def test_a_second_session_in_the_same_thread_is_told_at_once(tmp_path):
+    with sightql.connect(tmp_path / "wh"):
+        started = time.monotonic()
+        with pytest.raises(WarehouseError, match="this thread already has the warehouse .* open in another session"):
+            sightql.connect(tmp_path / "wh", lock_wait=30)
+        assert time.monotonic() - started < 5  # not a wait for itself
+    sightql.connect(tmp_path / "wh").close()  # its turn was given back
+
+
+def test_a_session_dropped_without_close_gives_its_turn_back(tmp_path):
+    import gc
+
+    session = sightql.connect(tmp_path / "wh")
+    session.con.close()  # what garbage collection of the connection would do
+    del session
+    gc.collect()
+    sightql.connect(tmp_path / "wh", lock_wait=1).close()

@@ -21,6 +21,7 @@ from sightql.images.decode import ImageLimits
 from sightql.models.base import LoadedModel
 from sightql.registry import Registry
 from sightql.sql.catalog import ensure_catalog
+from sightql.sql.process_turns import take_turn
 from sightql.sql.warehouse_file import open_warehouse_file
 from sightql.sql.loading import LoadReport, load_images
 from sightql.stages.catalog import StageCatalog
@@ -88,18 +89,23 @@ class Session:
             self.home.mkdir(parents=True, exist_ok=True)
         elif not (self.home / DB_FILE).exists():
             raise WarehouseError(f"no warehouse at {self.home}; create one with `sightql init {self.home}`")
-        self.con = open_warehouse_file(
-            self.home / DB_FILE,
-            read_only=read_only,
-            memory_limit=self.settings.memory_limit,
-            lock_wait=self.settings.lock_wait if lock_wait is None else lock_wait,
-        )
-        ensure_catalog(self.con, read_only)
-        self.stages = StageCatalog(self.con, self.home / "stages")
-        self.registry = Registry(self)
-        from sightql.sql.functions import register_functions
+        self.con = None
+        wait = self.settings.lock_wait if lock_wait is None else lock_wait
+        self._give_back_turn, wait_left = take_turn(self.home, wait)
+        self._finalizer = weakref.finalize(self, self._give_back_turn)  # a session never closed frees its turn
+        try:
+            self.con = open_warehouse_file(
+                self.home / DB_FILE, read_only=read_only, memory_limit=self.settings.memory_limit, lock_wait=wait_left
+            )
+            ensure_catalog(self.con, read_only)
+            self.stages = StageCatalog(self.con, self.home / "stages")
+            self.registry = Registry(self)
+            from sightql.sql.functions import register_functions
 
-        self._functions = register_functions(self.con, self)
+            self._functions = register_functions(self.con, self)
+        except BaseException:
+            self.close()
+            raise
         _open_sessions.add(self)
 
     # ---- lifecycle -------------------------------------------------------------
@@ -107,6 +113,7 @@ class Session:
         if self.con is not None:
             self.con.close()
             self.con = None  # type: ignore[assignment]
+        self._finalizer()  # gives this process's turn on the warehouse back, once
 
     def __enter__(self) -> "Session":
         return self
