@@ -84,11 +84,9 @@ def child(home: Path, model: str, runner: str) -> dict:
         cluster = None
         scheduler = None
         if runner == "dask-started":  # time the run on a cluster that is already up, as a service would have
-            from dask.distributed import LocalCluster
+            from sightql.inference.runners.dask import local_cluster
 
-            src = str(HERE.parents[1] / "src")
-            cluster = LocalCluster(n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, env={"PYTHONPATH": src}, silence_logs=40)
+            cluster = local_cluster(os.cpu_count() or 1)  # the cluster runner='dask' starts, started beforehand
             scheduler = cluster.scheduler_address
         start = time.perf_counter()
         report = s.predict(model, "bench", into="preds", runner=runner.split("-")[0], scheduler=scheduler,

@@ -138,6 +138,71 @@ def test_a_new_model_version_or_a_larger_top_k_makes_rows_due(photos, tmp_path):
     assert {r["predicted_label"] for r in rows} == {"pneumonia"} and {r["model_version"] for r in rows} == {"xray@v2"}
 
 
+# ---- reading by row id -----------------------------------------------------------------
+def one_run_plan(session, table: str):
+    """The plan predict makes for ``table`` (imagenet, into itself), all due rows in one run."""
+    from sightql.inference.pipeline import PredictOptions
+    from sightql.inference.plan import PredictPlan
+    from sightql.inference.source import Params, prepare_target, resolve_table
+    from sightql.inference.spec import spec_for
+
+    source = resolve_table(session.con, table, "image")
+    target = prepare_target(session.con, source, None, 0)
+    return PredictPlan(session.con, spec_for(session, "imagenet"), source, target, PredictOptions(), None,
+                       Params(None), False, 100)
+
+
+def test_rows_are_read_by_row_id_and_a_row_no_longer_at_its_id_by_key(photos, photos_dir, monkeypatch):
+    from sightql.inference.plan import RowRun, read_run, table_runs
+    from sightql.inference.source import TableSource
+
+    by_key = []
+    original = TableSource.rows_by_key_query
+    monkeypatch.setattr(TableSource, "rows_by_key_query", lambda self, keys: by_key.append(list(keys)) or original(self, keys))
+    plan = one_run_plan(photos, "photos")
+    (run,) = list(table_runs(plan))
+    assert run.rowids == sorted(run.rowids) and len(set(run.rowids)) == PHOTO_FILES
+    images = photo_bytes(photos_dir)
+    rows, gone = read_run(plan, run)
+    assert gone == 0 and by_key == []
+    assert dict(zip(rows.column("key").to_pylist(), rows.column("image").to_pylist())) == images
+
+    # Ids that hold other rows now (as after compacted deletes), and a key changed since planning.
+    photos.sql("UPDATE photos SET relative_path = 'renamed.jpg' WHERE relative_path = 'coffee.jpg'")
+    shifted = RowRun([*run.rowids[1:], run.rowids[-1] + 1], run.keys, None)
+    rows, gone = read_run(plan, shifted)
+    assert gone == 1 and sorted(by_key[0]) == sorted(run.keys)
+    del images["coffee.jpg"]
+    assert dict(zip(rows.column("key").to_pylist(), rows.column("image").to_pylist())) == images
+
+
+def test_images_are_stored_without_zstd_and_older_zstd_tables_still_predict_and_convert(photos, photos_dir):
+    def methods(table: str) -> set[str]:
+        photos.sql("CHECKPOINT")
+        return {r["compression"] for r in photos.sql(
+            "SELECT compression FROM pragma_storage_info(?) WHERE column_name = 'image'", [table]).to_pylist()}
+
+    assert "ZSTD" not in methods("photos") and "Uncompressed" in methods("photos")
+    photos.con.execute("RESET disabled_compression_methods")  # as a warehouse written before sightql set it
+    photos.sql("CREATE TABLE legacy (relative_path VARCHAR PRIMARY KEY, image BLOB)")
+    photos.sql("INSERT INTO legacy SELECT relative_path, image FROM photos")
+    assert "ZSTD" in methods("legacy")
+    photos.con.execute("SET disabled_compression_methods = 'zstd'")
+    photos.predict("imagenet", "legacy", progress=False)
+    assert_exact(photos, stored(photos, "legacy"), photo_bytes(photos_dir))
+    photos.sql("ALTER TABLE legacy ALTER COLUMN image SET DATA TYPE BLOB")  # the conversion docs/batch.md gives
+    assert "ZSTD" not in methods("legacy")
+
+
+def test_a_table_whose_column_named_rowid_hides_the_row_id_is_read_by_key(photos, photos_dir):
+    photos.sql("CREATE TABLE odd AS SELECT relative_path, image, 7 AS rowid FROM photos")
+    photos.sql("ALTER TABLE odd ADD PRIMARY KEY (relative_path)")
+    report = photos.predict("imagenet", "odd", progress=False)
+    assert report.predicted == PHOTO_FILES
+    assert_exact(photos, stored(photos, "odd"), photo_bytes(photos_dir))
+    assert photos.predict("imagenet", "odd", progress=False).predicted == 0
+
+
 # ---- filters ------------------------------------------------------------------------
 def test_where_is_the_callers_sql_with_bound_values(photos):
     positional = photos.predict("imagenet", "photos", into="a", where="relative_path LIKE ?", params=["c%"], progress=False)
@@ -313,6 +378,42 @@ def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_wo
     a, b = stored(session, "by_local"), stored(session, "by_dask")
     assert {k: (r["predicted_label"], r["prediction_error"]) for k, r in a.items()} == \
         {k: (r["predicted_label"], r["prediction_error"]) for k, r in b.items()}
+
+
+def test_onnx_runtime_threads_come_from_the_environment(monkeypatch):
+    from sightql.config import onnx_threads
+
+    monkeypatch.setenv("SIGHTQL_ORT_THREADS", "1")
+    assert onnx_threads() == 1
+    monkeypatch.setenv("SIGHTQL_ORT_THREADS", "all")
+    with pytest.raises(ConfigError, match="SIGHTQL_ORT_THREADS='all' is not a whole number; set it to one"):
+        onnx_threads()
+
+
+@pytest.mark.dask
+@pytest.mark.slow
+def test_local_cluster_workers_share_the_cores_between_onnx_runtime_and_decoding(photos, monkeypatch):
+    from dask.distributed import Client
+
+    from sightql.inference.runners.dask import local_cluster
+    from sightql.inference.spec import spec_for
+
+    def worker_threads(spec) -> tuple[int, int]:
+        from sightql.config import decode_threads
+        from sightql.inference.spec import load_model
+
+        return load_model(spec)._session.get_session_options().intra_op_num_threads, decode_threads()
+
+    monkeypatch.delenv("SIGHTQL_ORT_THREADS", raising=False)
+    monkeypatch.delenv("SIGHTQL_DECODE_THREADS", raising=False)
+    share = max(1, (os.cpu_count() or 1) // 2)
+    with local_cluster(2) as cluster, Client(cluster) as client:
+        answers = client.run(worker_threads, spec_for(photos, "imagenet"))
+    assert list(answers.values()) == [(share, share)] * 2
+    monkeypatch.setenv("SIGHTQL_ORT_THREADS", "3")  # set by hand, it reaches the workers unchanged
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        answers = client.run(worker_threads, spec_for(photos, "imagenet"))
+    assert list(answers.values()) == [(3, os.cpu_count() or 1)]
 
 
 @pytest.mark.gpu

@@ -7,6 +7,7 @@
 | SIGHTQL_MAX_IMAGE_PIXELS    | largest width*height decoded (bomb guard)       | 89,478,485         |
 | SIGHTQL_BATCH_SIZE          | images per model call                           | 32                 |
 | SIGHTQL_DECODE_THREADS      | threads decoding images beside the model        | CPU count          |
+| SIGHTQL_ORT_THREADS         | intra-op threads of each ONNX Runtime model     | CPU count          |
 | SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit (buffer pool) per session   | 256MB              |
 | SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
 | SIGHTQL_MAX_MODEL_BYTES     | largest model artifact the registry accepts     | 2 GB               |
@@ -51,6 +52,17 @@ def _seconds_env(name: str, default: float) -> float:
     return value
 
 
+def decode_threads() -> int:
+    """Threads decoding images beside the model (SIGHTQL_DECODE_THREADS)."""
+    return _int_env("SIGHTQL_DECODE_THREADS", max(1, os.cpu_count() or 1))
+
+
+def onnx_threads() -> int:
+    """Intra-op threads per ONNX Runtime session (SIGHTQL_ORT_THREADS). Read when a model loads, so a
+    Dask worker process started with its share of the cores gets that share."""
+    return _int_env("SIGHTQL_ORT_THREADS", max(1, os.cpu_count() or 1))
+
+
 def default_home() -> Path:
     """The warehouse used when ``connect()`` gets no path."""
     raw = os.environ.get("SIGHTQL_HOME")
@@ -83,7 +95,7 @@ class Settings:
             max_image_bytes=_int_env("SIGHTQL_MAX_IMAGE_BYTES", base.max_image_bytes),
             max_image_pixels=_int_env("SIGHTQL_MAX_IMAGE_PIXELS", base.max_image_pixels),
             batch_size=_int_env("SIGHTQL_BATCH_SIZE", base.batch_size),
-            decode_threads=_int_env("SIGHTQL_DECODE_THREADS", base.decode_threads),
+            decode_threads=decode_threads(),
             memory_limit=os.environ.get("SIGHTQL_MEMORY_LIMIT", base.memory_limit),
             device=device,
             max_model_bytes=_int_env("SIGHTQL_MAX_MODEL_BYTES", base.max_model_bytes),

@@ -91,7 +91,7 @@ def predict(
         batch_size=batch_size or (GPU_BATCH_SIZE if resolved_device.startswith("cuda") else session.settings.batch_size),
         top_k=top_k,
         limits=session.limits,
-        decode_threads=1 if runner == "dask" else session.settings.decode_threads,
+        decode_threads=None if runner == "dask" else session.settings.decode_threads,  # Dask: each worker's own
     )
     plan = PredictPlan(con, spec, src, target, options, where, bound, recompute, chunk_rows or DEFAULT_CHUNK_ROWS)
     try:
@@ -99,7 +99,7 @@ def predict(
     except duckdb.Error as exc:
         raise _sql_error(exc, where) from None
     skipped = [total - due]
-    writer = ResultWriter(con, target, spec.model_version)
+    writer = ResultWriter(con, target, spec.model_version, plan.db_lock)
     try:
         with progress_bar(due, f"{spec.model_version} on {src.label}", progress) as advance:
             def on_skipped(rows: int) -> None:
@@ -145,7 +145,7 @@ def _count(session: "Session", plan: PredictPlan) -> tuple[int, int]:
                 plan.stage_known = _current_hashes(cursor, plan)
             return len(plan.stage_paths), len(plan.stage_paths)
         total_sql, total_values = plan.source.count_query(plan.params, plan.target, plan.where)
-        due_sql, due_values = plan.due_table_query(columns="count")
+        due_sql, due_values = plan.due_table_query(count=True)
         total = cursor.execute(total_sql, total_values).fetchone()[0]
         due = cursor.execute(due_sql, due_values).fetchone()[0]
         return int(total), int(due)

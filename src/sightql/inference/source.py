@@ -82,13 +82,15 @@ class TableSource:
     key_type: str
     image: str
     has_sha256_column: bool
+    has_rowid: bool = True  # False when a column named rowid hides DuckDB's row id: read by key then
 
     @property
     def label(self) -> str:
         return self.table
 
     def _from(self, where: str | None) -> list[tuple[str, list[Any]]]:
-        inner = f"SELECT * FROM {self.quoted}" + (f" WHERE ({where})" if where else "")
+        rowid = "rowid" if self.has_rowid else "NULL::BIGINT"
+        inner = f"SELECT {rowid} AS _sightql_rowid, * FROM {self.quoted}" + (f" WHERE ({where})" if where else "")
         return [(f"FROM ({inner}", []), ("@where", []), (") s", [])] if where else [(f"FROM ({inner}) s", [])]
 
     def _due(self, target: Target, model_version: str, recompute: bool, top_k: int) -> list[tuple[str, list[Any]]]:
@@ -129,25 +131,40 @@ class TableSource:
 
     def due_query(
         self, params: Params, target: Target, where: str | None, model_version: str, recompute: bool, top_k: int,
-        *, columns: str = "key_and_image", keys: Sequence[Any] | None = None, ordered: bool = False,
+        *, count: bool = False,
     ) -> tuple[str, Any]:
-        key = f"s.{quote_ident(self.key)}"
-        select: list[tuple[str, list[Any]]] = [({
-            "key_and_image": f"SELECT {key} AS key, s.{quote_ident(self.image)} AS image",
-            "key": f"SELECT {key} AS key",
-            "count": "SELECT count(*)",
-        }[columns], [])]
-        if columns == "key_and_image" and not self.has_sha256_column:
-            select.append(self._known_sha256(target, model_version, recompute, top_k))
+        """The due rows' row ids and keys in storage order (and, without a sha256 column, the hash their
+        current prediction was made from); or, with ``count``, how many there are. No image is read."""
+        if count:
+            select: list[tuple[str, list[Any]]] = [("SELECT count(*)", [])]
+        else:
+            select = [(f"SELECT s._sightql_rowid AS rowid, s.{quote_ident(self.key)} AS key", [])]
+            if not self.has_sha256_column:
+                select.append(self._known_sha256(target, model_version, recompute, top_k))
         parts = [*select, *self._from(where), *self._due(target, model_version, recompute, top_k)]
-        if keys is not None:
-            # An IN list of at most a few hundred keys is answered through the primary-key index, row by
-            # row. A range filter would make DuckDB scan the image column 2,048 rows at a time, pinning
-            # e.g. 140 MB of 70 KB images per thread, past a 256 MB memory limit.
-            parts.append((f"AND {key} IN ({', '.join('{}' for _ in keys)})", list(keys)))
-        if ordered:
-            parts.append(("ORDER BY 1", []))
+        if not count:
+            parts.append(("ORDER BY 1, 2", []))
         return params.build(parts)
+
+    def rows_at_query(self, rowids: Sequence[int]) -> tuple[str, list[Any]]:
+        """Row id, key and image of the rows at ``rowids`` (ascending). The range bounds let DuckDB
+        skip straight to those rows and read only their images, in storage order."""
+        marks = ", ".join("?" for _ in rowids)
+        return (
+            f"SELECT rowid, {quote_ident(self.key)} AS key, {quote_ident(self.image)} AS image FROM {self.quoted} "
+            f"WHERE rowid BETWEEN ? AND ? AND rowid IN ({marks})",
+            [rowids[0], rowids[-1], *rowids],
+        )
+
+    def rows_by_key_query(self, keys: Sequence[Any]) -> tuple[str, list[Any]]:
+        """Key and image of the rows with these keys (a few hundred at most, answered through the
+        primary-key index; slower than reading by row id, so only the fallback for moved rows)."""
+        marks = ", ".join("?" for _ in keys)
+        key = quote_ident(self.key)
+        return (
+            f"SELECT {key} AS key, {quote_ident(self.image)} AS image FROM {self.quoted} WHERE {key} IN ({marks})",
+            list(keys),
+        )
 
 
 @dataclass(frozen=True)
@@ -213,7 +230,8 @@ def resolve_table(con: Any, table: str, image: str) -> TableSource:
             f"table {table!r} has no single-column primary key, so predictions cannot be written back by row; "
             "give it one (image tables made by load_images use relative_path)"
         )
-    return TableSource(table, quoted, key[0], columns[key[0]], image, columns.get("sha256") == "VARCHAR")
+    shadowed = any(name.lower() == "rowid" for name in columns)
+    return TableSource(table, quoted, key[0], columns[key[0]], image, columns.get("sha256") == "VARCHAR", not shadowed)
 
 
 def resolve_stage(session: Any, ref: str) -> StageSource:

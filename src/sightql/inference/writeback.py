@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 import uuid
+from contextlib import nullcontext
 from typing import Any
 
 import pyarrow as pa
@@ -25,8 +27,9 @@ PAUSE_ENV = "SIGHTQL_PREDICT_TEST_PAUSE"
 
 
 class ResultWriter:
-    def __init__(self, con: Any, target: Target, model_version: str):
+    def __init__(self, con: Any, target: Target, model_version: str, lock: threading.Lock | None = None):
         self._cursor = con.cursor()
+        self._lock = lock  # shared with the reader (see PredictPlan.db_lock)
         self.target = target
         self.model_version = model_version
         self.staging = f"_sightql_predictions_{uuid.uuid4().hex[:16]}"
@@ -59,18 +62,19 @@ class ResultWriter:
         if results.num_rows == 0:
             return
         cursor = self._cursor
-        cursor.register(self.staging, results)
-        try:
-            cursor.execute("BEGIN TRANSACTION")
+        with self._lock or nullcontext():
+            cursor.register(self.staging, results)
             try:
-                cursor.execute(self._sql, [self.model_version])
-                self._maybe_pause("before-commit")
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-        finally:
-            cursor.unregister(self.staging)
+                cursor.execute("BEGIN TRANSACTION")
+                try:
+                    cursor.execute(self._sql, [self.model_version])
+                    self._maybe_pause("before-commit")
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    cursor.execute("ROLLBACK")
+                    raise
+            finally:
+                cursor.unregister(self.staging)
         self.chunks_written += 1
         self.rows_written += results.num_rows
         self.errors_written += results.num_rows - results.column("prediction_error").null_count

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from sightql.config import onnx_threads
 from sightql.models.base import finish_output
 from sightql.models.card import ModelCard
 
@@ -18,7 +18,7 @@ class OnnxPredictor:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or onnx_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle ORT threads would spin on the cores the decode threads need between batches;
         # measured here, not spinning gave 10-20% more img/s on the SQL path.

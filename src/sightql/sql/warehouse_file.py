@@ -46,6 +46,12 @@ def _connect(path: Path, read_only: bool, memory_limit: str) -> Any:
     # A scan holds 2,048 image rows at a time; keeping them in insertion order for LIMIT and
     # friends holds several such vectors more. Order comes from ORDER BY, as SQL promises.
     con.execute("SET preserve_insertion_order = false")
+    # DuckDB would store large BLOBs with ZSTD, compressed a 2,048-row vector at a time: reading
+    # any one image then decompresses 2,048 (measured: 10-100 ms and some 200 MB of the memory
+    # limit per read of 50 KB JPEGs, whatever the row count asked for). JPEG and PNG do not shrink
+    # under ZSTD anyway, so data this session writes is stored without it; reads by key or row id
+    # then touch only the rows asked for. Data written before keeps its ZSTD segments until rewritten.
+    con.execute("SET disabled_compression_methods = 'zstd'")
     return con
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from sightql.errors import ConfigError, MissingDependencyError
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
-from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_key_runs, table_rows_chunk
+from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_run_chunk, table_runs
 from sightql.inference.source import StageSource, TableSource
 from sightql.inference.spec import ModelSpec, load_model
 
@@ -46,7 +46,13 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | S
     """On a worker: read one range's images, predict them; returns (results, rows skipped as unchanged)."""
     import pyarrow.parquet as pq
 
-    predictor = load_model(spec)
+    from dataclasses import replace
+
+    from sightql.config import decode_threads
+
+    predictor = load_model(spec)  # its ONNX Runtime threads: this worker's SIGHTQL_ORT_THREADS
+    if options.decode_threads is None:
+        options = replace(options, decode_threads=decode_threads())
     if isinstance(task, TableRangeTask):
         rows = pq.read_table(task.parquet_path)
         chunk = Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
@@ -60,21 +66,37 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | S
 
 def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
     try:
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
     except ImportError:
         raise MissingDependencyError("dask[distributed]", "dask") from None
     if scheduler is not None:
         if workers is not None:
             raise ConfigError("workers= applies to the local cluster only; size a remote cluster where it is started")
         return Client(scheduler, set_as_default=False), None
-    # Worker processes must import this very sightql (a checkout on PYTHONPATH, not another install).
+    cluster = local_cluster(workers or max(1, os.cpu_count() or 1))
+    return Client(cluster, set_as_default=False), cluster
+
+
+def worker_env(workers: int) -> dict[str, str]:
+    """Environment of a local cluster's worker processes: this checkout's sightql, and each worker's
+    share of the cores for ONNX Runtime and decoding (else every worker would run as many threads
+    as the machine has cores). SIGHTQL_ORT_THREADS / SIGHTQL_DECODE_THREADS set here win."""
     package_root = str(Path(__file__).resolve().parents[3])
     pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
-    cluster = LocalCluster(
-        n_workers=workers or max(1, os.cpu_count() or 1), threads_per_worker=1, processes=True,
-        dashboard_address=None, env={"PYTHONPATH": pythonpath}, silence_logs=40,
-    )
-    return Client(cluster, set_as_default=False), cluster
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    return {
+        "PYTHONPATH": pythonpath,
+        "SIGHTQL_ORT_THREADS": os.environ.get("SIGHTQL_ORT_THREADS") or share,
+        "SIGHTQL_DECODE_THREADS": os.environ.get("SIGHTQL_DECODE_THREADS") or share,
+    }
+
+
+def local_cluster(workers: int) -> Any:
+    """A LocalCluster of ``workers`` single-thread worker processes sharing the cores."""
+    from dask.distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        env=worker_env(workers), silence_logs=40)
 
 
 def run_dask(plan: PredictPlan, scheduler: str | None = None, workers: int | None = None) -> Iterator[pa.Table]:
@@ -126,8 +148,8 @@ def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[TableRangeTask | StageR
     import pyarrow.parquet as pq
 
     if isinstance(plan.source, TableSource):
-        for index, keys in enumerate(table_key_runs(plan)):
-            chunk = table_rows_chunk(plan, keys)
+        for index, run in enumerate(table_runs(plan)):
+            chunk = table_run_chunk(plan, run)
             if chunk is None:
                 continue
             path = scratch / f"range-{index:06d}.parquet"
