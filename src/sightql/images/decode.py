@@ -112,7 +112,7 @@ def decode_image(
         if min_size and image.format == "JPEG":
             image.draft("RGB" if channels == 3 else "L", (min_size, min_size))
         image.load()
-        image = ImageOps.exif_transpose(image) or image
+        image = ImageOps.exif_transpose(image, in_place=True) or image  # no copy when upright
         return _to_rgb_or_l(image, channels)
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
