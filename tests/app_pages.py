@@ -6,7 +6,7 @@ from pathlib import Path
 
 import sightql.app
 
-PAGES = Path(sightql.app.__file__).parent / "pages"
+PAGES = Path(sightql.app.__file__).parent / "views"
 
 
 def page(name: str, warehouse: Path, monkeypatch):

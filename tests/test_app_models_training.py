@@ -21,7 +21,7 @@ from sightql.train.progress_file import ProgressFile
 from sightql.train.runs import RunStore
 from tests.registry_models import tiny_classifier, write_onnx
 
-PAGES = Path(sightql.__file__).parent / "app" / "pages"
+PAGES = Path(sightql.__file__).parent / "app" / "views"
 
 
 def _page(name: str, warehouse: Path, monkeypatch) -> AppTest:

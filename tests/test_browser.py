@@ -136,3 +136,13 @@ def test_upload_on_recognize_and_sample_on_stage_explorer(browser, app_url, phot
     _screenshot(browser, "stage-explorer-grid")
     assert "4 of 4 file(s)" in text
     assert "daisy" in text and "palace" in text
+
+
+def test_a_page_opened_by_its_address_keeps_the_apps_navigation(browser, app_url, monkeypatch):
+    """Opening /generate directly shows the app's own page list and sidebar, not Streamlit's folder listing."""
+    browser.get(f"{app_url}/generate")
+    text = _wait_for_text(browser, lambda t: "No image provider is configured" in t, "the Generate page")
+    _idle(browser)
+    _screenshot(browser, "generate-no-provider")
+    assert "Stage explorer" in text and "SQL" in text and "Model" in text
+    assert "sql console" not in text.lower() and "stage_explorer" not in text

@@ -12,7 +12,7 @@ from sightql.errors import ConfigError, StageError
 from sightql.inference.sampling import MAX_SAMPLE, SampledImage, sample_stage, summarize
 from tests.registry_models import tiny_classifier, write_onnx
 
-PAGE = Path(sightql.__file__).parent / "app" / "pages" / "stage_explorer.py"
+PAGE = Path(sightql.__file__).parent / "app" / "views" / "stage_explorer.py"
 XRAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"
 # Folders named after ImageNet labels. The bundled model's top label for each photo is the
 # folder's name, except the astronaut, which it calls a bobsled.

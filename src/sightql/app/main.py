@@ -6,7 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit would also list that folder's scripts on its own, under their file
+# names, and run them without this navigation when a page's URL is opened directly.
+PAGES = Path(__file__).parent / "views"
 
 st.set_page_config(page_title="SightQL", page_icon=":material/image_search:", layout="wide")
 navigation = st.navigation(
