@@ -192,6 +192,8 @@ def test_an_unknown_model_is_404_in_one_sentence(client, photos_dir, ref, senten
     assert response.status_code == 404
     detail = response.json()["detail"]
     assert detail.startswith(sentence) and "\n" not in detail
+    if ref.startswith("nope"):
+        assert detail.endswith("(built-in models: imagenet, minilm)")
 
 
 @pytest.mark.parametrize("url, body, status, words", [

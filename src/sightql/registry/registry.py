@@ -189,10 +189,13 @@ class Registry:
         check_model_name(name)
         row = self._rows("SELECT name, description FROM sightql_models WHERE name = ?", [name])
         if not row:
+            from sightql.models.builtin import BUILTIN_NAMES
+
             known = self.model_names()
             raise ModelNotFoundError(
                 f"no model named {name!r} in the registry; "
                 + (f"known models: {', '.join(known)}" if known else "log one with session.registry.log_model(...)")
+                + f" (built-in models: {', '.join(BUILTIN_NAMES)})"
             )
         return Model(self, row[0][0], row[0][1])
 
