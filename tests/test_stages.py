@@ -115,3 +115,9 @@ def test_stage_name_and_url_are_checked(session):
         session.create_stage("bad name; drop")
     with pytest.raises(SightQLError, match="not supported"):
         session.create_stage("web", "http://example.com/x")
+
+
+def test_directory_of_an_unknown_stage_is_one_sentence(session):
+    session.create_stage("shots")
+    with pytest.raises(StageError, match=r"no stage named 'nope' \(stages: shots\); create it with `sightql stage create nope`"):
+        session.sql("SELECT * FROM directory('@nope')")

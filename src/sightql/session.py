@@ -136,7 +136,7 @@ class Session:
         """
         if "directory" in query:
             named = _DIRECTORY_CALL.findall(query)
-            self.stages.refresh([n for n in named if n in self.stages.names()] if named else None)
+            self.stages.refresh(named or None)  # an unknown stage is one sentence, not an empty listing
         try:
             relation = self.con.sql(query, params=params)
         except duckdb.Error as exc:
