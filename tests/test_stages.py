@@ -121,3 +121,22 @@ def test_directory_of_an_unknown_stage_is_one_sentence(session):
     session.create_stage("shots")
     with pytest.raises(StageError, match=r"no stage named 'nope' \(stages: shots\); create it with `sightql stage create nope`"):
         session.sql("SELECT * FROM directory('@nope')")
+
+
+def test_a_copied_warehouse_uses_its_own_local_stage_files(tmp_path, photos_dir):
+    import shutil
+
+    original = tmp_path / "original"
+    with sightql.connect(original) as session:
+        session.create_stage("shots").put(photos_dir / "coffee.jpg")
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    with sightql.connect(copy) as session:
+        stage = session.stage("shots")
+        assert stage.url == (copy / "stages" / "shots").resolve().as_uri()
+        stage.write_bytes("only-in-copy.jpg", (photos_dir / "chelsea.jpg").read_bytes())
+        listed = session.sql("SELECT relative_path FROM directory('@shots') ORDER BY 1").column(0).to_pylist()
+    assert listed == ["coffee.jpg", "only-in-copy.jpg"]
+    assert not (original / "stages" / "shots" / "only-in-copy.jpg").exists()
+    with sightql.connect(original) as session:
+        assert session.sql("SELECT relative_path FROM directory('@shots')").column(0).to_pylist() == ["coffee.jpg"]

@@ -13,6 +13,12 @@ from sightql.stages.paths import check_stage_name
 from sightql.stages.stage import Stage
 
 
+# A local stage's address is kept relative to the warehouse, so a copied or moved warehouse
+# folder uses its own stage files, never the original's. (Older warehouses stored absolute
+# file:// addresses; those still work as they are.)
+_IN_WAREHOUSE = "warehouse:stages/"
+
+
 class StageCatalog:
     def __init__(self, con: Any, stages_dir: Path):
         self._con = con
@@ -28,15 +34,21 @@ class StageCatalog:
             if exist_ok and (url is None or url.rstrip("/") == existing.rstrip("/")):
                 return self.get(name)
             raise StageError(f"stage {name!r} already exists ({existing}); pick another name or remove it first")
-        target = url or (self._dir / name).resolve().as_uri()
-        stage = Stage(name, target)
-        self._con.execute("INSERT INTO sightql_stages (name, url) VALUES (?, ?)", [name, target])
+        stored = url or _IN_WAREHOUSE + name
+        stage = Stage(name, self._resolve(stored))
+        self._con.execute("INSERT INTO sightql_stages (name, url) VALUES (?, ?)", [name, stored])
         self._open[name] = stage
         return stage
 
     def _url(self, name: str) -> str | None:
         rows = self._con.execute("SELECT url FROM sightql_stages WHERE name = ?", [name]).fetchall()
-        return rows[0][0] if rows else None
+        return self._resolve(rows[0][0]) if rows else None
+
+    def _resolve(self, stored: str) -> str:
+        """The URL a stored address means: a stage inside this warehouse becomes its folder's file:// URI."""
+        if stored.startswith(_IN_WAREHOUSE):
+            return (self._dir / stored[len(_IN_WAREHOUSE):]).resolve().as_uri()
+        return stored
 
     def get(self, name: str) -> Stage:
         stage = self._open.get(name)
@@ -54,7 +66,8 @@ class StageCatalog:
         return [r[0] for r in self._con.execute("SELECT name FROM sightql_stages ORDER BY name").fetchall()]
 
     def list(self) -> list[tuple[str, str]]:
-        return [tuple(r) for r in self._con.execute("SELECT name, url FROM sightql_stages ORDER BY name").fetchall()]
+        rows = self._con.execute("SELECT name, url FROM sightql_stages ORDER BY name").fetchall()
+        return [(name, self._resolve(url)) for name, url in rows]
 
     def drop(self, name: str, *, delete_files: bool = False) -> None:
         stage = self.get(name)
