@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 import sightql
 from sightql.api.inputs import Upload, read_uploads
 from sightql.api.schemas import ErrorBody, Health, ModelList, PredictJson, PredictResponse
-from sightql.api.warehouse import request_session
 
 router = APIRouter(prefix="/v1")
 health_router = APIRouter()
@@ -44,7 +43,9 @@ _PREDICT_BODY = {
 
 
 def _open_warehouse(request: Request) -> ContextManager[sightql.Session]:
-    return request_session(request.app.state.home, request.app.state.limits.lock_wait)
+    """This request's session; within the lock wait, other requests' sessions and other processes
+    take turns with it (see sightql.sql.process_turns), then WarehouseBusyError (a 503)."""
+    return sightql.connect(request.app.state.home, lock_wait=request.app.state.limits.lock_wait)
 
 
 @health_router.get("/healthz", response_model=Health, tags=["health"])

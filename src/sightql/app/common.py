@@ -17,14 +17,10 @@ from sightql.errors import SightQLError
 BUILTIN_CLASSIFIERS = ["imagenet"]
 
 
-@contextmanager
-def open_session() -> Iterator[sightql.Session]:
-    """The warehouse at ``$SIGHTQL_HOME`` (``sightql app --warehouse`` sets it), open for this run only."""
-    session = sightql.connect()
-    try:
-        yield session
-    finally:
-        session.close()
+def open_session() -> sightql.Session:
+    """The warehouse at ``$SIGHTQL_HOME`` (``sightql app --warehouse`` sets it); use it in a ``with``,
+    so it is open for this script run only."""
+    return sightql.connect()
 
 
 @contextmanager

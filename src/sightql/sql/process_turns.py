@@ -31,7 +31,7 @@ _turns: dict[Path, _Turn] = {}
 
 
 def take_turn(home: Path, wait: float) -> tuple[Callable[[], None], float]:
-    """Wait up to ``wait`` s for this process's turn on ``home``: returns (give it back, seconds left of ``wait``)."""
+    """Wait up to ``wait`` s for this process's turn on ``home``: returns (give it back, once; seconds left of ``wait``)."""
     started = time.monotonic()
     with _guard:
         turn = _turns.setdefault(home.resolve(), _Turn())
@@ -47,12 +47,9 @@ def take_turn(home: Path, wait: float) -> tuple[Callable[[], None], float]:
             f"(waited {wait:g} s); close that session, or raise SIGHTQL_LOCK_WAIT"
         )
     turn.holder, turn.holder_ident = me.name, me.ident
-    given_back = threading.Event()
 
-    def give_back() -> None:
-        if not given_back.is_set():
-            given_back.set()
-            turn.holder = turn.holder_ident = None
-            turn.lock.release()
+    def give_back() -> None:  # call once: Session wraps it in a weakref.finalize
+        turn.holder = turn.holder_ident = None
+        turn.lock.release()
 
     return give_back, max(0.0, wait - (time.monotonic() - started))
