@@ -140,3 +140,36 @@ def test_a_copied_warehouse_uses_its_own_local_stage_files(tmp_path, photos_dir)
     assert not (original / "stages" / "shots" / "only-in-copy.jpg").exists()
     with sightql.connect(original) as session:
         assert session.sql("SELECT relative_path FROM directory('@shots')").column(0).to_pylist() == ["coffee.jpg"]
+
+
+STAGE_FILE_QUERIES = {
+    "literal": ("SELECT classify('imagenet', stage_file('@photos', 'coffee.jpg')).label AS label", None),
+    "parameters": ("SELECT classify('imagenet', stage_file(?, ?)).label AS label", ["@photos", "coffee.jpg"]),
+    "values": ("SELECT classify('imagenet', stage_file('@photos', p)).label AS label FROM (VALUES ('coffee.jpg')) v(p)", None),
+    "table": ("SELECT classify('imagenet', stage_file('@photos', p)).label AS label FROM paths", None),
+}
+
+
+@pytest.mark.parametrize("kind", STAGE_FILE_QUERIES)
+def test_stage_file_works_in_any_query_without_directory(session, warehouse, photos_dir, kind):
+    session.create_stage("photos").put(photos_dir)
+    session.sql("CREATE TABLE paths AS SELECT 'coffee.jpg' AS p")
+    session.close()
+    query, params = STAGE_FILE_QUERIES[kind]
+    with sightql.connect(warehouse) as fresh:  # no stage looked up yet in this session
+        assert fresh.sql(query, params).to_pylist() == [{"label": "espresso"}]
+
+
+def test_directory_is_case_insensitive_takes_parameters_and_is_always_current(session, warehouse, photos_dir):
+    session.create_stage("photos").put(photos_dir)
+    session.close()
+    with sightql.connect(warehouse) as fresh:
+        upper = fresh.sql("SELECT relative_path FROM DIRECTORY('@photos')").column(0).to_pylist()
+        assert len(upper) == 9 and upper == sorted(upper)
+        assert fresh.sql("SELECT relative_path FROM directory('@photos')").column(0).to_pylist() == upper
+        assert fresh.sql("SELECT relative_path FROM Directory(?)", ["@photos"]).column(0).to_pylist() == upper
+        fresh.stage("photos").write_bytes("later/new.jpg", (photos_dir / "chelsea.jpg").read_bytes())
+        later = fresh.sql("SELECT relative_path FROM DIRECTORY($ref)", {"ref": "@photos/later"}).to_pylist()
+        assert later == [{"relative_path": "later/new.jpg"}]
+        with pytest.raises(StageError, match=r"no stage named 'nope' \(stages: photos\)"):
+            fresh.sql("SELECT * FROM directory(?)", ["@nope"])

@@ -78,3 +78,16 @@ class GenerationError(SightQLError):
 
 class DistributedError(SightQLError):
     """Another process of a torchrun training job failed, or the launcher stopped this one."""
+
+
+def error_named(name: str, message: str) -> SightQLError:
+    """The error class of this module called ``name``, carrying ``message``.
+
+    DuckDB passes an exception raised in a SQL function on only as text ("StageError: no stage
+    named ..."); this gives it its class back, so callers can catch e.g. StagePathError from a
+    query. An unknown name (or a class built from other arguments) gives a plain SightQLError.
+    """
+    cls = globals().get(name)
+    if isinstance(cls, type) and issubclass(cls, SightQLError) and cls.__init__ is SightQLError.__init__:
+        return cls(message)
+    return SightQLError(message)

@@ -16,7 +16,7 @@ import duckdb
 import pyarrow as pa
 
 from sightql.config import Settings, default_home
-from sightql.errors import ConfigError, SightQLError, WarehouseError
+from sightql.errors import ConfigError, SightQLError, WarehouseError, error_named
 from sightql.images.decode import ImageLimits
 from sightql.models.base import LoadedModel
 from sightql.registry import Registry
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from sightql.sql.uploads import StoreReport
 
 OnError = Literal["null", "raise"]
-_DIRECTORY_CALL = re.compile(r"directory\s*\(\s*'@([A-Za-z_][A-Za-z0-9_\-]*)")
 DB_FILE = "warehouse.duckdb"
 _open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
@@ -130,13 +129,10 @@ class Session:
     ) -> pa.Table:
         """Run SQL with bound parameters (``?`` or ``$name``); returns an Arrow table.
 
-        Call ``.to_pandas()`` on the result for a DataFrame. Stages named in
-        ``directory('@stage')`` are re-listed first, so the listing is current.
+        Call ``.to_pandas()`` on the result for a DataFrame. ``directory('@stage')`` lists the
+        stage as it is when the query runs.
         ``limit`` fetches at most that many rows of a query's result, computing no more.
         """
-        if "directory" in query:
-            named = _DIRECTORY_CALL.findall(query)
-            self.stages.refresh(named or None)  # an unknown stage is one sentence, not an empty listing
         try:
             relation = self.con.sql(query, params=params)
         except duckdb.Error as exc:
@@ -333,7 +329,7 @@ def _clean_duckdb_error(exc: duckdb.Error) -> SightQLError:
     text = str(exc)
     match = re.search(r"(?:Python exception occurred while executing the UDF|UDF): (\w+): (.*)", text, re.S)
     if match:
-        return SightQLError(match.group(2).strip())
+        return error_named(match.group(1), match.group(2).strip())
     if _OUT_OF_MEMORY.search(text):
         first_line = text.splitlines()[0]
         return SightQLError(

@@ -138,7 +138,6 @@ def _count(session: "Session", plan: PredictPlan) -> tuple[int, int]:
     cursor = session.con.cursor()
     try:
         if isinstance(plan.source, StageSource):
-            session.stages.refresh([plan.source.name])
             sql, values = plan.source.paths_query(plan.params, plan.where)
             plan.stage_paths = [row[0] for row in cursor.execute(sql, values).fetchall()]
             if not plan.recompute:

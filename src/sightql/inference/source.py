@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from sightql.errors import ConfigError, TableError
+from sightql.sql.catalog import STAGE_LISTING_SELECT
 from sightql.sql.identifiers import quote_ident
 
 # Output columns, in the order they are created. Names are fixed (see docs/batch.md).
@@ -180,12 +181,10 @@ class StageSource:
         return f"@{self.name}/{self.prefix}" if self.prefix else f"@{self.name}"
 
     def paths_query(self, params: Params, where: str | None) -> tuple[str, Any]:
-        # The columns of directory('@stage/prefix'), read from the listing catalog table.
-        listing = (
-            "SELECT relative_path FROM (SELECT relative_path, file_url, size, last_modified, etag "
-            "FROM sightql_stage_files WHERE stage = {} AND starts_with(relative_path, {}))"
-        )
-        parts: list[tuple[str, list[Any]]] = [(listing, [self.name, self.prefix])]
+        # The columns of directory('@stage/prefix'), listed live. directory() is a TEMP macro that
+        # this query's cursor does not see, so it uses the listing function under the macro.
+        listing = f"SELECT relative_path FROM ({STAGE_LISTING_SELECT.format(ref='{}')})"
+        parts: list[tuple[str, list[Any]]] = [(listing, [self.label])]
         if where:
             parts += [(f"WHERE ({where})", []), ("@where", [])]
         parts.append(("ORDER BY relative_path", []))

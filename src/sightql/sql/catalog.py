@@ -1,4 +1,4 @@
-"""Catalog tables SightQL keeps in every warehouse, and the ``directory()`` macro over them."""
+"""Catalog tables SightQL keeps in every warehouse, and the ``directory()`` table macro."""
 
 from __future__ import annotations
 
@@ -10,15 +10,8 @@ CATALOG_DDL = [
         url VARCHAR NOT NULL,
         created_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )""",
-    """CREATE TABLE IF NOT EXISTS sightql_stage_files (
-        stage VARCHAR NOT NULL,
-        relative_path VARCHAR NOT NULL,
-        file_url VARCHAR NOT NULL,
-        size BIGINT,
-        last_modified TIMESTAMPTZ,
-        etag VARCHAR,
-        PRIMARY KEY (stage, relative_path)
-    )""",
+    # Stages are listed live by directory(); the listing table older versions kept is gone.
+    "DROP TABLE IF EXISTS sightql_stage_files",
     # The model registry: one row per model, per version (its artifact and card), per alias
     # and per metric. Paths are relative to the warehouse folder.
     """CREATE TABLE IF NOT EXISTS sightql_models (
@@ -114,21 +107,23 @@ TRAINING_DDL = [
 ]
 CATALOG_DDL += TRAINING_DDL
 
+# The files of a stage reference ('@stage' or '@stage/prefix'), listed live through the stage's
+# own filesystem by the SQL function _sightql_stage_listing (sightql.sql.stage_listing): the
+# listing is current in every query, and the function is found whatever the caller's casing.
+# {ref} is the SQL expression giving the reference.
+STAGE_LISTING_SELECT = """SELECT f.relative_path, f.file_url, f.size, f.last_modified, f.etag
+    FROM (SELECT unnest(_sightql_stage_listing({ref})) AS f)"""
+
 # directory('@stage') or directory('@stage/prefix'): the stage's files as a table.
-DIRECTORY_MACRO = """
+DIRECTORY_MACRO = f"""
 CREATE OR REPLACE TEMP MACRO directory(stage_ref) AS TABLE
-    SELECT relative_path, file_url, size, last_modified, etag
-    FROM sightql_stage_files
-    WHERE stage = split_part(ltrim(stage_ref, '@'), '/', 1)
-      AND starts_with(relative_path, CASE WHEN contains(stage_ref, '/')
-                                          THEN substr(stage_ref, strpos(stage_ref, '/') + 1)
-                                          ELSE '' END)
-    ORDER BY relative_path
+    {STAGE_LISTING_SELECT.format(ref="stage_ref")}
+    ORDER BY f.relative_path
 """
 
 
 def ensure_catalog(con: Any, read_only: bool) -> None:
+    """Create the catalog tables (``directory()`` is made with its listing function, by sightql.sql.stage_listing)."""
     if not read_only:
         for ddl in CATALOG_DDL:
             con.execute(ddl)
-    con.execute(DIRECTORY_MACRO)

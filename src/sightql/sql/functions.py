@@ -22,6 +22,7 @@ from sightql.errors import ImageError, SightQLError
 from sightql.images.decode import probe_image
 from sightql.inference.batched import RowResult, predict_rows
 from sightql.models.base import Predictor, TextModel
+from sightql.sql.stage_listing import register_stage_listing
 
 if TYPE_CHECKING:
     from sightql.session import Session
@@ -221,6 +222,8 @@ class ImageFunctions:
 
     # ---- stage_file(stage, relative_path) -> BLOB -------------------------------
     def stage_file(self, stages: pa.ChunkedArray, paths: pa.ChunkedArray) -> pa.Array:
+        """Each row's staged file. Stages are looked up in the session's memory, never by a query
+        (this runs inside the caller's query); a missing or forbidden path gives that row NULL."""
         from sightql.inference.batched import decode_pool
 
         pairs = list(zip(stages.to_pylist(), paths.to_pylist()))
@@ -230,7 +233,7 @@ class ImageFunctions:
             if stage_name is None or path is None:
                 return None
             try:
-                return self.session.stage(stage_name.lstrip("@")).read_bytes(path)
+                return self.session.stages.get(stage_name.lstrip("@")).read_bytes(path)
             except SightQLError:
                 if self.session.on_error == "raise":
                     raise
@@ -250,6 +253,7 @@ def register_functions(con: Any, session: "Session") -> ImageFunctions:
     con.create_function("embed_text", funcs.embed_text, [T.VARCHAR, T.VARCHAR], types["embed"], **common)
     con.create_function("image_info", funcs.image_info, [T.BLOB], types["info"], **common)
     con.create_function("stage_file", funcs.stage_file, [T.VARCHAR, T.VARCHAR], T.BLOB, **common)
+    register_stage_listing(con, session.stages)
     from sightql.sql.model_functions import register_saved_functions
 
     register_saved_functions(con, funcs)

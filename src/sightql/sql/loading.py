@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable
 
 import pyarrow as pa
 
-from sightql.errors import ImageError, SightQLError, TableError
+from sightql.errors import ImageError, SightQLError, StageError, TableError
 from sightql.images.decode import ImageLimits, probe_image
 from sightql.sql.identifiers import quote_ident
 
@@ -110,7 +110,7 @@ def load_images(session: "Session", table: str, source: str) -> LoadReport:
     for rel, size, read in files:
         try:
             row = checked_row(rel, size, read, session.limits)
-        except (ImageError, OSError) as exc:
+        except (ImageError, StageError, OSError) as exc:  # StageError: a staged file gone or moved out meanwhile
             report.skipped.append((rel, str(exc)))
             continue
         batch.append(row)

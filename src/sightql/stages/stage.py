@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,6 +12,9 @@ from typing import Any
 from sightql.errors import MissingDependencyError, StageError
 from sightql.stages.local_files import local_sources
 from sightql.stages.paths import safe_relative_path
+from sightql.stages.sandbox import LocalRoot
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,15 @@ def _etag(info: dict[str, Any]) -> str:
 
 
 class Stage:
-    """Files under ``url``. Every path is checked with :func:`safe_relative_path`."""
+    """Files under ``url``. Every path is checked with :func:`safe_relative_path`; a local stage's
+    paths also by their real location (see :mod:`sightql.stages.sandbox`), so no link leads out."""
 
     def __init__(self, name: str, url: str):
         self.name = name
         self.url = url
         self.fs, self.root = _filesystem(url)
         self.protocol = "s3" if url.startswith("s3://") else "file"
+        self._local = LocalRoot(self.root, f"@{name}") if self.protocol == "file" else None
 
     def _full(self, relative_path: str, *, allow_empty: bool = False) -> str:
         rel = safe_relative_path(relative_path, allow_empty=allow_empty)
@@ -74,8 +80,23 @@ class Stage:
         full = full.removeprefix("s3://")
         return full[len(self.root) :].lstrip("/")
 
+    def _source(self, relative_path: str) -> str:
+        """Where to read the file ``relative_path`` from (locally: its real path, checked to be a file inside)."""
+        if self._local is None:
+            return self._full(relative_path)
+        return self._local.file(safe_relative_path(relative_path))
+
+    def _target(self, relative_path: str) -> str:
+        """Where to write ``relative_path`` (parent folders made; locally: its real path, checked to be inside)."""
+        if self._local is None:
+            full = self._full(relative_path)
+            self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
+            return full
+        return self._local.target(safe_relative_path(relative_path))
+
     def file_url(self, relative_path: str) -> str:
-        return f"{self.protocol}://{self._full(relative_path)}"
+        full = self._full(relative_path)
+        return Path(full).as_uri() if self._local is not None else f"{self.protocol}://{full}"
 
     # ---- writing -------------------------------------------------------------
     def put(self, source: str | os.PathLike[str], prefix: str = "") -> list[str]:
@@ -84,31 +105,53 @@ class Stage:
         pairs = local_sources(str(source))
         written = []
         for local, rel in pairs:
-            target = "/".join(p for p in (prefix, rel) if p)
-            full = self._full(target)
-            self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
-            self.fs.put_file(local, full)
-            written.append(safe_relative_path(target))
+            target = safe_relative_path("/".join(p for p in (prefix, rel) if p))
+            self.fs.put_file(local, self._target(target))
+            written.append(target)
         return written
 
     def write_bytes(self, relative_path: str, data: bytes) -> str:
-        full = self._full(relative_path)
-        self.fs.makedirs(full.rsplit("/", 1)[0], exist_ok=True)
-        self.fs.pipe_file(full, data)
+        self.fs.pipe_file(self._target(relative_path), data)
         return safe_relative_path(relative_path)
 
-    def remove(self, path: str) -> list[str]:
-        """Remove a file, or every file under a folder prefix. Returns what was removed."""
+    def remove(self, path: str, *, missing_ok: bool = False) -> list[str]:
+        """Remove a file, or every file under a folder. Returns what was removed; nothing matching is an
+        error unless ``missing_ok``. A path through a link leading outside is refused; a link to a
+        file inside is removed itself, never its target."""
+        if self._local is not None:
+            self._local.inside(safe_relative_path(path, allow_empty=True))  # a path through a link out is refused
         removed = [f.relative_path for f in self.matching(path)]
+        if not removed and not missing_ok:
+            raise self._nothing_matches(path)
         for rel in removed:
+            if self._local is not None:
+                self._local.inside(os.path.dirname(rel))  # checked again at delete time: still inside
             self.fs.rm_file(self._full(rel))
         return removed
 
+    def _nothing_matches(self, path: str) -> StageError:
+        return StageError(f"nothing in @{self.name} matches {path!r}; list the stage with `sightql stage ls @{self.name}`")
+
     # ---- reading -------------------------------------------------------------
-    def list(self, prefix: str = "") -> list[StageFile]:
-        """Every file whose relative path starts with ``prefix`` (as S3 lists), sorted by path."""
+    def scan(self, prefix: str = "") -> tuple[list[StageFile], list[tuple[str, str]]]:
+        """Every file whose relative path starts with ``prefix`` (as S3 lists), sorted by path, and the
+        local entries skipped with why (links leading outside or to folders, pipes, ...)."""
         prefix = safe_relative_path(prefix, allow_empty=True)
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if self._local is not None:
+            found, skipped = self._local.walk(folder)
+            files = [
+                StageFile(e.relative_path, e.size, _modified({"mtime": e.mtime}),
+                          _etag({"size": e.size, "mtime": e.mtime}), self.file_url(e.relative_path))
+                for e in found
+                if e.relative_path.startswith(prefix)
+            ]
+            skipped = [(rel, why) for rel, why in skipped if rel.startswith(prefix)]
+        else:
+            files, skipped = self._scan_remote(folder, prefix), []
+        return sorted(files, key=lambda f: f.relative_path), sorted(skipped)
+
+    def _scan_remote(self, folder: str, prefix: str) -> list[StageFile]:
         base = self._full(folder, allow_empty=True)
         if not self.fs.exists(base):
             return []
@@ -118,7 +161,19 @@ class Stage:
             if info.get("type") == "directory" or not rel.startswith(prefix):
                 continue
             files.append(StageFile(rel, int(info.get("size") or 0), _modified(info), _etag(info), self.file_url(rel)))
-        return sorted(files, key=lambda f: f.relative_path)
+        return files
+
+    def list(self, prefix: str = "") -> list[StageFile]:
+        """Every file whose relative path starts with ``prefix`` (as S3 lists), sorted by path.
+
+        Local entries that are not files inside the stage are left out, with a logged warning."""
+        files, skipped = self.scan(prefix)
+        if skipped:
+            shown = "; ".join(f"@{self.name}/{rel}: {why}" for rel, why in skipped[:5])
+            more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+            _log.warning("listing @%s skipped %d entr%s: %s%s", self.name, len(skipped),
+                         "y" if len(skipped) == 1 else "ies", shown, more)
+        return files
 
     def matching(self, path: str) -> list[StageFile]:
         """The file at ``path``, or every file in the folder ``path`` (not a mere name prefix)."""
@@ -128,23 +183,26 @@ class Stage:
         return [f for f in self.list(path) if f.relative_path == path or f.relative_path.startswith(path + "/")]
 
     def read_bytes(self, relative_path: str) -> bytes:
-        full = self._full(relative_path)
         try:
-            return self.fs.cat_file(full)
+            return self.fs.cat_file(self._source(relative_path))
         except FileNotFoundError:
-            raise StageError(f"@{self.name}/{relative_path} does not exist; list the stage with `sightql stage ls {self.name}`") from None
+            raise StageError(f"@{self.name}/{relative_path} does not exist; list the stage with `sightql stage ls @{self.name}`") from None
+        except OSError as exc:
+            raise StageError(f"cannot read @{self.name}/{relative_path}: {exc.strerror or exc}") from None
 
     def size(self, relative_path: str) -> int:
-        return int(self.fs.size(self._full(relative_path)))
+        return int(self.fs.size(self._source(relative_path)))
 
     def get(self, path: str, destination: str | os.PathLike[str]) -> list[Path]:
         """Download a file or a folder prefix into ``destination`` (a folder), keeping relative paths."""
         dest = Path(destination)
+        base = safe_relative_path(path, allow_empty=True)
+        if self._local is not None:
+            self._local.inside(base)  # a path through a link out is refused, not "nothing matches"
         files = self.matching(path)
         if not files:
-            raise StageError(f"nothing in @{self.name} matches {path!r}")
+            raise self._nothing_matches(path)
         out = []
-        base = safe_relative_path(path, allow_empty=True)
         for f in files:
             rel = f.relative_path
             if base and rel != base:
@@ -153,6 +211,6 @@ class Stage:
                 rel = rel.rsplit("/", 1)[-1]
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.fs.get_file(self._full(f.relative_path), str(target))
+            self.fs.get_file(self._source(f.relative_path), str(target))
             out.append(target)
         return out
