@@ -439,7 +439,7 @@ def test_cli_predict_and_its_mistakes(photos, warehouse):
     assert f"predicted 0 row(s)" in again.stdout and f"{PHOTO_FILES} skipped" in again.stdout
     for args, sentence in [(["-m", "imagenet"], "give exactly one source"),
                            (["-m", "imagenet", "--from", "photos"], "--from takes a stage reference"),
-                           (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "runner 'ray' is not known")]:
+                           (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "'ray' is not one of 'local', 'dask'")]:
         bad = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert bad.returncode == 2 and sentence in bad.stderr and "Traceback" not in bad.stderr
 

@@ -22,6 +22,7 @@ from sightql.models.base import LoadedModel
 from sightql.registry import Registry
 from sightql.sql.catalog import ensure_catalog
 from sightql.sql.process_turns import take_turn
+from sightql.sql.script import run_statements, split_statements
 from sightql.sql.warehouse_file import open_warehouse_file
 from sightql.sql.loading import LoadReport, load_images
 from sightql.stages.catalog import StageCatalog
@@ -146,6 +147,21 @@ class Session:
         except duckdb.Error as exc:
             raise _clean_duckdb_error(exc) from None
 
+    def sql_script(self, script: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """Run a script of SQL statements separated by ``;`` in order; returns the last query's result.
+
+        DuckDB's parser splits the script (a ``;`` inside a string or a comment is no separator).
+        The result is the last query's (SELECT, FROM, VALUES, SHOW, DESCRIBE, ...), or, in a script
+        with no query, the last statement's. Each statement commits on its own unless the script has
+        BEGIN/COMMIT; a failing statement is named in the error and the ones before it stay done.
+        ``params`` bind to a script of one statement only.
+        """
+        try:
+            statements = split_statements(self.con, script)
+        except duckdb.Error as exc:
+            raise _clean_duckdb_error(exc) from None
+        return run_statements(statements, params, self.sql)
+
     # ---- images ----------------------------------------------------------------
     def load_images(self, table: str, source: str | Path) -> LoadReport:
         """Load a file, folder (recursive), glob or ``'@stage/prefix'`` into ``table``.
@@ -254,6 +270,12 @@ class Session:
         from sightql.sql.model_functions import create_model_function
 
         create_model_function(self, self._functions, sql_name, ref, replace=replace)
+
+    def functions(self) -> list[dict[str, str]]:
+        """The functions made with :meth:`create_function`, by name: ``{"name", "model_ref", "task"}``."""
+        from sightql.sql.model_functions import list_model_functions
+
+        return list_model_functions(self.con)
 
     def drop_function(self, sql_name: str) -> None:
         """Remove a function made with :meth:`create_function`."""

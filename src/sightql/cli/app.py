@@ -2,33 +2,52 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version as installed_version
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated, List, Literal, Optional
 
 import typer
 
+from sightql.cli import functions as functions_cmds
 from sightql.cli import models as models_cmds
 from sightql.cli import predict as predict_cmds
 from sightql.cli import serve as serve_cmds
 from sightql.cli import stage as stage_cmds
 from sightql.cli import train as train_cmds
 from sightql.cli import webapp as webapp_cmds
-from sightql.cli.common import WarehouseOpt, open_session, print_table
+from sightql.cli.common import WarehouseOpt, help_without_command, open_session, print_table, read_text
 
 app = typer.Typer(
     name="sightql",
     help="Image recognition inside a SQL warehouse.\n\nStart with: sightql demo",
-    no_args_is_help=True,
+    invoke_without_command=True,
     rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
 )
-app.add_typer(stage_cmds.app, name="stage")
-app.add_typer(models_cmds.app, name="models")
+for group, name in ((stage_cmds.app, "stage"), (models_cmds.app, "models"), (train_cmds.runs_app, "runs"),
+                    (functions_cmds.app, "functions")):
+    # A group named without a command prints its help and exits 0, as `sightql` alone does.
+    app.add_typer(group, name=name, invoke_without_command=True, no_args_is_help=False, callback=help_without_command)
 app.command("predict")(predict_cmds.predict)
-app.add_typer(train_cmds.runs_app, name="runs")
 app.command("train")(train_cmds.train_command)
 app.command("app")(webapp_cmds.app_command)
 app.command("serve")(serve_cmds.serve)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sightql {installed_version('sightql')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the installed version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
+) -> None:
+    help_without_command(ctx)
 
 
 @app.command()
@@ -69,12 +88,19 @@ def load(
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="The SQL to run.")],
+    query: Annotated[Optional[str], typer.Argument(help="The SQL to run (or give --file).")] = None,
+    file: Annotated[
+        Optional[Path],
+        typer.Option("--file", exists=True, dir_okay=False, help="A file of statements separated by ';'; prints the last query's result."),
+    ] = None,
     param: Annotated[Optional[List[str]], typer.Option("--param", "-p", help="A value for each ? in the query, in order.")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    fmt: Annotated[Literal["table", "csv", "json"], typer.Option("--format", "-f", help="How to print the rows.")] = "table",
     warehouse: WarehouseOpt = None,
 ) -> None:
     """Run SQL on the warehouse; values go in with --param, never pasted into the query.
+
+    With --file, every statement in the file runs in order and the result of the last query
+    (SELECT, FROM, VALUES, SHOW, DESCRIBE, ...) is printed; --param needs a file of one statement.
 
     **Examples**
 
@@ -83,13 +109,19 @@ def sql(
         sightql sql "SELECT * FROM photos WHERE relative_path = ?" -p "cat's photo.jpg" -f json
 
         sightql sql "SELECT * FROM directory('@photos')" --format csv
+
+        sightql sql --file nightly.sql
     """
     from sightql.errors import ConfigError
 
-    if fmt not in ("table", "csv", "json"):
-        raise ConfigError(f"--format {fmt!r} is not known; use table, csv or json")
+    if (query is None) == (file is None):
+        raise ConfigError("give the SQL either as QUERY or as --file PATH, e.g. sightql sql \"SELECT 42\"")
     with open_session(warehouse) as session:
-        print_table(session.sql(query, param or None), fmt)
+        if file is None:
+            result = session.sql(query, param or None)
+        else:
+            result = session.sql_script(read_text(file), param or None)
+        print_table(result, fmt)
 
 
 @app.command()

@@ -14,10 +14,27 @@ WarehouseOpt = Annotated[
 ]
 
 
+def help_without_command(ctx: typer.Context) -> None:
+    """A group called without a command (`sightql`, `sightql stage`) prints its help and exits 0."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+
+
 def open_session(warehouse: Path | None, **kwargs: Any):
     import sightql
 
     return sightql.connect(warehouse, **kwargs)
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file given on the command line (a SQL script)."""
+    from sightql.errors import ConfigError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8") from None
 
 
 def print_table(table: Any, fmt: str = "table") -> None:
@@ -31,7 +48,7 @@ def print_table(table: Any, fmt: str = "table") -> None:
         import csv
         import sys
 
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")  # LF, as every other line the CLI prints
         writer.writerow(table.column_names)
         for row in rows:
             writer.writerow([_cell(v) for v in row.values()])

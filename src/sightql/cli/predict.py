@@ -7,6 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from sightql.cli.common import WarehouseOpt, open_session
+from sightql.inference.runners import RunnerName
 
 
 def predict(
@@ -19,7 +20,7 @@ def predict(
     param: Annotated[Optional[List[str]], typer.Option("--param", "-p", help="A value for each ? in --where, in order.")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also store the top k labels (0: none).")] = 0,
     recompute: Annotated[bool, typer.Option("--recompute", help="Predict every row again, even unchanged ones.")] = False,
-    runner: Annotated[str, typer.Option("--runner", help="local or dask.")] = "local",
+    runner: Annotated[RunnerName, typer.Option("--runner", help="Where the model runs: this process, or a Dask cluster.")] = "local",
     scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (default: a local cluster).")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Local Dask cluster size (default: CPU count).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call.")] = None,
@@ -51,6 +52,6 @@ def predict(
         report = session.predict(
             model, table or from_stage, image=image, into=into, where=where, params=param or None, top_k=top_k,
             recompute=recompute, runner=runner, scheduler=scheduler, workers=workers, batch_size=batch_size,
-            device=device, progress=progress,  # type: ignore[arg-type]
+            device=device, progress=progress,
         )
         typer.echo(str(report))

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from sightql.cli.common import WarehouseOpt, open_session, print_table
+from sightql.train.options import Augment, Schedule
 
 runs_app = typer.Typer(help="Training runs: their status, epochs and evaluations.", no_args_is_help=True)
 
@@ -41,12 +42,12 @@ def train_command(
     epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 5; on --resume: extend to this many).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 1e-3,
-    schedule: Annotated[str, typer.Option(help="cosine, step or none.")] = "cosine",
+    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.")] = "cosine",
     freeze: Annotated[str, typer.Option(help="backbone, none, or a number of first blocks.")] = "none",
     unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the base's).")] = None,
     resize: Annotated[Optional[str], typer.Option(help="shorter (centre crop) or squash (whole image); default the base's.")] = None,
-    augment: Annotated[str, typer.Option(help="none, light or standard.")] = "light",
+    augment: Annotated[Augment, typer.Option(help="Training-time augmentation.")] = "light",
     val_fraction: Annotated[float, typer.Option(help="Held-out fraction, split by content hash.")] = 0.2,
     split_column: Annotated[Optional[str], typer.Option(help="Column with 'train'/'val' per row instead.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and augmentation.")] = 0,

@@ -32,6 +32,10 @@ def _saved(con: Any) -> dict[str, tuple[str, str]]:
     return {name: (ref, task) for name, ref, task in rows}
 
 
+def list_model_functions(con: Any) -> list[dict[str, str]]:
+    return [{"name": name, "model_ref": ref, "task": task} for name, (ref, task) in _saved(con).items()]
+
+
 def register_saved_functions(con: Any, funcs: "ImageFunctions") -> None:
     from sightql.sql.functions import register_model_function
 
