@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +19,7 @@ from fastapi.testclient import TestClient
 
 import sightql
 from sightql.api import ApiLimits, create_app
+from sightql.errors import WarehouseBusyError
 from sightql.models.loader import builtin_version
 from tests.api_server import running_server
 from tests.registry_models import tiny_classifier, write_onnx
@@ -77,6 +81,17 @@ def test_v1_endpoints_answer_401_without_the_right_token(client, photos_dir, hea
         assert "SIGHTQL_API_TOKEN" in response.json()["detail"]
     unread = client.post(PREDICT, headers={**headers, "Content-Type": "application/json"}, content=b"{not json")
     assert unread.status_code == 401  # the token is checked before the body is parsed
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}], ids=["none", "wrong"])
+def test_the_token_is_checked_before_any_size(home, headers):
+    with TestClient(create_app(home, TOKEN, ApiLimits(max_request_bytes=50_000))) as small:
+        huge = {"Content-Length": str(10**12), "Content-Type": "multipart/form-data; boundary=x"}
+        refused = small.post(PREDICT, headers={**headers, **huge}, content=b"")
+        assert refused.status_code == 401 and "SIGHTQL_API_TOKEN" in refused.json()["detail"]
+        allowed = small.post(PREDICT, headers={**AUTH, **huge}, content=b"")
+        assert allowed.status_code == 413
+        assert allowed.json()["detail"].startswith("the request is 1,000,000,000,000 bytes, over the 50,000-byte limit")
 
 
 def test_health_and_docs_are_open_and_document_the_bearer_scheme(client):
@@ -250,6 +265,22 @@ def test_per_image_and_per_request_image_limits(home, photos_dir):
         assert many.status_code == 413 and "4 images, over the limit of 3" in many.json()["detail"]
 
 
+@pytest.mark.parametrize("count", [5, 200])
+def test_more_files_than_the_limit_is_413_naming_the_limit_and_the_variable(home, count):
+    with TestClient(create_app(home, TOKEN, ApiLimits(max_images=3))) as small:
+        files = [("file", (f"{i}.jpg", b"tiny", "image/jpeg")) for i in range(count)]
+        many = small.post(PREDICT, headers=AUTH, files=files)
+        assert many.status_code == 413
+        assert many.json()["detail"] == (
+            "the request has more than 3 images, over the limit of 3 per request; "
+            "split it, or start the server with a larger SIGHTQL_API_MAX_IMAGES"
+        )
+    with TestClient(create_app(home, TOKEN, ApiLimits())) as default:  # 64 by default
+        files = [("file", (f"{i}.jpg", b"tiny", "image/jpeg")) for i in range(100)]
+        many = default.post(PREDICT, headers=AUTH, files=files)
+        assert many.status_code == 413 and "over the limit of 64 per request" in many.json()["detail"]
+
+
 # ---- models, and a busy warehouse ---------------------------------------------------------
 
 def test_models_lists_builtins_and_registry_versions_with_aliases(client):
@@ -290,6 +321,41 @@ def test_a_held_warehouse_gives_503_naming_the_holder_then_works_again(home, pho
         finally:
             holder.communicate("done\n", timeout=30)
         assert impatient.post(PREDICT, headers=AUTH, files=[_file(photos_dir, "coffee.jpg")]).status_code == 200
+
+
+def _busy_request(app_limits: ApiLimits, home: Path, outcome: dict) -> None:
+    with TestClient(create_app(home, TOKEN, app_limits)) as impatient:
+        started = time.monotonic()
+        response = impatient.get("/v1/models", headers=AUTH)
+        outcome.update(elapsed=time.monotonic() - started, status=response.status_code, detail=response.json()["detail"])
+
+
+def test_a_503_says_how_long_it_really_waited(home):
+    """A request that waits for its turn in this process and then for the file says the whole wait."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(home)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        first, second = {}, {}
+        ahead = threading.Thread(target=_busy_request, args=(ApiLimits(lock_wait=1.5), home, first))
+        ahead.start()
+        while ahead.is_alive():  # until the first request holds this process's turn (waiting for the file)
+            try:
+                sightql.connect(home, lock_wait=0).close()
+            except WarehouseBusyError as exc:
+                if "another session of this process" in str(exc):
+                    break
+            time.sleep(0.01)
+        _busy_request(ApiLimits(lock_wait=3.0), home, second)  # waits for the turn, then for the file
+        ahead.join()
+    finally:
+        holder.communicate("done\n", timeout=30)
+    for outcome in (first, second):
+        assert outcome["status"] == 503
+        said = float(re.search(r"\(waited ([0-9.]+) s\)", outcome["detail"]).group(1))
+        # What the message says is the time the request waited, measured: never more than the
+        # client saw, and at most a rounding and the request's own handling less.
+        assert outcome["elapsed"] - 0.5 <= said <= outcome["elapsed"] + 0.05, outcome
 
 
 # ---- the optional dependency, and `sightql serve` as a real process ------------------------

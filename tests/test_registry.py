@@ -125,7 +125,7 @@ def test_keras_round_trips_through_python_sql_and_a_fresh_process(suffix, keras_
         assert version.card.output == "probabilities"  # the model ends in softmax; read from the file
         assert session.registry.show_models().to_pylist()[0]["latest_version"] == "v1"
         row = session.sql("SELECT * FROM sightql_model_versions WHERE name = ?", ["defects"]).to_pylist()[0]
-        assert row["artifact_path"] == f"models/registry/defects/v1/model{suffix}" and row["trusted"] is False
+        assert row["artifact_path"] == f"models/registry/defects/v1/defects{suffix}" and row["trusted"] is False
         assert (warehouse / row["derived_onnx_path"]).is_file() and len(row["derived_onnx_sha256"]) == 64
         if resolve_device(session.device) == "cpu":  # the CPU runs the ONNX derived at log time
             assert isinstance(session.predictor("defects"), OnnxPredictor)
@@ -304,7 +304,7 @@ def test_an_interrupted_log_registers_nothing(session, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         _log_onnx(session, tmp_path)
     assert session.sql("SELECT count(*) AS n FROM sightql_model_versions").to_pylist() == [{"n": 0}]
-    assert list((session.home / "models/registry/m").iterdir()) == []
+    assert not (session.home / "models/registry/m").exists()
 
 
 def test_a_pickled_module_needs_trust(session, photos_dir, tmp_path):
@@ -425,7 +425,7 @@ def test_framework_detection_and_the_keras_dispatch(session, tmp_path):
     with pytest.raises(ConfigError, match="defects.h5 is neither a .keras archive nor an HDF5 file"):
         session.registry.log_model(h5, "defects", labels=["a", "b"])
     assert session.registry.show_models().num_rows == 0
-    assert list((session.home / "models/registry/defects").iterdir()) == []  # no staging left behind
+    assert not (session.home / "models/registry/defects").exists()  # no staging or empty folder left behind
 
 
 @pytest.mark.slow
@@ -437,3 +437,190 @@ def test_in_memory_module_with_architecture_is_saved_as_safetensors(session, pho
     batch = photo_batch(photos_dir, version.card.input)
     got = session.predictor("net").predict(batch)
     assert float(np.abs(got - eager_probabilities(module, batch)).max()) <= 1e-4
+
+
+# ---- messages and inputs (issue 10, item 7) -------------------------------------------------
+
+def _files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_errors_name_the_users_file_and_a_refused_log_leaves_nothing_behind(session, tmp_path):
+    import torch
+
+    models = session.home / "models"
+    before = _files_under(models)
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"weights": Path("/etc/passwd")}))
+    with pytest.raises(UnsafeModelError, match=r"^evil\.pt is a pickle"):
+        session.registry.log_model(evil, "evil", labels=["a"], architecture="resnet18")
+    weights = tmp_path / "Pets_Weights.PTH"
+    torch.save(resnet18(classes=2).state_dict(), weights)
+    with pytest.raises(ConfigError, match=r"^Pets_Weights\.pth is a state dict, which needs its architecture"):
+        session.registry.log_model(weights, "pets", labels=["cat", "dog"])
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not onnx at all")
+    with pytest.raises(ConfigError, match=r"^broken\.onnx is not a readable ONNX file"):
+        session.registry.log_model(broken, "broken", labels=["a"])
+    small = write_onnx(tiny_classifier(3), tmp_path / "small.onnx")
+    with pytest.raises(ConfigError, match="3 outputs but 2 labels"):
+        session.registry.log_model(small, "small", labels=["a", "b"])
+    assert _files_under(models) == before  # no models/registry/<name>/ folder, no staging copy
+    version = session.registry.log_model(small, "small", labels=["a", "b", "c"])
+    assert version.artifact_path.name == "small.onnx"  # the stored copy keeps the user's name
+
+
+def test_a_state_dict_saved_inside_data_parallel_fits_and_a_mismatch_is_one_short_sentence(photos_dir):
+    import torch
+
+    from sightql.registry.torch_files import build_architecture
+
+    module = resnet18(classes=4, seed=3)
+    wrapped = torch.nn.DataParallel(module).state_dict()  # every key is 'module.<name>'
+    assert all(key.startswith("module.") for key in wrapped)
+    built = build_architecture("resnet18", wrapped)
+    batch = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    with torch.inference_mode():
+        assert torch.equal(built(torch.from_numpy(batch)), module(torch.from_numpy(batch)))
+
+    import torchvision
+
+    other = torchvision.models.mobilenet_v3_small(weights=None, num_classes=4).state_dict()
+    with pytest.raises(ConfigError) as refused:
+        build_architecture("resnet18", {f"module.{key}": value for key, value in other.items()})
+    message = str(refused.value)
+    assert message.startswith("the state dict does not fit architecture 'resnet18': 122 of the 122 tensors")
+    assert f"{len(other)} of its {len(other)} keys are not in resnet18" in message
+    assert message.endswith("pass the architecture it was trained with")
+    assert "\n" not in message and len(message) < 400
+
+
+@pytest.mark.slow
+def test_a_data_parallel_state_dict_logs_and_answers_like_the_module(session, photos_dir, tmp_path):
+    import torch
+
+    module = resnet18(seed=2)
+    path = tmp_path / "ddp_checkpoint.pth"
+    torch.save({"state_dict": torch.nn.DataParallel(module).state_dict()}, path)
+    version = session.registry.log_model(path, "net", architecture="resnet18", labels=LABELS10, input=SIZE64)
+    batch = photo_batch(photos_dir, version.card.input)
+    got = session.predictor("net").predict(batch)
+    assert float(np.abs(got - eager_probabilities(module, batch)).max()) <= 1e-4
+
+
+IMAGENET_STYLE = """{0: 'tench, Tinca tinca',
+ 1: 'goldfish, Carassius auratus',
+ 2: "carpenter's kit, tool kit"}
+"""
+
+
+@pytest.mark.parametrize("text, labels", [
+    (IMAGENET_STYLE, ("tench, Tinca tinca", "goldfish, Carassius auratus", "carpenter's kit, tool kit")),
+    ('{"2": "c", "0": "a", "1": "b"}', ("a", "b", "c")),
+    ('["a", "b", "c"]\n', ("a", "b", "c")),
+    ("\ufeffa\nb\n\nc\n", ("a", "b", "c")),
+], ids=["python-dict", "json-dict", "json-list", "lines"])
+def test_a_labels_file_may_be_lines_a_json_list_or_an_index_mapping(session, tmp_path, text, labels):
+    path = write_onnx(tiny_classifier(3), tmp_path / "m.onnx")
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text(text, encoding="utf-8")
+    assert session.registry.log_model(path, "m", labels=labels_file).card.labels == labels
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{0: 'a', 2: 'c', 3: 'd'}", "has 3 labels but not index 1"),
+    ("{0: 'a', 1: __import__('os').system('touch PWNED')}", "neither valid JSON nor a Python literal"),
+    ("{'cat': 0, 'dog': 1}", "each key must be an index"),
+    ("[1, 2]", "must list labels as non-empty strings"),
+    ("{0: 'tench',\n 1: 'goldfish',\n", "neither valid JSON nor a Python literal"),
+], ids=["gap", "code", "label-to-index", "numbers", "cut-short"])
+def test_any_other_labels_file_is_refused_in_one_sentence(session, tmp_path, monkeypatch, text, words):
+    monkeypatch.chdir(tmp_path)
+    path = write_onnx(tiny_classifier(3), tmp_path / "m.onnx")
+    labels_file = tmp_path / "labels.txt"
+    labels_file.write_text(text)
+    with pytest.raises(ConfigError, match=words) as refused:
+        session.registry.log_model(path, "m", labels=labels_file)
+    assert str(refused.value).startswith("labels.txt ") and "\n" not in str(refused.value)
+    assert not (tmp_path / "PWNED").exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()  # ended and reaped
+    return done.pid
+
+
+def test_a_staging_folder_of_a_killed_log_is_removed_by_the_next_log(session, tmp_path):
+    import os
+
+    model_dir = session.home / "models/registry/m"
+    dead = model_dir / f"v1.partial-{_dead_pid()}-0123abcd"
+    live = model_dir / f"v1.partial-{os.getpid()}-4567cdef"  # a log still under way in a live process
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "m.onnx").write_bytes(b"half a model")
+    _log_onnx(session, tmp_path)
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(["v1", live.name])
+    with pytest.raises(ConfigError, match="unfinished copy"):
+        session.registry.log_model(tmp_path / "m-0.onnx", "m", labels=["a", "b"], version="x.partial-1-0123abcd")
+
+
+# A module whose forward blocks once the export is being checked (inference mode): by then the
+# ONNX file is written under its temporary name and not yet renamed. The parent kills it there.
+_EXPORT_THEN_HANG = """
+import sys, time
+from pathlib import Path
+import torch
+from sightql.models.card import InputSpec, ModelCard
+from sightql.models.export import export_onnx
+
+class HangsInCheck(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(3 * 8 * 8, 2)
+
+    def forward(self, x):
+        if torch.is_inference_mode_enabled():
+            Path(sys.argv[2]).write_text("checking")
+            time.sleep(600)
+        return self.linear(x.flatten(1))
+
+card = ModelCard(name="hang", task="classification", framework="torch", labels=("a", "b"),
+                 input=InputSpec(height=8, width=8), output="logits")
+export_onnx(HangsInCheck(), card, Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.slow
+def test_an_export_killed_outright_leaves_a_named_partial_that_the_next_export_removes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sightql.models.card import InputSpec, ModelCard
+    from sightql.models.export import export_onnx
+
+    folder = tmp_path / "builtin"
+    destination, checking = folder / "model.onnx", tmp_path / "checking"
+    child = subprocess.Popen([sys.executable, "-c", _EXPORT_THEN_HANG, str(destination), str(checking)])
+    try:
+        while not checking.exists():
+            assert child.poll() is None, "the export process ended before its check"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    left = [p.name for p in folder.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f"model.onnx.partial-{child.pid}-"), left
+    assert (folder / left[0]).stat().st_size > 0  # the whole file was written; only the rename was missing
+
+    card = ModelCard(name="tiny", task="classification", framework="torch", labels=("a", "b", "c"),
+                     input=InputSpec(height=32, width=32), output="logits")
+    export_onnx(tiny_classifier(3), card, destination)
+    assert [p.name for p in folder.iterdir()] == ["model.onnx"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 import subprocess
 import sys
@@ -58,6 +59,24 @@ def test_models_mistakes_are_one_sentence(warehouse, tmp_path):
         result = run(*args, *w)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert sentence in result.stderr and result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_models_log_reads_an_index_to_label_file_and_a_refusal_names_the_file_and_leaves_nothing(warehouse, tmp_path):
+    w = ["-w", str(warehouse)]
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"weights": tmp_path}))  # a Path inside: only a full unpickler reads it
+    refused = run("models", "log", str(evil), "--name", "evil", "--labels", "a", "--arch", "resnet18", *w)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: evil.pt is a pickle"), refused.stderr
+    assert not (warehouse / "models/registry/evil").exists()
+
+    onnx = write_onnx(tiny_classifier(3), tmp_path / "fish.onnx")
+    labels = tmp_path / "imagenet1000_clsidx_to_labels.txt"
+    labels.write_text("{0: 'tench, Tinca tinca',\n 1: 'goldfish, Carassius auratus',\n 2: 'great white shark'}")
+    logged = run("models", "log", str(onnx), "--name", "fish", "--labels", f"@{labels}", *w)
+    assert logged.returncode == 0, logged.stderr
+    card = run("models", "show", "fish", *w).stdout
+    assert "labels:      3 (tench, Tinca tinca, goldfish, Carassius auratus, great white shark)" in card
 
 
 @pytest.mark.slow

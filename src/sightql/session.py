@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import re
+import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -91,11 +92,13 @@ class Session:
             raise WarehouseError(f"no warehouse at {self.home}; create one with `sightql init {self.home}`")
         self.con = None
         wait = self.settings.lock_wait if lock_wait is None else lock_wait
-        self._give_back_turn, wait_left = take_turn(self.home, wait)
+        started = time.monotonic()  # one wait for the turn and the file together; a busy message says how long
+        self._give_back_turn = take_turn(self.home, wait, started)
         self._finalizer = weakref.finalize(self, self._give_back_turn)  # a session never closed frees its turn
         try:
             self.con = open_warehouse_file(
-                self.home / DB_FILE, read_only=read_only, memory_limit=self.settings.memory_limit, lock_wait=wait_left
+                self.home / DB_FILE, read_only=read_only, memory_limit=self.settings.memory_limit, lock_wait=wait,
+                started=started,
             )
             ensure_catalog(self.con, read_only)
             self.stages = StageCatalog(self.con, self.home / "stages")

@@ -1,7 +1,8 @@
 """The images of a predict request: multipart files, or base64 in JSON; each readable or with its error.
 
-The body has already been size-checked as it streamed in (see limits.py). A problem with one
-image (bad base64, too large) stays with that image, so the others in a batch still get answers.
+Read only after the token was checked: then the declared Content-Length is checked, and the body
+is counted as it streams in (see limits.py). A problem with one image (bad base64, too large)
+stays with that image, so the others in a batch still get answers.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 from fastapi import HTTPException, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sightql.api.limits import ApiLimits
+from sightql.api.limits import ApiLimits, too_large_message
 from sightql.api.schemas import PredictJson
 
 JSON_EXAMPLE = '{"image": "<base64>"} or {"images": ["<base64>", ...]}'
@@ -33,6 +35,7 @@ class Upload:
 async def read_uploads(request: Request) -> list[Upload]:
     """The request's images, in order; raises 413/415/422 for a request that carries none usable."""
     limits: ApiLimits = request.app.state.limits
+    check_declared_length(request.headers.get("content-length"), limits.max_request_bytes)
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
         uploads = await _from_multipart(request, limits)
@@ -48,11 +51,7 @@ async def read_uploads(request: Request) -> list[Upload]:
     if not uploads:
         raise HTTPException(422, f"the request has no image; send files as multipart/form-data, or JSON as {JSON_EXAMPLE}")
     if len(uploads) > limits.max_images:
-        raise HTTPException(
-            413,
-            f"the request has {len(uploads)} images, over the limit of {limits.max_images} per request; "
-            "split it, or start the server with a larger SIGHTQL_API_MAX_IMAGES",
-        )
+        raise _too_many_images(str(len(uploads)), limits.max_images)
     for upload in uploads:
         if upload.data is not None and len(upload.data) > limits.max_image_bytes:
             upload.error = (
@@ -63,8 +62,36 @@ async def read_uploads(request: Request) -> list[Upload]:
     return uploads
 
 
+def check_declared_length(header: str | None, max_bytes: int) -> None:
+    """413 for a declared Content-Length over the limit, before any byte of the body is read."""
+    try:
+        declared = int(header) if header is not None else None
+    except ValueError:
+        return
+    if declared is not None and declared > max_bytes:
+        raise HTTPException(413, too_large_message(max_bytes, declared))
+
+
+def _too_many_images(count: str, limit: int) -> HTTPException:
+    return HTTPException(
+        413,
+        f"the request has {count} images, over the limit of {limit} per request; "
+        "split it, or start the server with a larger SIGHTQL_API_MAX_IMAGES",
+    )
+
+
 async def _from_multipart(request: Request, limits: ApiLimits) -> list[Upload]:
-    form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images + 1)
+    # The parser stops at one part past the limit, so a request of many tiny parts is never
+    # held whole. Starlette reports any parser refusal as a 400 whose text alone says which
+    # limit was hit: "Too many files. ..." / "Too many fields. ...".
+    try:
+        form = await request.form(max_files=limits.max_images + 1, max_fields=limits.max_images + 1)
+    except StarletteHTTPException as exc:
+        if exc.status_code == 400 and str(exc.detail).startswith("Too many"):
+            raise _too_many_images(f"more than {limits.max_images}", limits.max_images) from None
+        raise HTTPException(
+            400, f"the multipart body cannot be read ({exc.detail}); send image files as multipart/form-data"
+        ) from None
     try:
         uploads = []
         for field, value in form.multi_items():

@@ -1,8 +1,9 @@
 """How much one request may carry, checked before and while its body arrives.
 
-The declared Content-Length is checked before any byte is read, and the body is counted as it
-streams in (a chunked upload declares no length), so no request larger than the limit is ever
-held in memory or spooled to disk.
+The declared Content-Length is checked before any byte is read, by the endpoint that reads a
+body once the token was checked (inputs.py), so a request without a token is a 401 whatever its
+size; and the body is counted as it streams in (a chunked upload declares no length), so no
+request larger than the limit is ever held in memory or spooled to disk.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def too_large_message(max_bytes: int, size: int | None = None) -> str:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 for a declared Content-Length over the limit, and for a body that grows past it."""
+    """ASGI middleware: 413 for a body that grows past the limit while it is read."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app = app
@@ -64,10 +65,6 @@ class BodySizeLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
-            return
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await _send_413(send, too_large_message(self.max_bytes, declared))
             return
         received = 0
         started = False
@@ -92,16 +89,6 @@ class BodySizeLimit:
             if started:
                 raise
             await _send_413(send, str(exc))
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", []):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 async def _send_413(send: Send, detail: str) -> None:

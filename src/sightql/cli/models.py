@@ -13,7 +13,7 @@ app = typer.Typer(help="The versioned model registry: log, list, alias and remov
 
 
 def parse_labels(raw: str | None) -> list[str] | Path | None:
-    """'a,b,c' or '@labels.txt' (one label per line)."""
+    """'a,b,c', or '@labels.txt', whose text the library reads (registry.inputs.parse_labels_text)."""
     if raw is None:
         return None
     if raw.startswith("@"):
@@ -90,7 +90,7 @@ def show(
 def log(
     path: Annotated[Path, typer.Argument(help="Model file (.onnx, .pt/.pth/.bin, .safetensors, .h5/.keras) or folder.")],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
-    labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Comma list, or @file with one per line.")] = None,
+    labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Comma list, or @file: one per line, a JSON list, or an index-to-label mapping.")] = None,
     task: Annotated[str, typer.Option("--task", help="classification or embedding.")] = "classification",
     arch: Annotated[Optional[str], typer.Option("--arch", help="torchvision architecture of a state dict, e.g. resnet18.")] = None,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Square input size in pixels.")] = None,

@@ -10,6 +10,7 @@ from typing import Any
 
 from sightql.models import efficientnet_lite
 from sightql.models.card import ModelCard
+from sightql.partial_files import remove_dead_partials
 
 BUILTIN_NAMES = ("imagenet", "minilm")
 
@@ -34,15 +35,19 @@ def cached_imagenet_onnx(models_dir: Path) -> tuple[Path, ModelCard]:
     """The exported ONNX file and card, exporting (and checking) on first use.
 
     The cache is keyed by the weights' sha256, so new weights mean a new export.
-    Concurrent processes wait on a file lock instead of exporting twice.
+    Concurrent processes wait on a file lock instead of exporting twice. Partial files of an
+    export that was killed outright are removed here (and by the next export).
     """
     folder = models_dir / "builtin" / "imagenet" / efficientnet_lite.weights_sha256()[:16]
     onnx_path, card_path = folder / "model.onnx", folder / "card.json"
+    remove_dead_partials(folder)
     if onnx_path.exists() and card_path.exists():
         return onnx_path, ModelCard.from_json(card_path.read_text())
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        for leftover in folder.glob("tmp*.onnx"):  # older versions' temp names; only the lock holder writes here
+            leftover.unlink(missing_ok=True)
         if not (onnx_path.exists() and card_path.exists()):
             from sightql.models.export import export_onnx
 

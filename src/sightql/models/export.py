@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import numpy as np
 from sightql.errors import SightQLError
 from sightql.models.base import finish_output
 from sightql.models.card import ModelCard
+from sightql.partial_files import partial_path, remove_dead_partials
 
 EXPORT_TOLERANCE = 1e-4
 
@@ -23,6 +23,9 @@ class ExportCheckError(SightQLError):
 def export_onnx(module: Any, card: ModelCard, destination: Path) -> float:
     """Write ``destination`` (atomically) and return the max abs difference found.
 
+    The file is written as ``<destination>.partial-<pid>-<hex>`` and renamed into place once
+    checked; a partial file whose writer was killed is removed by the next export into the folder.
+
     The check runs the same random batch through torch and ONNX Runtime and
     compares the card's outputs (probabilities or vectors).
     """
@@ -32,9 +35,8 @@ def export_onnx(module: Any, card: ModelCard, destination: Path) -> float:
     example = torch.randn(*card.input.shape(2))
     batch = torch.export.Dim("batch", min=1, max=4096)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(suffix=".onnx", dir=destination.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
+    remove_dead_partials(destination.parent)  # left by an export that was killed outright
+    tmp = partial_path(destination)
     try:
         if isinstance(module, torch.jit.ScriptModule):
             # torch.export cannot trace TorchScript; the TorchScript exporter can.

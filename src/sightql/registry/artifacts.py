@@ -43,6 +43,25 @@ def check_size(path: Path, limit: int) -> int:
     return size
 
 
+DERIVED_ONNX = "derived.onnx"
+
+
+def artifact_name(source: Path) -> str:
+    """The name a logged file or folder keeps in the warehouse: the user's own (suffix in lower case),
+    so that every message about it names the file they gave; ``model<suffix>`` where that name
+    cannot be kept (the derived ONNX file's name, or not valid UTF-8)."""
+    name = Path(os.path.abspath(source)).name
+    if not source.is_dir():
+        name = Path(name).stem + Path(name).suffix.lower()
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = ""
+    if not name or name.lower() == DERIVED_ONNX:
+        return "model" + ("" if source.is_dir() else source.suffix.lower())
+    return name
+
+
 def copy_artifact(source: Path, destination: Path) -> None:
     """Copy a file or folder; the caller renames the enclosing temp folder into place."""
     if source.is_dir():

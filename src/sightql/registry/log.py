@@ -1,15 +1,16 @@
 """``Registry.log_model``: copy, check, convert and record one model version.
 
-Files are written under a staging folder and renamed into
-``models/registry/<name>/<version>/`` only once complete; the catalog rows are
-written in one transaction after that. An interrupted log leaves no version row.
+Files are written under a staging folder (``<version>.partial-<pid>-<hex>``) and renamed into
+``models/registry/<name>/<version>/`` only once complete; the catalog rows are written in one
+transaction after that. An interrupted or refused log leaves no version row and no folder; the
+staging folder of a log that was killed outright is removed by the next log of that model.
+The artifact keeps the user's file name, so every message about it names the file they gave.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import uuid
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,10 @@ import numpy as np
 from sightql.errors import ConfigError, RegistryError, UnsafeModelError
 from sightql.models.card import ModelCard
 from sightql.models.loader import is_builtin
-from sightql.registry.artifacts import REGISTRY_DIR, check_size, copy_artifact, publish_folder, sha256_of
+from sightql.partial_files import is_partial_name, partial_path, remove_dead_partials
+from sightql.registry.artifacts import (
+    DERIVED_ONNX, REGISTRY_DIR, artifact_name, check_size, copy_artifact, publish_folder, sha256_of,
+)
 from sightql.registry.inputs import (
     InputArg, LabelsArg, build_input_spec, keras_input, read_labels, static_onnx_input,
 )
@@ -87,6 +91,8 @@ def _choose_version(registry: "Registry", name: str, version: str | None) -> str
     check_tag(version, "version")
     if version == LATEST:
         raise ConfigError("'latest' is a reference, not a version name; leave version=None to number it automatically")
+    if is_partial_name(version):
+        raise ConfigError(f"version {version!r} has the form of an unfinished copy's name; pick another version name")
     if version in existing:
         raise RegistryError(f"{name}@{version} already exists; leave version=None for the next number or pick another name")
     if version in registry._alias_names(name):
@@ -138,12 +144,14 @@ def log_model(
 
     home = registry.home
     model_dir = home / REGISTRY_DIR / name
-    staging = model_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+    created = [folder for folder in (model_dir, model_dir.parent, model_dir.parent.parent) if not folder.exists()]
+    remove_dead_partials(model_dir)  # a log that was killed outright left its staging folder
+    final = model_dir / version
+    staging = partial_path(final)
     staging.mkdir(parents=True)
     try:
         record = _stage(registry, staging, model_or_path, name, version, framework, task, label_list,
                         input, description, trust, architecture, output)
-        final = model_dir / version
         record = _relocate(record, staging, final, home)
         if version in registry._version_names(name):
             raise RegistryError(f"{name}@{version} was logged meanwhile by another process; log again for the next number")
@@ -153,9 +161,15 @@ def log_model(
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
+        created = []
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # a refused log leaves no folder behind (unless another log is using it)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
 
 def _relocate(record: VersionRecord, staging: Path, final: Path, home: Path) -> VersionRecord:
@@ -198,7 +212,7 @@ def _stage(
         if framework == "auto":
             framework = detect_framework(source, trust)
         check_size(source, limit)
-        artifact = staging / ("model" if source.is_dir() else "model" + source.suffix.lower())
+        artifact = staging / artifact_name(source)
         from_file: dict[str, Any] | None = None
         if framework == "keras":
             from sightql.models.keras_model import inspect_keras
@@ -272,7 +286,7 @@ def _derive_onnx(
 
     An export that fails (or disagrees) is said in a warning and the version runs with the framework itself.
     """
-    derived = staging / "derived.onnx"
+    derived = staging / DERIVED_ONNX
     try:
         export(derived)
     except Exception as exc:

@@ -8,6 +8,7 @@ when loaded, so it is opened only for a version logged with ``trust=True``.
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from sightql.errors import ConfigError, UnsafeModelError
 TorchFormat = Literal["state_dict", "torchscript", "pickled_module"]
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 def unsafe_message(path: Path) -> str:
@@ -51,7 +53,10 @@ def read_state_dict(path: Path) -> dict[str, Any] | None:
     import torch
 
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Benign: torch notes that a file was pickled with protocol 4+; what it cannot read is refused below.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, ModuleNotFoundError) as exc:
         if isinstance(exc, RuntimeError) and "weights_only" not in str(exc) and "Weights only" not in str(exc):
             raise ConfigError(f"{path.name} is not a readable PyTorch file ({exc}); save it again") from None
@@ -99,12 +104,61 @@ def _last_linear_name(module: Any) -> str | None:
     return names[-1] if names else None
 
 
+def strip_wrapper_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` without the ``module.`` (DataParallel, DistributedDataParallel) or ``_orig_mod.``
+    (torch.compile) prefix that a wrapped model's ``state_dict()`` puts on every key."""
+    stripped = True
+    while stripped and state:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(key.startswith(prefix) for key in state):
+                state = {key[len(prefix):]: value for key, value in state.items()}
+                stripped = True
+    return state
+
+
+def _some(keys: list[str], count: int = 3) -> str:
+    shown = ", ".join(key if len(key) <= 60 else key[:57] + "..." for key in keys[:count])
+    return shown + (", ..." if len(keys) > count else "")
+
+
+def mismatch_message(architecture: str, expected: dict[str, Any], state: dict[str, Any]) -> str | None:
+    """One sentence of bounded length on how ``state`` differs from the ``expected`` state dict, or None."""
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    reshaped = [
+        f"{key} {'x'.join(map(str, state[key].shape))} instead of {'x'.join(map(str, expected[key].shape))}"
+        for key in expected if key in state and tuple(state[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(
+            f"{len(missing)} of the {len(expected)} tensors {architecture} needs are missing (e.g. {_some(missing)})"
+        )
+    if unexpected:
+        problems.append(
+            f"{len(unexpected)} of its {len(state)} keys are not in {architecture} (e.g. {_some(unexpected)})"
+        )
+    if reshaped:
+        problems.append(f"{len(reshaped)} tensors have another shape in {architecture} ({_some(reshaped, 2)})")
+    if not problems:
+        return None
+    return (
+        f"the state dict does not fit architecture {architecture!r}: {'; '.join(problems)}; "
+        "pass the architecture it was trained with"
+    )
+
+
 def build_architecture(architecture: str, state: dict[str, Any]) -> Any:
     """A torchvision model (weights=None, nothing downloaded) with ``state`` loaded strictly.
 
-    The number of classes is read from the state dict's last linear layer.
+    The number of classes is read from the state dict's last linear layer; a ``module.`` prefix
+    on every key (a model saved inside DataParallel/DDP, or ``_orig_mod.`` from torch.compile)
+    is dropped first, and a state dict that does not fit is refused in one short sentence.
     """
     import torchvision
+
+    state = strip_wrapper_prefixes(state)
 
     known = torchvision_architectures()
     if architecture not in known:
@@ -121,13 +175,10 @@ def build_architecture(architecture: str, state: dict[str, Any]) -> Any:
         kwargs["aux_logits"] = any(k.startswith("aux") for k in state)
         kwargs["init_weights"] = False
     module = torchvision.models.get_model(architecture, weights=None, **kwargs)
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
-        raise ConfigError(
-            f"the state dict does not fit architecture {architecture!r} ({first.strip()}); pass the architecture it was trained with"
-        ) from None
+    problem = mismatch_message(architecture, module.state_dict(), state)
+    if problem:
+        raise ConfigError(problem)
+    module.load_state_dict(state, strict=True)
     return module.eval()
 
 

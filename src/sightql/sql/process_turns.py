@@ -30,9 +30,10 @@ _guard = threading.Lock()
 _turns: dict[Path, _Turn] = {}
 
 
-def take_turn(home: Path, wait: float) -> tuple[Callable[[], None], float]:
-    """Wait up to ``wait`` s for this process's turn on ``home``: returns (give it back, once; seconds left of ``wait``)."""
-    started = time.monotonic()
+def take_turn(home: Path, wait: float, started: float | None = None) -> Callable[[], None]:
+    """Wait until ``wait`` s after ``started`` (``time.monotonic()``; default now) for this process's
+    turn on ``home``; returns the function that gives it back (call it once)."""
+    started = time.monotonic() if started is None else started
     with _guard:
         turn = _turns.setdefault(home.resolve(), _Turn())
     me = threading.current_thread()
@@ -41,10 +42,10 @@ def take_turn(home: Path, wait: float) -> tuple[Callable[[], None], float]:
             f"this thread already has the warehouse {home} open in another session; "
             "use that session, or close it before opening a new one"
         )
-    if not turn.lock.acquire(timeout=max(0.0, wait)):
+    if not turn.lock.acquire(timeout=max(0.0, started + wait - time.monotonic())):
         raise WarehouseBusyError(
             f"the warehouse {home} is in use by another session of this process (thread {turn.holder}) "
-            f"(waited {wait:g} s); close that session, or raise SIGHTQL_LOCK_WAIT"
+            f"(waited {waited_since(started)}); close that session, or raise SIGHTQL_LOCK_WAIT"
         )
     turn.holder, turn.holder_ident = me.name, me.ident
 
@@ -52,4 +53,9 @@ def take_turn(home: Path, wait: float) -> tuple[Callable[[], None], float]:
         turn.holder = turn.holder_ident = None
         turn.lock.release()
 
-    return give_back, max(0.0, wait - (time.monotonic() - started))
+    return give_back
+
+
+def waited_since(started: float) -> str:
+    """'2.0 s': the time measured since ``started`` (``time.monotonic()``), for a busy message."""
+    return f"{time.monotonic() - started:.1f} s"

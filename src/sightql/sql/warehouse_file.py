@@ -16,13 +16,18 @@ from typing import Any
 import duckdb
 
 from sightql.errors import WarehouseBusyError, WarehouseError
+from sightql.sql.process_turns import waited_since
 
 _HOLDER_PID = re.compile(r"PID (\d+)")
 
 
-def open_warehouse_file(path: Path, *, read_only: bool, memory_limit: str, lock_wait: float) -> Any:
-    """A DuckDB connection to ``path``; retries while another process holds its lock."""
-    deadline = time.monotonic() + max(0.0, lock_wait)
+def open_warehouse_file(
+    path: Path, *, read_only: bool, memory_limit: str, lock_wait: float, started: float | None = None
+) -> Any:
+    """A DuckDB connection to ``path``; retries while another process holds its lock, until
+    ``lock_wait`` s after ``started`` (``time.monotonic()`` when the caller began waiting; default now)."""
+    started = time.monotonic() if started is None else started
+    deadline = started + max(0.0, lock_wait)
     delay = 0.05
     while True:
         try:
@@ -33,7 +38,7 @@ def open_warehouse_file(path: Path, *, read_only: bool, memory_limit: str, lock_
                 raise WarehouseError(f"cannot open the warehouse {path.parent}: {text}") from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise WarehouseBusyError(_lock_message(path.parent, text, lock_wait)) from None
+                raise WarehouseBusyError(_lock_message(path.parent, text, started)) from None
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 1.0)
         except duckdb.Error as exc:
@@ -55,11 +60,11 @@ def _connect(path: Path, read_only: bool, memory_limit: str) -> Any:
     return con
 
 
-def _lock_message(home: Path, duckdb_text: str, lock_wait: float) -> str:
+def _lock_message(home: Path, duckdb_text: str, started: float) -> str:
     match = _HOLDER_PID.search(duckdb_text)
     holder = f"process {match.group(1)}{_command_of(match.group(1))}" if match else "another process"
     return (
-        f"the warehouse {home} is in use by {holder} (waited {lock_wait:g} s); "
+        f"the warehouse {home} is in use by {holder} (waited {waited_since(started)}); "
         "wait for it to finish, stop it, or raise SIGHTQL_LOCK_WAIT"
     )
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sightql.errors import ConfigError, SightQLError
+from sightql.partial_files import process_alive
 from sightql.train.options import TrainOptions
 from sightql.train.progress_file import FINAL_STATES
 
@@ -198,16 +199,7 @@ def _alive(pid: int) -> bool:
     process = _LAUNCHED.get(pid)
     if process is not None:
         return process.poll() is None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (ended, not yet reaped by its parent) is not running
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return process_alive(pid)
 
 
 def _runs_job(pid: int, job_id: str) -> bool:
