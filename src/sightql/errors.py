@@ -78,3 +78,7 @@ class GenerationError(SightQLError):
 
 class DistributedError(SightQLError):
     """Another process of a torchrun training job failed, or the launcher stopped this one."""
+
+
+class MemoryLimitError(SightQLError):
+    """A statement or write needs more than the session's DuckDB memory limit (SIGHTQL_MEMORY_LIMIT)."""
