@@ -1,4 +1,4 @@
-"""Shared fixtures: temporary warehouses, real sample photos, the real bundled model."""
+"""Shared fixtures: temporary warehouses, real sample photos, phone-size media, the real bundled model."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
 import sightql
 from sightql.demo import write_sample_photos
+from tests import media
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
@@ -32,6 +34,46 @@ def photos_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
     write_sample_photos(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def phone_photos_dir(tmp_path_factory) -> Path:
+    """20 phone photos as a phone writes them: ``IMG_0000.jpg`` ... 4032x3024 JPEGs stored sideways with
+    EXIF orientation 6 (shown 3024x4032), 3.3-3.5 MB each (see tests/media.py; about 3 s, once per run)."""
+    folder = tmp_path_factory.mktemp("phone-photos")
+    media.write_phone_photos(folder, 20)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def heic_bytes() -> bytes:
+    """An iPhone-style HEIC of the cat photo, stored 1008x756 sideways with its rotation: opens upright, 756x1008."""
+    return media.heic_photo()
+
+
+@pytest.fixture(scope="session")
+def avif_bytes() -> bytes:
+    """An AVIF of the coffee photo, stored 1008x756 with EXIF orientation 6 (shown 756x1008)."""
+    return media.avif_photo()
+
+
+@pytest.fixture(scope="session")
+def dicom_bytes() -> bytes:
+    """A 12-bit MONOCHROME2 DICOM (512x512) with Rescale Slope/Intercept and a window."""
+    return media.dicom_file()
+
+
+@pytest.fixture(scope="session")
+def dicom_monochrome1_bytes() -> bytes:
+    """The same stored values as ``dicom_bytes``, as MONOCHROME1 (low values shown white)."""
+    return media.dicom_file(photometric="MONOCHROME1")
+
+
+@pytest.fixture(scope="session")
+def dicom_multiframe_bytes() -> bytes:
+    """Two frames: the camera photo, then a flat frame."""
+    camera = media.camera_12bit()
+    return media.dicom_file(np.stack([camera, np.full_like(camera, 4000)]))
 
 
 @pytest.fixture(scope="session")

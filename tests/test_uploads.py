@@ -113,3 +113,27 @@ def test_classify_runs_the_model_once_per_image(session, chelsea):
         functions.predict_rows = saved
     assert good["top"][0]["label"] in CAT_CLASSES and bad["top"] is None and bad["error"].startswith("not an image")
     assert seen == [2, 1]  # classify_topk on both rows, then classify only on the row left NULL, for its error
+
+
+def test_phone_heic_avif_and_dicom_are_stored_with_their_format_and_shown_size_and_classified_in_sql(
+    session, phone_photos_dir, heic_bytes, avif_bytes, dicom_bytes
+):
+    phone = (phone_photos_dir / "IMG_0000.jpg").read_bytes()
+    report = session.store_images(
+        "uploads", [("IMG_0000.jpg", phone), ("cat.heic", heic_bytes), ("coffee.avif", avif_bytes), ("chest.dcm", dicom_bytes)]
+    )
+    assert report.skipped == [] and len(report.added) == 4
+    stored = {r["relative_path"]: (r["format"], r["width"], r["height"]) for r in rows(session)}
+    assert stored == {
+        "IMG_0000.jpg": ("JPEG", 3024, 4032), "cat.heic": ("HEIF", 756, 1008),
+        "coffee.avif": ("AVIF", 756, 1008), "chest.dcm": ("DICOM", 512, 512),
+    }
+    results = session.sql(
+        "SELECT relative_path, image_info(image) AS info, classify('imagenet', image) AS c FROM uploads ORDER BY 1"
+    ).to_pylist()
+    info = {r["relative_path"]: (r["info"]["format"], r["info"]["width"], r["info"]["height"]) for r in results}
+    assert info == stored
+    labels = {r["relative_path"]: r["c"]["label"] for r in results}
+    assert all(r["c"]["error"] is None for r in results) and None not in labels.values()
+    assert labels["cat.heic"] in CAT_CLASSES and labels["IMG_0000.jpg"] in CAT_CLASSES
+    assert labels["coffee.avif"] == "espresso"

@@ -80,6 +80,10 @@ class DistributedError(SightQLError):
     """Another process of a torchrun training job failed, or the launcher stopped this one."""
 
 
+class MemoryLimitError(SightQLError):
+    """A statement or write needs more than the session's DuckDB memory limit (SIGHTQL_MEMORY_LIMIT)."""
+
+
 def error_named(name: str, message: str) -> SightQLError:
     """The error class of this module called ``name``, carrying ``message``.
 

@@ -7,7 +7,6 @@ storage (``stages/``) and model artifacts (``models/``).
 from __future__ import annotations
 
 import atexit
-import re
 import time
 import weakref
 from pathlib import Path
@@ -17,11 +16,12 @@ import duckdb
 import pyarrow as pa
 
 from sightql.config import Settings, default_home
-from sightql.errors import ConfigError, SightQLError, WarehouseError, error_named
+from sightql.errors import ConfigError, WarehouseError
 from sightql.images.decode import ImageLimits
 from sightql.models.base import LoadedModel
 from sightql.registry import Registry
 from sightql.sql.catalog import ensure_catalog
+from sightql.sql.duckdb_errors import clean_duckdb_error
 from sightql.sql.process_turns import take_turn
 from sightql.sql.script import run_statements, split_statements
 from sightql.sql.warehouse_file import open_warehouse_file
@@ -140,7 +140,7 @@ class Session:
         try:
             relation = self.con.sql(query, params=params)
         except duckdb.Error as exc:
-            raise _clean_duckdb_error(exc) from None
+            raise clean_duckdb_error(exc) from None
         if relation is None:  # a statement with no result (DDL, INSERT without RETURNING)
             return pa.table({})
         try:
@@ -148,7 +148,7 @@ class Session:
                 relation = relation.limit(limit)
             return relation.to_arrow_table()
         except duckdb.Error as exc:
-            raise _clean_duckdb_error(exc) from None
+            raise clean_duckdb_error(exc) from None
 
     def sql_script(self, script: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
         """Run a script of SQL statements separated by ``;`` in order; returns the last query's result.
@@ -162,7 +162,7 @@ class Session:
         try:
             statements = split_statements(self.con, script)
         except duckdb.Error as exc:
-            raise _clean_duckdb_error(exc) from None
+            raise clean_duckdb_error(exc) from None
         return run_statements(statements, params, self.sql)
 
     # ---- images ----------------------------------------------------------------
@@ -344,21 +344,3 @@ class Session:
         finally:
             self.con.unregister("_sightql_classify_input")
         return [{"top": r["top"], "error": r["error"], "model_version": spec.model_version} for r in rows]
-
-
-_OUT_OF_MEMORY = re.compile(r"Out of Memory Error|failed to (?:pin block|allocate data|allocate block)")
-
-
-def _clean_duckdb_error(exc: duckdb.Error) -> SightQLError:
-    """DuckDB wraps a UDF's exception in its own text; keep only the user-facing sentence."""
-    text = str(exc)
-    match = re.search(r"(?:Python exception occurred while executing the UDF|UDF): (\w+): (.*)", text, re.S)
-    if match:
-        return error_named(match.group(1), match.group(2).strip())
-    if _OUT_OF_MEMORY.search(text):
-        first_line = text.splitlines()[0]
-        return SightQLError(
-            f"{first_line}: the query needs more than the session's DuckDB memory limit; "
-            "raise SIGHTQL_MEMORY_LIMIT (e.g. SIGHTQL_MEMORY_LIMIT=2GB) or read fewer image rows at once"
-        )
-    return SightQLError(text.split("\n\nLINE")[0].strip())

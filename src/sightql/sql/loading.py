@@ -1,19 +1,29 @@
-"""``load_images``: files, folders, globs or stage prefixes into an image table."""
+"""``load_images``: files, folders, globs or stage prefixes into an image table.
+
+Files are written in batches of at most a share of DuckDB's memory limit (``write_budget``), each
+batch one transaction that deletes the batch's paths and inserts its rows, so a reload replaces
+rows by path and a failure part way keeps every batch committed before it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
+import duckdb
 import pyarrow as pa
 
 from sightql.errors import ImageError, SightQLError, StageError, TableError
 from sightql.images.decode import ImageLimits, probe_image
+from sightql.sql.duckdb_errors import clean_duckdb_error
 from sightql.sql.identifiers import quote_ident
+from sightql.sql.transactions import transaction
+from sightql.sql.write_budget import WriteBudget
 
 if TYPE_CHECKING:
     from sightql.session import Session
@@ -38,7 +48,6 @@ _ARROW_SCHEMA = pa.schema(
         ("loaded_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-BATCH_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -102,12 +111,29 @@ def ensure_image_table(con, table: str) -> str:
 
 
 def load_images(session: "Session", table: str, source: str) -> LoadReport:
-    quoted = ensure_image_table(session.con, table)
-    files = stage_source(session, source) if source.startswith("@") else local_source(source)
     report = LoadReport(table)
+    try:
+        _load(session, table, source, report)
+    except duckdb.Error as exc:
+        error = clean_duckdb_error(exc)
+        kept = f" ({len(report.loaded)} image(s) loaded before it are kept)" if report.loaded else ""
+        raise type(error)(f"{error}{kept}") from None
+    return report
+
+
+def _load(session: "Session", table: str, source: str, report: LoadReport) -> None:
+    quoted = ensure_image_table(session.con, table)
+    files = list(stage_source(session, source) if source.startswith("@") else local_source(source))
+    budget = WriteBudget.of(session.con, session.settings.memory_limit)
+    budget.check_table(
+        session.con, quoted, table, [(rel, size) for rel, size, _ in files if size <= session.limits.max_bytes]
+    )
     batch: list[dict] = []
     batch_bytes = 0
     for rel, size, read in files:
+        if batch and batch_bytes + size > budget.batch_bytes:
+            _write(session.con, quoted, batch, report)
+            batch, batch_bytes = [], 0
         try:
             row = checked_row(rel, size, read, session.limits)
         except (ImageError, StageError, OSError) as exc:  # StageError: a staged file gone or moved out meanwhile
@@ -115,23 +141,28 @@ def load_images(session: "Session", table: str, source: str) -> LoadReport:
             continue
         batch.append(row)
         batch_bytes += row["size"]
-        if batch_bytes >= BATCH_BYTES:
-            insert_rows(session.con, quoted, batch)
-            report.loaded += [r["relative_path"] for r in batch]
-            batch, batch_bytes = [], 0
     if batch:
-        insert_rows(session.con, quoted, batch)
-        report.loaded += [r["relative_path"] for r in batch]
-    return report
+        _write(session.con, quoted, batch, report)
 
 
-def insert_rows(con, quoted: str, rows: list[dict], *, replace: bool = True) -> None:
-    """One statement per batch; with ``replace`` a reload of the same path replaces its row."""
+def _write(con, quoted: str, rows: list[dict], report: LoadReport) -> None:
+    """One transaction: a reload of a path replaces its row (no INSERT OR REPLACE: see write_budget)."""
+    paths = [row["relative_path"] for row in rows]
+    with transaction(con) as cursor:
+        cursor.execute(f"DELETE FROM {quoted} WHERE relative_path IN (SELECT unnest(?::VARCHAR[]))", [paths])
+        insert_rows(cursor, quoted, rows)
+    report.loaded += paths
+
+
+def insert_rows(con, quoted: str, rows: list[dict]) -> None:
+    """One INSERT of ``rows`` through a registered Arrow table."""
     arrow = pa.Table.from_pylist(rows, schema=_ARROW_SCHEMA)
     cols = ", ".join(IMAGE_COLUMNS)
-    verb = "INSERT OR REPLACE" if replace else "INSERT"
     con.register("_sightql_load_batch", arrow)
     try:
-        con.execute(f"{verb} INTO {quoted} ({cols}) SELECT {cols} FROM _sightql_load_batch")
-    finally:
-        con.unregister("_sightql_load_batch")
+        con.execute(f"INSERT INTO {quoted} ({cols}) SELECT {cols} FROM _sightql_load_batch")
+    except BaseException:
+        with suppress(duckdb.Error):  # an aborted transaction refuses even this; keep the first error
+            con.unregister("_sightql_load_batch")
+        raise
+    con.unregister("_sightql_load_batch")

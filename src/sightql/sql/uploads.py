@@ -17,6 +17,8 @@ import pyarrow as pa
 from sightql.errors import ImageError
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.loading import checked_row, ensure_image_table, insert_rows
+from sightql.sql.transactions import transaction
+from sightql.sql.write_budget import WriteBudget
 
 if TYPE_CHECKING:
     from sightql.session import Session
@@ -87,9 +89,7 @@ def store_images(session: "Session", table: str, items: Sequence[tuple[str, byte
     if not checked:
         return report
     hashes = sorted({row["sha256"] for _, row in checked})
-    cursor = session.con.cursor()
-    try:
-        cursor.execute("BEGIN TRANSACTION")
+    with transaction(session.con) as cursor:
         existing = dict(
             cursor.execute(
                 f"SELECT sha256, min(relative_path) FROM {quoted} WHERE list_contains(?, sha256) GROUP BY sha256",
@@ -114,13 +114,9 @@ def store_images(session: "Session", table: str, items: Sequence[tuple[str, byte
             new_rows.append(row)
             report.stored.append(StoredImage(name, row["relative_path"], sha, True))
         if new_rows:
-            insert_rows(cursor, quoted, new_rows, replace=False)
-        cursor.execute("COMMIT")
-    except BaseException:
-        cursor.execute("ROLLBACK")
-        raise
-    finally:
-        cursor.close()
+            budget = WriteBudget.of(cursor, session.settings.memory_limit)
+            budget.check_table(cursor, quoted, table, [(row["relative_path"], row["size"]) for row in new_rows])
+            insert_rows(cursor, quoted, new_rows)
     return report
 
 
