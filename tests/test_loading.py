@@ -95,7 +95,7 @@ def test_a_duckdb_error_part_way_is_one_sentence_and_keeps_the_batches_before_it
 
 
 def test_a_table_past_what_the_memory_limit_can_rewrite_is_refused_before_anything_is_written(warehouse, phone_photos_dir):
-    tight = Settings(memory_limit="64MB")
+    tight = Settings(memory_limit="64MB", memory_limit_fixed=True)  # as SIGHTQL_MEMORY_LIMIT=64MB sets it
     with sightql.connect(warehouse, settings=tight) as s:
         with pytest.raises(MemoryLimitError) as raised:
             s.load_images("phones", phone_photos_dir)
@@ -105,3 +105,42 @@ def test_a_table_past_what_the_memory_limit_can_rewrite_is_refused_before_anythi
             "or write into another table (nothing was written)"
         )
         assert s.sql("SELECT count(*) AS n FROM phones").to_pylist() == [{"n": 0}]
+
+
+def test_a_limit_left_unset_grows_for_the_write_so_the_table_loads(warehouse, phone_photos_dir):
+    # 64MB stands in for the default: 20 phone photos (68 MB) need more, and the limit was not set by the user.
+    small_default = Settings(memory_limit="64MB")
+    with sightql.connect(warehouse, settings=small_default) as s:
+        report = s.load_images("phones", phone_photos_dir)
+        assert len(report.loaded) == 20 and not report.skipped
+        grown = s.sql("SELECT current_setting('memory_limit') AS m").to_pylist()[0]["m"]
+        assert s.sql("SELECT count(*) AS n FROM phones").to_pylist() == [{"n": 20}]
+    assert memory_limit_text_bytes(grown) >= 68e6 / 0.75  # raised from 64MB to what the table needs
+    with sightql.connect(warehouse, settings=small_default) as s:  # reopened: the rows are all there
+        assert s.sql("SELECT count(*) AS n, sum(size) > 68e6 AS big FROM phones").to_pylist() == [{"n": 20, "big": True}]
+
+
+def test_settings_from_the_environment_mark_a_set_limit_as_fixed(monkeypatch):
+    monkeypatch.delenv("SIGHTQL_MEMORY_LIMIT", raising=False)
+    assert Settings.from_env().memory_limit_fixed is False
+    monkeypatch.setenv("SIGHTQL_MEMORY_LIMIT", "1GB")
+    assert Settings.from_env().memory_limit_fixed is True
+    assert Settings.from_env().memory_limit == "1GB"
+
+
+def memory_limit_text_bytes(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
+
+
+@pytest.mark.slow
+def test_predict_reads_a_table_bigger_than_the_memory_limit_in_runs_that_fit(warehouse, phone_photos_dir):
+    # 20 phone photos are 68 MB; at a 64MB limit one run of the default 256 rows cannot be read at once.
+    with sightql.connect(warehouse, settings=Settings(memory_limit="64MB")) as s:
+        s.load_images("phones", phone_photos_dir)  # the write raises the limit it needs
+    tight = Settings(memory_limit="64MB", memory_limit_fixed=True)
+    with sightql.connect(warehouse, settings=tight) as s:
+        report = s.predict("imagenet", "phones", progress=False)
+        rows = s.sql("SELECT predicted_label, prediction_error FROM phones").to_pylist()
+    assert report.predicted == 20
+    assert all(r["predicted_label"] and r["prediction_error"] is None for r in rows)

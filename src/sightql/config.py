@@ -8,7 +8,7 @@
 | SIGHTQL_BATCH_SIZE          | images per model call                           | 32                 |
 | SIGHTQL_DECODE_THREADS      | threads decoding images beside the model        | CPU count          |
 | SIGHTQL_ORT_THREADS         | intra-op threads of each ONNX Runtime model     | CPU count          |
-| SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit (buffer pool) per session   | 256MB              |
+| SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit (buffer pool) per session; unset, writes of images may raise it up to half the RAM | 256MB |
 | SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
 | SIGHTQL_MAX_MODEL_BYTES     | largest model artifact the registry accepts     | 2 GB               |
 | SIGHTQL_LOCK_WAIT           | seconds to wait while another process holds the warehouse | 5        |
@@ -80,6 +80,10 @@ class Settings:
     # DuckDB keeps table pages (images included) cached up to this limit, so a small
     # limit keeps RSS flat however large the table a query scans; operators spill to disk.
     memory_limit: str = "256MB"
+    # True when the user set the limit (SIGHTQL_MEMORY_LIMIT): it is then kept as given. Otherwise a
+    # write of images may raise it for the session, up to half the machine's memory, because DuckDB
+    # rewrites a table's images in memory when rows are added (sql/write_budget.py).
+    memory_limit_fixed: bool = False
     device: str = "auto"
     max_model_bytes: int = 2 * 1024 * 1024 * 1024
     lock_wait: float = 5.0
@@ -96,7 +100,8 @@ class Settings:
             max_image_pixels=_int_env("SIGHTQL_MAX_IMAGE_PIXELS", base.max_image_pixels),
             batch_size=_int_env("SIGHTQL_BATCH_SIZE", base.batch_size),
             decode_threads=decode_threads(),
-            memory_limit=os.environ.get("SIGHTQL_MEMORY_LIMIT", base.memory_limit),
+            memory_limit=os.environ.get("SIGHTQL_MEMORY_LIMIT") or base.memory_limit,
+            memory_limit_fixed=bool(os.environ.get("SIGHTQL_MEMORY_LIMIT")),
             device=device,
             max_model_bytes=_int_env("SIGHTQL_MAX_MODEL_BYTES", base.max_model_bytes),
             lock_wait=_seconds_env("SIGHTQL_LOCK_WAIT", base.lock_wait),

@@ -40,6 +40,22 @@ class PredictPlan:
     # shared, and a read of ZSTD-compressed images (tables written before sightql disabled ZSTD)
     # holds about two vectors' worth of them, which a concurrent write could push past the limit.
     db_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Image bytes one run may read (None: no limit known). DuckDB holds a read's images within its
+    # memory limit, so a run of 256 phone photos (870 MB) cannot be read at 256MB: runs start at
+    # FIRST_RUN_ROWS rows and then take as many rows as the bytes seen so far say fit.
+    run_bytes: int | None = None
+    learned_run_rows: int = 0
+
+    def next_run_rows(self) -> int:
+        if self.learned_run_rows:
+            return self.learned_run_rows
+        return min(self.chunk_rows, FIRST_RUN_ROWS) if self.run_bytes else self.chunk_rows
+
+    def learn_run(self, rows: int, image_bytes: int) -> None:
+        """Size the next runs from one run's rows and image bytes."""
+        if rows and self.run_bytes:
+            per_row = max(1, image_bytes // rows)
+            self.learned_run_rows = max(1, min(self.chunk_rows, self.run_bytes // per_row))
 
     def due_table_query(self, **kwargs: Any) -> tuple[str, Any]:
         assert isinstance(self.source, TableSource)
@@ -49,6 +65,7 @@ class PredictPlan:
 
 
 # ---- tables -----------------------------------------------------------------------
+FIRST_RUN_ROWS = 8
 KEYS_PER_QUERY = 512  # well under DuckDB's index_scan_max_count (2,048), so reads go through the index
 
 
@@ -72,7 +89,8 @@ def table_chunks(plan: PredictPlan) -> Iterator[Chunk]:
 
 
 def table_runs(plan: PredictPlan) -> Iterator[RowRun]:
-    """The due rows in storage (row id) order, in runs of ``chunk_rows``; only keys and row ids are read.
+    """The due rows in storage (row id) order, in runs of at most ``chunk_rows`` rows and about
+    ``run_bytes`` of images (:meth:`PredictPlan.next_run_rows`); only keys and row ids are read.
 
     Not one streaming query over the images: DuckDB scans a BLOB column a vector (2,048 rows) at
     a time, so a scan of large images overruns a 256 MB memory limit. The plan is made first,
@@ -91,8 +109,8 @@ def table_runs(plan: PredictPlan) -> Iterator[RowRun]:
             keys.extend(batch.column("key").to_pylist())
             if with_known:
                 known.extend(batch.column("known_sha256").to_pylist())
-            while len(keys) >= plan.chunk_rows:
-                size = plan.chunk_rows
+            while len(keys) >= plan.next_run_rows():
+                size = plan.next_run_rows()
                 yield RowRun(rowids[:size], keys[:size], known[:size] if with_known else None)
                 rowids, keys, known = rowids[size:], keys[size:], known[size:]
         if keys:
@@ -136,6 +154,7 @@ def read_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Table, int]:
     finally:
         cursor.close()
     rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    plan.learn_run(rows.num_rows, rows.column("image").nbytes)
     return rows, len(run.keys) - rows.num_rows
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from sightql.errors import ConfigError, SightQLError
+from sightql.errors import ConfigError, MemoryLimitError, SightQLError
 from sightql.inference.pipeline import PredictOptions
 from sightql.inference.plan import PredictPlan
 from sightql.inference.progress import progress_bar
@@ -24,6 +24,8 @@ from sightql.inference.source import (
 )
 from sightql.inference.spec import card_of, check_classifier, spec_for
 from sightql.inference.writeback import ResultWriter
+from sightql.sql.duckdb_errors import clean_duckdb_error
+from sightql.sql.write_budget import WriteBudget
 
 if TYPE_CHECKING:
     from sightql.session import Session
@@ -94,6 +96,7 @@ def predict(
         decode_threads=None if runner == "dask" else session.settings.decode_threads,  # Dask: each worker's own
     )
     plan = PredictPlan(con, spec, src, target, options, where, bound, recompute, chunk_rows or DEFAULT_CHUNK_ROWS)
+    plan.run_bytes = WriteBudget.of(con, session.settings.memory_limit).batch_bytes
     try:
         total, due = _count(session, plan)
     except duckdb.Error as exc:
@@ -171,6 +174,8 @@ def _current_hashes(cursor: Any, plan: PredictPlan) -> dict[str, str]:
 
 def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
     """DuckDB's message without its caret drawing; a failing where filter is named as the likely cause."""
+    if isinstance(clean_duckdb_error(exc), MemoryLimitError):
+        return clean_duckdb_error(exc)
     text = str(exc).split("\n\nLINE")[0].strip().replace("\n", " ")
     if where:
         return ConfigError(f"the query failed: {text}; check where={where!r} and its params")

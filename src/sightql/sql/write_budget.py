@@ -10,9 +10,12 @@ files; docs/images.md keeps the numbers):
 - After a commit DuckDB checkpoints, and a checkpoint rewrites the image column of the table's
   row group (up to 122,880 rows) whole, holding every image of the table, and the rows replaced
   since the last checkpoint, in memory at once. Past the limit that checkpoint fails with a FATAL
-  error that invalidates the connection, so a write that would take a table there is refused
-  first, with a sentence saying which limit to set. Images by reference (bytes kept outside the
-  table) remove this ceiling.
+  error that invalidates the connection. So before a write that would take a table there, the
+  session's limit is raised to what the table needs, up to half the machine's memory, when the
+  user left ``SIGHTQL_MEMORY_LIMIT`` unset; past that cap, or past a limit the user set, the write
+  is refused first, with a sentence saying which limit to set. (A smaller ROW_GROUP_SIZE does not
+  help: it cannot go below 2,048 rows.) Images by reference (bytes kept outside the table) remove
+  this ceiling.
 """
 
 from __future__ import annotations
@@ -42,14 +45,22 @@ def memory_limit_bytes(con: Any) -> int | None:
     return int(float(match.group(1)) * _UNITS[match.group(2)]) if match else None
 
 
+def grow_cap() -> int:
+    """The most a write may raise DuckDB's memory limit to on its own: half the machine's memory."""
+    import psutil
+
+    return int(psutil.virtual_memory().total // 2)
+
+
 @dataclass(frozen=True)
 class WriteBudget:
     limit: int | None  # bytes
     setting: str  # as the user gave it (SIGHTQL_MEMORY_LIMIT), for messages
+    may_grow: bool = False  # the user left the limit unset: a write may raise it, up to grow_cap()
 
     @classmethod
-    def of(cls, con: Any, setting: str) -> "WriteBudget":
-        return cls(memory_limit_bytes(con), setting)
+    def of(cls, con: Any, setting: str, *, fixed: bool = True) -> "WriteBudget":
+        return cls(memory_limit_bytes(con), setting, not fixed)
 
     @property
     def batch_bytes(self) -> int:
@@ -76,6 +87,11 @@ class WriteBudget:
             return
         # Room for the table plus one batch of replaced rows at the suggested limit, so a reload fits too.
         suggest = math.ceil(max(need / TABLE_SHARE, after / (TABLE_SHARE - 1 / BATCH_SHARE)) / 256e6) * 256
+        if self.may_grow and suggest * 1e6 <= grow_cap():
+            # A setting of the whole DuckDB instance, kept for the rest of the session: every later
+            # checkpoint of this table needs it too. The number is ours, never the user's text.
+            con.execute(f"SET memory_limit = '{int(suggest)}MB'")
+            return
         raise MemoryLimitError(
             f"table {table!r} would hold {after / 1e6:,.0f} MB of images, and DuckDB rewrites a table's "
             f"images in memory when rows are added, which needs more than SIGHTQL_MEMORY_LIMIT={self.setting}; "
