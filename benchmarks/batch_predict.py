@@ -8,7 +8,7 @@ Prints, from one run on one machine:
   (a) model-only ONNX Runtime throughput on preprocessed tensors, batch 32
   (b) decode + preprocess only (the same thread pool predict uses)
   (c) session.predict, local runner, over an n-row table (fresh process)
-  (d) session.predict, Dask runner (LocalCluster, one single-thread worker per core; fresh process),
+  (d) session.predict, Dask runner (local cluster, one single-thread worker process per core; fresh process),
       once with the cluster's start inside the timing and once on a cluster started beforehand
   (e) peak RSS of the local runner at 5k and 50k rows (fresh processes); see --rss-* below
   (f) the same images and model through Daft and Ray Data (run by --compare-python, where they are installed)
@@ -84,7 +84,7 @@ def child(home: Path, model: str, runner: str) -> dict:
         cluster = None
         scheduler = None
         if runner == "dask-started":  # time the run on a cluster that is already up, as a service would have
-            from sightql.inference.runners.dask import local_cluster
+            from sightql.inference.runners.dask_cluster import local_cluster
 
             cluster = local_cluster(os.cpu_count() or 1)  # the cluster runner='dask' starts, started beforehand
             scheduler = cluster.scheduler_address

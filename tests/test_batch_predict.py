@@ -380,6 +380,46 @@ def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_wo
         {k: (r["predicted_label"], r["prediction_error"]) for k, r in b.items()}
 
 
+# A user's script as it is usually written first: no `if __name__ == "__main__":` guard. A worker
+# started by multiprocessing would re-run it (and reopen the held warehouse) before doing any work.
+UNGUARDED_SCRIPT = """
+import sys
+import sightql
+
+s = sightql.connect(sys.argv[1])
+s.load_images("photos", sys.argv[2])
+report = s.predict("imagenet", "photos", into="labels", runner="dask", workers=2, progress=False)
+print("predicted", report.predicted, "stored", s.sql("SELECT count(predicted_label) AS n FROM labels").to_pylist()[0]["n"])
+"""
+GUARDED_SCRIPT = "def main():\n" + "".join(f"    {line}\n" for line in UNGUARDED_SCRIPT.strip().splitlines()) + \
+    'if __name__ == "__main__":\n    main()\n'
+
+
+@pytest.mark.dask
+@pytest.mark.slow
+@pytest.mark.parametrize("script", [UNGUARDED_SCRIPT, GUARDED_SCRIPT], ids=["no-main-guard", "main-guard"])
+def test_a_script_runs_the_dask_runner_with_or_without_a_main_guard(script, warehouse, photos_dir, tmp_path):
+    path = tmp_path / "label_photos.py"
+    path.write_text(script)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(path), str(warehouse), str(photos_dir)], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"predicted {PHOTO_FILES} stored {PHOTO_FILES}"
+    assert "Traceback" not in done.stderr and " - INFO - " not in done.stderr  # no Dask chatter either
+
+
+@pytest.mark.dask
+def test_a_local_worker_that_cannot_start_is_an_error_not_a_hang(monkeypatch):
+    from sightql.errors import DistributedError
+    from sightql.inference.runners.dask_cluster import local_cluster
+
+    # Read by the worker processes only (this process read its Dask config at import).
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD", "no-such-method")
+    with pytest.raises(DistributedError, match="Dask worker process 0 exited with code 1 before it joined"):
+        local_cluster(1)
+
+
 def test_onnx_runtime_threads_come_from_the_environment(monkeypatch):
     from sightql.config import onnx_threads
 
@@ -395,7 +435,7 @@ def test_onnx_runtime_threads_come_from_the_environment(monkeypatch):
 def test_local_cluster_workers_share_the_cores_between_onnx_runtime_and_decoding(photos, monkeypatch):
     from dask.distributed import Client
 
-    from sightql.inference.runners.dask import local_cluster
+    from sightql.inference.runners.dask_cluster import local_cluster
     from sightql.inference.spec import spec_for
 
     def worker_threads(spec) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from sightql.config import Settings
 from sightql.errors import (
     ArtifactIntegrityError, ConfigError, ModelNotFoundError, RegistryError, UnsafeModelError,
 )
+from sightql.models import quiet
 from sightql.models.loader import clear_cache
 from tests.registry_models import (
     DEFECTS, KERAS_INPUT, PHOTOS, defect_cnn, eager_probabilities, fresh_process_vectors, keras_outputs, photo_batch,
@@ -41,7 +42,8 @@ def _save_format(fmt: str, module, folder: Path) -> tuple[Path, dict]:
         return path, {"architecture": "resnet18"}
     if fmt == "torchscript":
         path = folder / "resnet18_scripted.pt"
-        torch.jit.save(torch.jit.script(module), str(path))
+        with quiet.torchscript():  # a user's TorchScript file; torch >= 2.10 calls the format deprecated
+            torch.jit.save(torch.jit.script(module), str(path))
         return path, {}
     return write_onnx(module, folder / "resnet18.onnx", size=64), {}
 

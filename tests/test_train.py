@@ -125,6 +125,38 @@ def test_report_has_per_class_scores_confusion_matrix_and_auc():
     assert report(np.array([0, 1, 2]), np.eye(3), ["a", "b", "c"])["roc_auc"] is None
 
 
+def test_the_evaluation_report_equals_scikit_learn():
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+    from sightql.train.evaluate import report
+
+    rng = np.random.default_rng(0)
+    areas = 0
+    for case in range(60):
+        classes = int(rng.integers(2, 6))
+        n = int(rng.integers(1, 40))
+        targets = rng.integers(0, classes, n)
+        # Coarse scores: many ties; some classes never true or never predicted.
+        probabilities = rng.integers(0, 4, (n, classes)).astype(np.float64) + 0.01 * (np.arange(classes) == case % classes)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        labels = [f"c{i}" for i in range(classes)]
+        ours = report(targets, probabilities, labels)
+        predicted = probabilities.argmax(axis=1)
+        precision, recall, f1, support = precision_recall_fscore_support(
+            targets, predicted, labels=list(range(classes)), zero_division=0)
+        assert ours["confusion_matrix"] == confusion_matrix(targets, predicted, labels=list(range(classes))).tolist()
+        assert [ours["per_class"][label] for label in labels] == [
+            {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for p, r, f, s in zip(precision, recall, f1, support)]
+        assert ours["macro_f1"] == float(np.mean(f1))
+        if classes == 2 and len(set(targets.tolist())) == 2:
+            assert ours["roc_auc"] == float(roc_auc_score(targets, probabilities[:, 1])), case
+            areas += 1
+        else:
+            assert ours["roc_auc"] is None
+    assert areas >= 5
+
+
 # ---- runs -------------------------------------------------------------------------
 def test_train_from_stage_logs_evaluates_registers_and_classifies_in_sql(session, textile_stage):
     result = session.train("tex", "@tex/train", label="folder", test="@tex/test", **{**TINY, "epochs": 2})

@@ -77,7 +77,8 @@ class GenerationError(SightQLError):
 
 
 class DistributedError(SightQLError):
-    """Another process of a torchrun training job failed, or the launcher stopped this one."""
+    """Another process of a torchrun training job failed, or the launcher stopped this one; or a local
+    Dask worker process ended before it joined its cluster."""
 
 
 class MemoryLimitError(SightQLError):

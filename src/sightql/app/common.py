@@ -15,6 +15,8 @@ import sightql
 from sightql.errors import SightQLError
 
 BUILTIN_CLASSIFIERS = ["imagenet"]
+# Session-state key that holds the model chosen in any page's picker (see model_picker).
+CHOSEN_MODEL = "sightql_chosen_model"
 
 
 def open_session() -> sightql.Session:
@@ -38,6 +40,16 @@ def classifier_refs(session: sightql.Session) -> list[str]:
 
 
 def model_picker(session: sightql.Session, key: str = "model") -> str:
-    """A select box of :func:`classifier_refs`; remembers the choice across pages."""
+    """A select box of :func:`classifier_refs`; remembers the choice across pages.
+
+    Streamlit forgets a widget's value when a page without that widget runs (every page switch
+    does), so the choice is also kept under :data:`CHOSEN_MODEL`, a plain session-state key that
+    every page's picker starts from.
+    """
     refs = classifier_refs(session)
-    return st.sidebar.selectbox("Model", refs, key=key, help="A built-in model or a registry reference.")
+    chosen = st.session_state.get(CHOSEN_MODEL)
+    index = refs.index(chosen) if chosen in refs else 0
+    model: str = st.sidebar.selectbox("Model", refs, index=index, key=key,
+                                      help="A built-in model or a registry reference.")
+    st.session_state[CHOSEN_MODEL] = model
+    return model

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from sightql.errors import SightQLError
+from sightql.models import quiet
 from sightql.models.base import finish_output
 from sightql.models.card import ModelCard
 from sightql.partial_files import partial_path, remove_dead_partials
@@ -40,10 +41,11 @@ def export_onnx(module: Any, card: ModelCard, destination: Path) -> float:
     try:
         if isinstance(module, torch.jit.ScriptModule):
             # torch.export cannot trace TorchScript; the TorchScript exporter can.
-            torch.onnx.export(
-                module, (example,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, verbose=False,
-            )
+            with quiet.legacy_onnx_exporter():
+                torch.onnx.export(
+                    module, (example,), str(tmp), dynamo=False, input_names=["input"], output_names=["output"],
+                    dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, verbose=False,
+                )
         else:
             program = torch.onnx.export(
                 module, (example,), dynamo=True, dynamic_shapes=({0: batch},),

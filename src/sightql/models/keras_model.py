@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from sightql.errors import ConfigError, MissingDependencyError, UnsafeModelError
+from sightql.models import quiet
 from sightql.models.base import finish_output
 from sightql.models.card import InputSpec, ModelCard
 
@@ -366,9 +367,9 @@ def _check_card(info: KerasInfo, card: ModelCard) -> None:
 class KerasPredictor:
     """A loaded Keras model answering the Predictor protocol.
 
-    ``predict_on_batch`` is Keras's no-grad inference path; on the torch backend it was as fast
-    as calling the model directly. One lock serialises calls because Keras's device scope is
-    process state.
+    The model is called directly (see :func:`run_model`); on the torch backend that was as fast
+    as ``predict_on_batch``. One lock serialises calls because Keras's device scope is process
+    state.
     """
 
     def __init__(self, model: Any, card: ModelCard, device: str = "cpu"):
@@ -381,14 +382,27 @@ class KerasPredictor:
         self.model_version = card.name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(batch, dtype=np.float32)
         with self._lock, self._keras.device(self.device):
-            raw = self._model.predict_on_batch(x)
-        if isinstance(raw, dict):
-            raw = next(iter(raw.values()))
-        if isinstance(raw, (list, tuple)):
-            raw = raw[0]
-        return finish_output(np.asarray(raw), self.card)
+            raw = run_model(self._model, batch)
+        return finish_output(raw, self.card)
+
+
+def run_model(model: Any, batch: np.ndarray) -> np.ndarray:
+    """The model's (first) output on ``batch``, without gradients, as a float32 numpy array.
+
+    What ``predict_on_batch`` does, minus its conversion: Keras turns the torch tensor into numpy
+    with ``np.array(tensor)``, and since NumPy 2 that warns on every call (torch's ``__array__``
+    takes no ``copy`` argument); ``Tensor.numpy()`` gives the same values without the warning.
+    """
+    import torch
+
+    with torch.no_grad():
+        raw = model(np.ascontiguousarray(batch, dtype=np.float32), training=False)
+    if isinstance(raw, dict):
+        raw = next(iter(raw.values()))
+    if isinstance(raw, (list, tuple)):
+        raw = raw[0]
+    return raw.detach().to("cpu", torch.float32).numpy() if isinstance(raw, torch.Tensor) else np.asarray(raw, np.float32)
 
 
 def load_keras_predictor(path: Path, card: ModelCard, *, trust: bool = False, device: str = "cpu") -> KerasPredictor:
@@ -409,8 +423,9 @@ def export_keras_onnx(path: Path, card: ModelCard, destination: Path, *, trust: 
     destination.parent.mkdir(parents=True, exist_ok=True)
     sample = np.random.default_rng(0).random(card.input.shape(4), dtype=np.float32)
     # Keras exports only a model that has been called (its input signature comes from that call).
-    expected = np.asarray(model.predict_on_batch(sample))
-    model.export(str(destination), format="onnx", verbose=False)
+    expected = run_model(model, sample)
+    with quiet.legacy_onnx_exporter():  # a dynamic batch: Keras uses torch's TorchScript exporter
+        model.export(str(destination), format="onnx", verbose=False)
     session = ort.InferenceSession(str(destination), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {session.get_inputs()[0].name: sample})[:1]
     return float(np.abs(np.asarray(got) - expected).max())

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from sightql.errors import ConfigError, MissingDependencyError, UnsafeModelError
+from sightql.models import quiet
 from sightql.models.card import ModelCard
 
 BATCH_SIZE = 64
@@ -169,13 +170,14 @@ def load_text_embedder(folder: Path, name: str, device: str = "cpu", *, trust: b
     # Without trust, transformers must read safetensors, never fall back to a pickle file.
     model_kwargs = {} if trust else {"use_safetensors": True}
     try:
-        model = st.SentenceTransformer(
-            str(folder),
-            device=device,
-            local_files_only=True,
-            trust_remote_code=trust,
-            model_kwargs=model_kwargs,
-        )
+        with quiet.transformers_progress_bars():
+            model = st.SentenceTransformer(
+                str(folder),
+                device=device,
+                local_files_only=True,
+                trust_remote_code=trust,
+                model_kwargs=model_kwargs,
+            )
     except (OSError, ValueError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ConfigError(

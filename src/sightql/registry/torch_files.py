@@ -8,12 +8,12 @@ when loaded, so it is opened only for a version logged with ``trust=True``.
 
 from __future__ import annotations
 
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
 from sightql.errors import ConfigError, UnsafeModelError
+from sightql.models import quiet
 
 TorchFormat = Literal["state_dict", "torchscript", "pickled_module"]
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -53,9 +53,7 @@ def read_state_dict(path: Path) -> dict[str, Any] | None:
     import torch
 
     try:
-        with warnings.catch_warnings():
-            # Benign: torch notes that a file was pickled with protocol 4+; what it cannot read is refused below.
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        with quiet.foreign_pickle():
             loaded = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, ModuleNotFoundError) as exc:
         if isinstance(exc, RuntimeError) and "weights_only" not in str(exc) and "Weights only" not in str(exc):
@@ -187,7 +185,8 @@ def load_module(path: Path, fmt: TorchFormat, architecture: str | None, trusted:
     import torch
 
     if fmt == "torchscript":
-        return torch.jit.load(str(path), map_location=device).eval()
+        with quiet.torchscript():
+            return torch.jit.load(str(path), map_location=device).eval()
     if fmt == "state_dict":
         if not architecture:
             raise ConfigError(
@@ -216,13 +215,14 @@ def save_module(module: Any, folder: Path, architecture: str | None, example_sha
         state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
         save_file(state, str(folder / "model.safetensors"))
         return "model.safetensors", "state_dict"
-    if isinstance(module, torch.jit.ScriptModule):
-        scripted = module
-    else:
-        try:
-            scripted = torch.jit.script(module)
-        except Exception:
-            with torch.inference_mode(False), torch.no_grad():
-                scripted = torch.jit.trace(module, torch.zeros(*example_shape))
-    torch.jit.save(scripted, str(folder / "model.pt"))
+    with quiet.torchscript():
+        if isinstance(module, torch.jit.ScriptModule):
+            scripted = module
+        else:
+            try:
+                scripted = torch.jit.script(module)
+            except Exception:
+                with torch.inference_mode(False), torch.no_grad():
+                    scripted = torch.jit.trace(module, torch.zeros(*example_shape))
+        torch.jit.save(scripted, str(folder / "model.pt"))
     return "model.pt", "torchscript"

@@ -30,14 +30,19 @@ def predict(model: Any, loader: Any, device: str, amp: bool) -> tuple[np.ndarray
 
 
 def report(targets: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """A JSON-ready report; ``roc_auc`` for two classes (None when a class is missing from the set)."""
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+    """A JSON-ready report; ``roc_auc`` for two classes (None when a class is missing from the set).
 
+    Plain numpy, and the same numbers scikit-learn's ``precision_recall_fscore_support(...,
+    zero_division=0)``, ``confusion_matrix`` and ``roc_auc_score`` give (tests compare them), so
+    training needs no scikit-learn.
+    """
     predicted = probabilities.argmax(axis=1)
-    indices = list(range(len(labels)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        targets, predicted, labels=indices, zero_division=0
-    )
+    matrix = confusion_matrix(targets, predicted, len(labels))
+    true_positives = np.diag(matrix)
+    support, predictions = matrix.sum(axis=1), matrix.sum(axis=0)
+    precision = _ratio(true_positives, predictions)
+    recall = _ratio(true_positives, support)
+    f1 = _ratio(2.0 * true_positives, (support + predictions).astype(np.float64))
     result: dict[str, Any] = {
         "images": int(len(targets)),
         "accuracy": float((predicted == targets).mean()) if len(targets) else None,
@@ -47,14 +52,44 @@ def report(targets: np.ndarray, probabilities: np.ndarray, labels: Sequence[str]
             for label, p, r, f, s in zip(labels, precision, recall, f1, support)
         },
         "macro_f1": float(np.mean(f1)) if len(f1) else None,
-        "confusion_matrix": confusion_matrix(targets, predicted, labels=indices).tolist(),
+        "confusion_matrix": matrix.tolist(),
         "confusion_matrix_axes": "rows: true label, columns: predicted label, in the order of labels",
         "roc_auc": None,
     }
     if len(labels) == 2 and len(set(targets.tolist())) == 2:
-        result["roc_auc"] = float(roc_auc_score(targets, probabilities[:, 1]))
+        result["roc_auc"] = roc_auc(targets == 1, probabilities[:, 1])
         result["roc_auc_positive_label"] = labels[1]
     return result
+
+
+def confusion_matrix(targets: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class) pairs: rows true, columns predicted."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(targets, dtype=np.int64), np.asarray(predicted, dtype=np.int64)), 1)
+    return matrix
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator per class, 0 where the denominator is 0 (a class never true or never predicted)."""
+    out = np.zeros(len(numerator), dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def roc_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (trapezoids between the curve's points at each distinct score, so tied
+    scores count half); ``positive`` holds both True and False."""
+    order = np.argsort(-scores, kind="mergesort")
+    scores, positive = scores[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]  # last row of each distinct score
+    true_positives = np.cumsum(positive)[last]
+    false_positives = last + 1 - true_positives
+    if len(last) > 2:  # drop points collinear with their neighbours, as scikit-learn does: same sum of areas
+        corner = np.r_[True, (np.diff(false_positives, 2) != 0) | (np.diff(true_positives, 2) != 0), True]
+        true_positives, false_positives = true_positives[corner], false_positives[corner]
+    true_positives, false_positives = np.r_[0, true_positives], np.r_[0, false_positives]
+    tpr, fpr = true_positives / true_positives[-1], false_positives / false_positives[-1]
+    return float((np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0).sum())
 
 
 def confusion_cells(report: dict[str, Any]) -> list[dict[str, Any]]:

@@ -73,30 +73,10 @@ def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
         if workers is not None:
             raise ConfigError("workers= applies to the local cluster only; size a remote cluster where it is started")
         return Client(scheduler, set_as_default=False), None
+    from sightql.inference.runners.dask_cluster import local_cluster  # imports distributed
+
     cluster = local_cluster(workers or max(1, os.cpu_count() or 1))
     return Client(cluster, set_as_default=False), cluster
-
-
-def worker_env(workers: int) -> dict[str, str]:
-    """Environment of a local cluster's worker processes: this checkout's sightql, and each worker's
-    share of the cores for ONNX Runtime and decoding (else every worker would run as many threads
-    as the machine has cores). SIGHTQL_ORT_THREADS / SIGHTQL_DECODE_THREADS set here win."""
-    package_root = str(Path(__file__).resolve().parents[3])
-    pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
-    share = str(max(1, (os.cpu_count() or 1) // workers))
-    return {
-        "PYTHONPATH": pythonpath,
-        "SIGHTQL_ORT_THREADS": os.environ.get("SIGHTQL_ORT_THREADS") or share,
-        "SIGHTQL_DECODE_THREADS": os.environ.get("SIGHTQL_DECODE_THREADS") or share,
-    }
-
-
-def local_cluster(workers: int) -> Any:
-    """A LocalCluster of ``workers`` single-thread worker processes sharing the cores."""
-    from dask.distributed import LocalCluster
-
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                        env=worker_env(workers), silence_logs=40)
 
 
 def run_dask(plan: PredictPlan, scheduler: str | None = None, workers: int | None = None) -> Iterator[pa.Table]:
