@@ -82,14 +82,18 @@ def unit(path: str) -> str:
 
 
 def guarded_extras() -> dict[str, set[str]]:
-    """unit -> the extras a ``MissingDependencyError(package, extra)`` in that unit names."""
+    """unit -> the extras a ``MissingDependencyError(package, extra)`` in that unit names, or a message
+    text of it names as ``pip install 'sightql[extra]'`` (images: a row's error, e.g. "HEIC needs: ...")."""
     extras: dict[str, set[str]] = {}
     for file in PACKAGE.rglob("*.py"):
+        named = extras.setdefault(unit(file.relative_to(PACKAGE).as_posix()), set())
         for node in ast.walk(ast.parse(file.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "MissingDependencyError":
                 extra = node.args[1] if len(node.args) > 1 else None
                 if isinstance(extra, ast.Constant):
-                    extras.setdefault(unit(file.relative_to(PACKAGE).as_posix()), set()).add(extra.value)
+                    named.add(extra.value)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                named.update(re.findall(r"pip install 'sightql\[(\w+)\]'", node.value))
     return extras
 
 
