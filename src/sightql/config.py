@@ -1,109 +1,132 @@
-"""Settings: defaults, overridden by ``SIGHTQL_*`` environment variables.
+"""Settings: defaults < one TOML config file < ``SIGHTQL_*`` environment variables.
 
-| variable                    | meaning                                         | default            |
-|-----------------------------|-------------------------------------------------|--------------------|
-| SIGHTQL_HOME                | default warehouse folder                        | ~/.sightql/warehouse |
-| SIGHTQL_MAX_IMAGE_BYTES     | largest image file accepted                     | 50 MB              |
-| SIGHTQL_MAX_IMAGE_PIXELS    | largest width*height decoded (bomb guard)       | 89,478,485         |
-| SIGHTQL_BATCH_SIZE          | images per model call                           | 32                 |
-| SIGHTQL_DECODE_THREADS      | threads decoding images beside the model        | CPU count          |
-| SIGHTQL_ORT_THREADS         | intra-op threads of each ONNX Runtime model     | CPU count          |
-| SIGHTQL_MEMORY_LIMIT        | DuckDB memory limit (buffer pool) per session; unset, writes of images may raise it up to half the RAM | 256MB |
-| SIGHTQL_DEVICE              | auto, cpu or cuda                               | auto               |
-| SIGHTQL_MAX_MODEL_BYTES     | largest model artifact the registry accepts     | 2 GB               |
-| SIGHTQL_LOCK_WAIT           | seconds to wait while another process holds the warehouse | 5        |
-| SIGHTQL_DDP_TIMEOUT         | seconds a torchrun rank waits for the others before failing | 1800   |
+The config file is the first of these that applies (only one file is read):
+
+1. ``$SIGHTQL_CONFIG``, when that variable is set (the file must then exist);
+2. ``$SIGHTQL_HOME/config.toml``, when ``SIGHTQL_HOME`` is set and that file exists;
+3. ``~/.sightql/config.toml``, when it exists.
+
+Its keys are the field names below (``batch_size = 64``, ``memory_limit = "1GB"``); a key it does
+not know is refused. Each key's variable is ``SIGHTQL_`` and the key in capitals, and a variable
+that is set (and not empty) wins over the file. Keys and tokens (``SIGHTQL_API_TOKEN``,
+``SIGHTQL_IMAGE_API_KEY``, ``OPENAI_API_KEY``) are secrets: they are read from the environment only,
+never from the file. docs/configuration.md lists every key.
+
+| key                   | meaning                                                       | default              |
+|-----------------------|---------------------------------------------------------------|----------------------|
+| home                  | default warehouse folder                                      | ~/.sightql/warehouse |
+| max_image_bytes       | largest image file accepted                                   | 50 MB                |
+| max_image_pixels      | largest width*height decoded (bomb guard)                     | 89,478,485           |
+| batch_size            | images per model call                                         | 32                   |
+| decode_threads        | threads decoding images beside the model                      | CPU count            |
+| ort_threads           | intra-op threads of each ONNX Runtime model                   | CPU count            |
+| memory_limit          | DuckDB memory limit (buffer pool) per session; unset, writes of images may raise it up to half the RAM | 256MB |
+| device                | auto, cpu or cuda                                             | auto                 |
+| max_model_bytes       | largest model artifact the registry accepts                   | 2 GB                 |
+| lock_wait             | seconds to wait while another process holds the warehouse     | 5                    |
+| ddp_timeout           | seconds a torchrun rank waits for the others before failing   | 1800                 |
+| api_max_request_bytes | largest HTTP API request body                                 | 20 MiB               |
+| api_max_images        | images in one HTTP API request                                | 64                   |
+| s3_endpoint_url       | S3-compatible endpoint of s3:// stages (else AWS_ENDPOINT_URL) | AWS's               |
+| image_api_base        | base URL of an OpenAI-compatible image endpoint               | OpenAI's             |
+| image_model           | image model the app's generator asks for                      | dall-e-3             |
+| image_size            | image size it asks for                                        | 1024x1024            |
+| image_timeout         | seconds to wait for one generated image                       | 120                  |
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from sightql.errors import ConfigError
 
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own bomb threshold
+CONFIG_ENV = "SIGHTQL_CONFIG"
 
 
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw.replace("_", ""))
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to one, e.g. {default}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive; set it to e.g. {default}")
-    return value
+def _cpu_count() -> int:
+    return max(1, os.cpu_count() or 1)
 
 
-def _seconds_env(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of seconds; set it to one, e.g. {default:g}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must be zero or more seconds; set it to e.g. {default:g}")
-    return value
-
-
-def decode_threads() -> int:
-    """Threads decoding images beside the model (SIGHTQL_DECODE_THREADS)."""
-    return _int_env("SIGHTQL_DECODE_THREADS", max(1, os.cpu_count() or 1))
-
-
-def onnx_threads() -> int:
-    """Intra-op threads per ONNX Runtime session (SIGHTQL_ORT_THREADS). Read when a model loads, so a
-    Dask worker process started with its share of the cores gets that share."""
-    return _int_env("SIGHTQL_ORT_THREADS", max(1, os.cpu_count() or 1))
-
-
-def default_home() -> Path:
-    """The warehouse used when ``connect()`` gets no path."""
-    raw = os.environ.get("SIGHTQL_HOME")
-    if raw:
-        return Path(raw).expanduser()
-    return Path.home() / ".sightql" / "warehouse"
+# How the config file and the environment give each key (parsed in config_sources.py).
+POSITIVE, SECONDS, TEXT = {"kind": "positive"}, {"kind": "seconds"}, {"kind": "text"}
+DEVICE, PATH, URL = {"kind": "device"}, {"kind": "path"}, {"kind": "url"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    max_image_bytes: int = 50 * 1024 * 1024
-    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
-    batch_size: int = 32
-    decode_threads: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
+    max_image_bytes: int = field(default=50 * 1024 * 1024, metadata=POSITIVE)
+    max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata=POSITIVE)
+    batch_size: int = field(default=32, metadata=POSITIVE)
+    decode_threads: int = field(default_factory=_cpu_count, metadata=POSITIVE)
     # DuckDB keeps table pages (images included) cached up to this limit, so a small
     # limit keeps RSS flat however large the table a query scans; operators spill to disk.
-    memory_limit: str = "256MB"
-    # True when the user set the limit (SIGHTQL_MEMORY_LIMIT): it is then kept as given. Otherwise a
-    # write of images may raise it for the session, up to half the machine's memory, because DuckDB
-    # rewrites a table's images in memory when rows are added (sql/write_budget.py).
+    memory_limit: str = field(default="256MB", metadata=TEXT)
+    # True when the user set the limit (SIGHTQL_MEMORY_LIMIT or memory_limit in the config file): it is
+    # then kept as given. Otherwise a write of images may raise it for the session, up to half the
+    # machine's memory, because DuckDB rewrites a table's images in memory when rows are added
+    # (sql/write_budget.py). Not a key of its own.
     memory_limit_fixed: bool = False
-    device: str = "auto"
-    max_model_bytes: int = 2 * 1024 * 1024 * 1024
-    lock_wait: float = 5.0
-    ddp_timeout: float = 1800.0
+    device: str = field(default="auto", metadata=DEVICE)
+    max_model_bytes: int = field(default=2 * 1024 * 1024 * 1024, metadata=POSITIVE)
+    lock_wait: float = field(default=5.0, metadata=SECONDS)
+    ddp_timeout: float = field(default=1800.0, metadata=SECONDS)
+    home: Path = field(default_factory=lambda: Path.home() / ".sightql" / "warehouse", metadata=PATH)
+    ort_threads: int = field(default_factory=_cpu_count, metadata=POSITIVE)
+    api_max_request_bytes: int = field(default=20 * 1024 * 1024, metadata=POSITIVE)
+    api_max_images: int = field(default=64, metadata=POSITIVE)
+    s3_endpoint_url: str | None = field(default=None, metadata=TEXT)
+    image_api_base: str | None = field(default=None, metadata=URL)
+    image_model: str = field(default="dall-e-3", metadata=TEXT)
+    image_size: str = field(default="1024x1024", metadata=TEXT)
+    image_timeout: float = field(default=120.0, metadata=SECONDS)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        """The names the config file and ``SIGHTQL_*`` variables may set."""
+        return tuple(f.name for f in fields(cls) if "kind" in f.metadata)
 
     @classmethod
     def from_env(cls) -> "Settings":
-        base = cls()
-        device = os.environ.get("SIGHTQL_DEVICE", base.device)
-        if device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"SIGHTQL_DEVICE={device!r} is not valid; use auto, cpu or cuda")
-        return cls(
-            max_image_bytes=_int_env("SIGHTQL_MAX_IMAGE_BYTES", base.max_image_bytes),
-            max_image_pixels=_int_env("SIGHTQL_MAX_IMAGE_PIXELS", base.max_image_pixels),
-            batch_size=_int_env("SIGHTQL_BATCH_SIZE", base.batch_size),
-            decode_threads=decode_threads(),
-            memory_limit=os.environ.get("SIGHTQL_MEMORY_LIMIT") or base.memory_limit,
-            memory_limit_fixed=bool(os.environ.get("SIGHTQL_MEMORY_LIMIT")),
-            device=device,
-            max_model_bytes=_int_env("SIGHTQL_MAX_MODEL_BYTES", base.max_model_bytes),
-            lock_wait=_seconds_env("SIGHTQL_LOCK_WAIT", base.lock_wait),
-            ddp_timeout=_seconds_env("SIGHTQL_DDP_TIMEOUT", base.ddp_timeout),
-        )
+        """Defaults, overridden by the config file, overridden by ``SIGHTQL_*`` variables."""
+        return read_settings()[0]
+
+
+def read_settings() -> tuple[Settings, frozenset[str]]:
+    """(the settings, the keys the config file or the environment set)."""
+    # pydantic-settings costs ~0.3 s to import, so `import sightql` does not load it; only this does.
+    from sightql.config_sources import load
+
+    return load(Settings, config_file())
+
+
+def config_file() -> Path | None:
+    """The one config file read (see the module's docstring for the order), or None."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={explicit!r} names no file; create it, or unset {CONFIG_ENV}")
+        return path
+    home = os.environ.get("SIGHTQL_HOME")
+    candidates = [Path(home).expanduser() / "config.toml"] if home else []
+    candidates.append(Path.home() / ".sightql" / "config.toml")
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def decode_threads() -> int:
+    """Threads decoding images beside the model (decode_threads, SIGHTQL_DECODE_THREADS)."""
+    return Settings.from_env().decode_threads
+
+
+def onnx_threads() -> int:
+    """Intra-op threads per ONNX Runtime session (ort_threads, SIGHTQL_ORT_THREADS). Read when a model
+    loads, so a Dask worker process started with its share of the cores gets that share."""
+    return Settings.from_env().ort_threads
+
+
+def default_home() -> Path:
+    """The warehouse used when ``connect()`` gets no path (home, SIGHTQL_HOME)."""
+    return Settings.from_env().home

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from sightql.config import Settings, _int_env
+from sightql.config import Settings
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -23,21 +23,22 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 @dataclass(frozen=True)
 class ApiLimits:
-    """``max_request_bytes``: a whole request body ($SIGHTQL_API_MAX_REQUEST_BYTES, 20 MiB);
-    ``max_images``: images in one request ($SIGHTQL_API_MAX_IMAGES, 64); ``max_image_bytes``: one image
-    ($SIGHTQL_MAX_IMAGE_BYTES); ``lock_wait``: seconds a request waits for a busy warehouse ($SIGHTQL_LOCK_WAIT)."""
+    """``max_request_bytes``: a whole request body (api_max_request_bytes, 20 MiB); ``max_images``: images
+    in one request (api_max_images, 64); ``max_image_bytes``: one image (max_image_bytes); ``lock_wait``:
+    seconds a request waits for a busy warehouse (lock_wait). Each from the config file or its
+    ``SIGHTQL_*`` variable (sightql.config)."""
 
-    max_request_bytes: int = 20 * 1024 * 1024
-    max_images: int = 64
+    max_request_bytes: int = Settings.api_max_request_bytes
+    max_images: int = Settings.api_max_images
     max_image_bytes: int = Settings.max_image_bytes
     lock_wait: float = Settings.lock_wait
 
     @classmethod
     def from_env(cls) -> "ApiLimits":
-        base, settings = cls(), Settings.from_env()
+        settings = Settings.from_env()
         return cls(
-            max_request_bytes=_int_env("SIGHTQL_API_MAX_REQUEST_BYTES", base.max_request_bytes),
-            max_images=_int_env("SIGHTQL_API_MAX_IMAGES", base.max_images),
+            max_request_bytes=settings.api_max_request_bytes,
+            max_images=settings.api_max_images,
             max_image_bytes=settings.max_image_bytes,
             lock_wait=settings.lock_wait,
         )

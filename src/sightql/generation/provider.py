@@ -1,6 +1,8 @@
 """An image provider speaking the OpenAI Images API: OpenAI itself, or any compatible endpoint.
 
-Settings come from environment variables only (the key is a secret and never stored):
+The keys are secrets, read from the environment only and never stored; the other settings come from
+the config file or their ``SIGHTQL_*`` variable (sightql.config: image_api_base, image_model,
+image_size, image_timeout):
 
 | variable               | meaning                                                         | default          |
 |------------------------|-----------------------------------------------------------------|------------------|
@@ -21,13 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sightql.config import _seconds_env
+from sightql.config import Settings
 from sightql.errors import ConfigError, GenerationError, MissingDependencyError
 
 OPENAI_BASE = "https://api.openai.com/v1"
-DEFAULT_MODEL = "dall-e-3"
-DEFAULT_SIZE = "1024x1024"
-DEFAULT_TIMEOUT = 120.0
+DEFAULT_MODEL = Settings.image_model
+DEFAULT_SIZE = Settings.image_size
+DEFAULT_TIMEOUT = Settings.image_timeout
 SETUP_HELP = (
     "No image provider is configured. To use the OpenAI Images API, set OPENAI_API_KEY "
     "(and optionally SIGHTQL_IMAGE_MODEL, default dall-e-3, e.g. gpt-image-1) before starting the app:\n\n"
@@ -77,23 +79,18 @@ class GeneratedImage:
 
 def provider_from_env() -> ImageProvider | None:
     """The configured provider, or None when neither SIGHTQL_IMAGE_API_BASE nor OPENAI_API_KEY is set."""
-    env = os.environ
-    base = env.get("SIGHTQL_IMAGE_API_BASE", "").strip().rstrip("/")
+    env, settings = os.environ, Settings.from_env()
+    base = settings.image_api_base
     openai_key = env.get("OPENAI_API_KEY", "").strip() or None
     if not base and not openai_key:
         return None
-    if base and (urlsplit(base).scheme not in ("http", "https") or not urlsplit(base).hostname):
-        raise ConfigError(
-            f"SIGHTQL_IMAGE_API_BASE={base!r} is not an http(s) URL; set it to e.g. http://localhost:8080/v1"
-        )
     key = (env.get("SIGHTQL_IMAGE_API_KEY", "").strip() or openai_key) if base else openai_key
-    timeout = _seconds_env("SIGHTQL_IMAGE_TIMEOUT", DEFAULT_TIMEOUT)
     return ImageProvider(
         api_base=base or OPENAI_BASE,
         api_key=key,
-        model=env.get("SIGHTQL_IMAGE_MODEL", "").strip() or DEFAULT_MODEL,
-        size=env.get("SIGHTQL_IMAGE_SIZE", "").strip() or DEFAULT_SIZE,
-        timeout=timeout or DEFAULT_TIMEOUT,
+        model=settings.image_model or DEFAULT_MODEL,
+        size=settings.image_size or DEFAULT_SIZE,
+        timeout=settings.image_timeout or DEFAULT_TIMEOUT,
     )
 
 

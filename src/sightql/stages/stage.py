@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sightql.config import Settings
 from sightql.errors import MissingDependencyError, StageError
 from sightql.stages.local_files import local_sources
 from sightql.stages.paths import safe_relative_path
@@ -33,7 +34,7 @@ def _filesystem(url: str) -> tuple[Any, str]:
             import s3fs
         except ImportError:
             raise MissingDependencyError("s3fs", "s3") from None
-        endpoint = os.environ.get("SIGHTQL_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = Settings.from_env().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
         client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
         fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
         return fs, url[len("s3://") :].rstrip("/")

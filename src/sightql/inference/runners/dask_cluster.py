@@ -22,6 +22,7 @@ from distributed import Scheduler, SpecCluster
 from distributed.core import rpc
 from distributed.deploy.spec import ProcessInterface
 
+from sightql.config import read_settings
 from sightql.errors import DistributedError
 
 # Seconds a worker waits for the scheduler, and a closing worker is given before it is killed.
@@ -35,14 +36,15 @@ QUIET = {"DASK_LOGGING__DISTRIBUTED": "error"}
 def worker_env(workers: int) -> dict[str, str]:
     """Environment of a local cluster's worker processes: this checkout's sightql, and each worker's
     share of the cores for ONNX Runtime and decoding (else every worker would run as many threads
-    as the machine has cores). SIGHTQL_ORT_THREADS / SIGHTQL_DECODE_THREADS set here win."""
+    as the machine has cores). ort_threads / decode_threads set here (config file or SIGHTQL_*) win."""
     package_root = str(Path(__file__).resolve().parents[3])
     pythonpath = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)
-    share = str(max(1, (os.cpu_count() or 1) // workers))
+    share = max(1, (os.cpu_count() or 1) // workers)
+    settings, chosen = read_settings()
     return {
         "PYTHONPATH": pythonpath,
-        "SIGHTQL_ORT_THREADS": os.environ.get("SIGHTQL_ORT_THREADS") or share,
-        "SIGHTQL_DECODE_THREADS": os.environ.get("SIGHTQL_DECODE_THREADS") or share,
+        "SIGHTQL_ORT_THREADS": str(settings.ort_threads if "ort_threads" in chosen else share),
+        "SIGHTQL_DECODE_THREADS": str(settings.decode_threads if "decode_threads" in chosen else share),
     }
 
 
