@@ -14,23 +14,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+from sightql.processes import process_alive
+
 _PARTIAL = re.compile(r"\.partial-(\d+)-[0-9a-f]{8}$")
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` is running on this machine (a zombie, ended but not reaped, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OverflowError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def is_partial_name(name: str) -> bool:

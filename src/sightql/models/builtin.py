@@ -3,10 +3,11 @@ and ``minilm`` (all-MiniLM-L6-v2, text; loaded by :mod:`sightql.models.text_embe
 
 from __future__ import annotations
 
-import fcntl
 import json
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from sightql.models import efficientnet_lite
 from sightql.models.card import ModelCard
@@ -44,8 +45,7 @@ def cached_imagenet_onnx(models_dir: Path) -> tuple[Path, ModelCard]:
     if onnx_path.exists() and card_path.exists():
         return onnx_path, ModelCard.from_json(card_path.read_text())
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(folder / ".lock"):
         for leftover in folder.glob("tmp*.onnx"):  # older versions' temp names; only the lock holder writes here
             leftover.unlink(missing_ok=True)
         if not (onnx_path.exists() and card_path.exists()):

@@ -2,8 +2,9 @@
 
 DuckDB lets one process write a database file at a time. SightQL's app and API open the
 warehouse for each request and close it straight after, so a CLI job and the app take turns;
-while a long job holds the file, an open retries with backoff for ``lock_wait`` seconds and
-then fails with one sentence naming the process that holds it.
+while a long job holds the file, an open retries with backoff (tenacity) for ``lock_wait`` seconds
+and then fails with one sentence naming the process that holds it (psutil). Both are imported only
+when the file is busy: tenacity costs ~0.1 s to import, more than opening the warehouse.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import duckdb
 
 from sightql.errors import WarehouseBusyError, WarehouseError
+from sightql.processes import command_line
 from sightql.sql.process_turns import waited_since
 
 _HOLDER_PID = re.compile(r"PID (\d+)")
@@ -27,22 +29,40 @@ def open_warehouse_file(
     """A DuckDB connection to ``path``; retries while another process holds its lock, until
     ``lock_wait`` s after ``started`` (``time.monotonic()`` when the caller began waiting; default now)."""
     started = time.monotonic() if started is None else started
+    try:
+        return _attempt(path, read_only, memory_limit)
+    except _Locked:
+        pass  # busy: retry at once, then after 0.05 s, doubling up to 1 s, until the deadline
+    import tenacity
+
     deadline = started + max(0.0, lock_wait)
-    delay = 0.05
-    while True:
-        try:
-            return _connect(path, read_only, memory_limit)
-        except duckdb.IOException as exc:
-            text = str(exc)
-            if "lock" not in text.lower():
-                raise WarehouseError(f"cannot open the warehouse {path.parent}: {text}") from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WarehouseBusyError(_lock_message(path.parent, text, started)) from None
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 1.0)
-        except duckdb.Error as exc:
-            raise WarehouseError(f"cannot open the warehouse {path.parent}: {exc}") from None
+    backoff = tenacity.wait_exponential(multiplier=0.05, max=1.0)  # 0.05 s, doubling up to 1 s
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_Locked),
+        stop=lambda state: time.monotonic() >= deadline,
+        wait=lambda state: min(backoff(state), max(0.0, deadline - time.monotonic())),
+        reraise=True,
+    )
+    try:
+        return retrying(_attempt, path, read_only, memory_limit)
+    except _Locked as exc:
+        raise WarehouseBusyError(_lock_message(path.parent, str(exc), started)) from None
+
+
+class _Locked(Exception):
+    """Another process holds the file's lock (DuckDB's message)."""
+
+
+def _attempt(path: Path, read_only: bool, memory_limit: str) -> Any:
+    """One open: a connection, or _Locked to try again, or a WarehouseError that no wait mends."""
+    try:
+        return _connect(path, read_only, memory_limit)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise _Locked(str(exc)) from None
+        raise WarehouseError(f"cannot open the warehouse {path.parent}: {exc}") from None
+    except duckdb.Error as exc:
+        raise WarehouseError(f"cannot open the warehouse {path.parent}: {exc}") from None
 
 
 def _connect(path: Path, read_only: bool, memory_limit: str) -> Any:
@@ -70,12 +90,8 @@ def _lock_message(home: Path, duckdb_text: str, started: float) -> str:
 
 
 def _command_of(pid: str) -> str:
-    """`` (sightql predict ...)`` from /proc where readable, else nothing."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return ""
-    words = [w for w in raw.decode(errors="replace").split("\0") if w]
+    """`` (sightql predict ...)`` where the process's command line is readable, else nothing."""
+    words = [w for w in command_line(int(pid)) or [] if w]
     if not words:
         return ""
     words[0] = Path(words[0]).name

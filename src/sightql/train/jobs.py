@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sightql.errors import ConfigError, SightQLError
-from sightql.partial_files import process_alive
+from sightql.processes import command_line, process_alive
 from sightql.train.options import TrainOptions
 from sightql.train.progress_file import FINAL_STATES
 
@@ -203,13 +203,12 @@ def _alive(pid: int) -> bool:
 
 
 def _runs_job(pid: int, job_id: str) -> bool:
-    """Whether ``pid`` is still this job's process (a PID can be reused); assumed where /proc is absent."""
+    """Whether ``pid`` is still this job's process (a PID can be reused); assumed where its command line
+    cannot be read."""
     if not _alive(pid):
         return False
-    try:
-        return job_id in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return True
+    words = command_line(pid)
+    return words is None or any(job_id in word for word in words)
 
 
 def _exit_reason(log_path: Path, pid: int) -> str:
