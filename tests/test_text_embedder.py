@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -89,10 +90,26 @@ def test_pickle_only_weights_are_refused_unless_trusted(tmp_path):
     check_folder(folder, trust=True)
 
 
-def test_pickle_weights_beside_safetensors_are_allowed(tmp_path):
+class _Bait:
+    """Unpickling this creates ``marker``: a visible trace of any loader that reads the pickle."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_weights_beside_safetensors_are_never_unpickled(minilm, tmp_path):
+    marker = tmp_path / "unpickled"
+    bait = pickle.dumps(_Bait(marker))
     folder = linked_copy(minilm_path(), tmp_path / "both")
-    (folder / "pytorch_model.bin").write_bytes(b"pretend pickle")
-    check_folder(folder, trust=False)
+    (folder / "pytorch_model.bin").write_bytes(bait)  # where transformers would look for pickle weights
+    loaded = load_text_embedder(folder, "both")
+    assert not marker.exists(), "the loader unpickled pytorch_model.bin"
+    np.testing.assert_array_equal(loaded.embed_texts([GUITAR]), minilm.embed_texts([GUITAR]))  # the safetensors
+    pickle.loads(bait)  # the bait is live: reading it would have left the marker
+    assert marker.exists()
 
 
 def test_module_classes_outside_sentence_transformers_are_refused(tmp_path):
