@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,13 +138,3 @@ def test_trusted_pickle_weights_load_and_match(minilm, tmp_path):
         load_text_embedder(folder, "pickled")
     trusted = load_text_embedder(folder, "pickled", trust=True)
     np.testing.assert_allclose(trusted.embed_texts([GUITAR]), minilm.embed_texts([GUITAR]), atol=1e-5)
-
-
-def test_importing_the_adapters_stays_light():
-    heavy = ("torch", "keras", "sentence_transformers", "transformers", "h5py")
-    code = (
-        "import sys, sightql, sightql.models.text_embedder, sightql.models.keras_model\n"
-        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

@@ -361,11 +361,6 @@ def test_training_from_a_registered_trained_version(session, textile_table):
     assert json.loads(_run(session, second.run_id)["params"])["extra"]["base_kind"] == "efficientnet_lite0"
 
 
-def test_import_sightql_does_not_import_torch():
-    code = "import sys, sightql, sightql.train; assert 'torch' not in sys.modules, 'torch imported'"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
-
-
 def test_stage_label_must_be_folder(session, textile_stage):
     with pytest.raises(SightQLError, match="label='folder'"):
         session.train("tex", "@tex/train", label="kind", **TINY)
