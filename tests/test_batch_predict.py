@@ -482,10 +482,3 @@ def test_cli_predict_and_its_mistakes(photos, warehouse):
                            (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "'ray' is not one of 'local', 'dask'")]:
         bad = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert bad.returncode == 2 and sentence in bad.stderr and "Traceback" not in bad.stderr
-
-
-def test_predict_modules_import_no_heavy_framework():
-    code = ("import sys, sightql.inference.predict, sightql.cli.predict; "
-            "print(sorted(m for m in ('torch', 'onnxruntime', 'dask', 'distributed') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

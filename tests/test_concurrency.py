@@ -47,10 +47,11 @@ def test_api_requests_and_a_cli_predict_job_share_one_warehouse(warehouse, photo
              "-w", str(warehouse)],
             env={**os.environ, "SIGHTQL_LOCK_WAIT": "30"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        outcomes: list[int] = []
+        # How many requests overlap the job is up to the scheduler, so no count is asserted: each
+        # answer follows the rules (a prediction, or a 503 naming the job). A 503 made certain, with
+        # a held warehouse, is tests/test_api.py::test_a_held_warehouse_gives_503_naming_the_holder_then_works_again.
         while job.poll() is None:
             response = ask()
-            outcomes.append(response.status_code)
             if response.status_code == 200:
                 assert response.json()["predictions"][0]["top"][0]["label"] == "espresso"
             else:
@@ -62,8 +63,6 @@ def test_api_requests_and_a_cli_predict_job_share_one_warehouse(warehouse, photo
         out, err = job.communicate()
         assert job.returncode == 0, err
         assert "predicted 40 row(s) of photos" in out
-        print(f"API answers while the job ran: {outcomes.count(200)} x 200, {outcomes.count(503)} x 503")
-        assert 503 in outcomes, f"no request overlapped the job: {outcomes}"
         assert ask().status_code == 200  # the API has the warehouse again once the job is done
     assert "Traceback" not in server.stderr
 

@@ -19,6 +19,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_models_log_ls_show_alias_rm(warehouse, photos_dir, tmp_path):
     w = ["-w", str(warehouse)]
     onnx = write_onnx(tiny_classifier(3, favour=2), tmp_path / "defects.onnx")
