@@ -296,6 +296,10 @@ def test_options_survive_a_json_round_trip_and_bad_json_is_one_sentence():
         TrainOptions.from_json("{name: m}")
     with pytest.raises(ConfigError, match="epochs=0 is not valid"):
         TrainOptions.from_json('{"name": "m", "source": "t", "epochs": 0}')
+    with pytest.raises(ConfigError, match="^epochs='3' is not valid; use a whole number$"):
+        TrainOptions.from_json('{"name": "m", "source": "t", "epochs": "3"}')
+    with pytest.raises(ConfigError, match="^patience=1.5 is not valid; use a whole number or None$"):
+        TrainOptions(name="m", source="t", patience=1.5)
 
 
 def test_torchvision_base_offline_without_weights_says_how_to_fix(session, tmp_path, monkeypatch):

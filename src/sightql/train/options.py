@@ -19,6 +19,10 @@ Schedule = Literal["cosine", "step", "none"]
 Augment = Literal["none", "light", "standard"]
 SCHEDULES = ("cosine", "step", "none")
 AUGMENTS = ("none", "light", "standard")
+_WHOLE = ("epochs", "batch_size", "seed", "checkpoint_every", "decode_threads")
+_WHOLE_OR_NONE = ("unfreeze_after", "image_size", "patience")
+_NUMBERS = ("lr", "weight_decay", "backbone_lr_factor", "val_fraction")
+_SWITCHES = ("amp", "register")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class TrainOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs} is not valid; train for at least 1 epoch")
         if self.batch_size < 1:
@@ -84,6 +89,21 @@ class TrainOptions:
             raise ConfigError(
                 f"class_weights={self.class_weights!r} is not valid; use 'balanced', None or a dict of label -> weight"
             )
+
+    def _check_types(self) -> None:
+        """Numbers and switches of the right kind, so a value from JSON or a form fails in one sentence."""
+        for name in _WHOLE + _WHOLE_OR_NONE + _NUMBERS + _SWITCHES:
+            value = getattr(self, name)
+            if value is None and name in _WHOLE_OR_NONE:
+                continue
+            if name in _SWITCHES:
+                ok, kind = isinstance(value, bool), "True or False"
+            elif name in _NUMBERS:
+                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            else:
+                ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+            if not ok:
+                raise ConfigError(f"{name}={value!r} is not valid; use {kind}" + (" or None" if name in _WHOLE_OR_NONE else ""))
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
