@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 import sightql
 from sightql.errors import ConfigError
 from sightql.train.evaluate import confusion_cells, report
-from sightql.train.jobs import cli_args, job_status, jobs_dir, list_jobs, start_job
+from sightql.train.jobs import job_status, jobs_dir, list_jobs, options_path, start_job
 from sightql.train.options import TrainOptions
 from sightql.train.progress_file import ProgressFile
 from sightql.train.runs import RunStore
@@ -100,33 +100,9 @@ def test_bad_requests_are_refused_before_a_process_starts(warehouse):
         start_job(warehouse, TrainOptions(name="m", source=" "))
     with pytest.raises(ConfigError, match="model name"):
         start_job(warehouse, TrainOptions(name="bad name!", source="t"))
-    with pytest.raises(ConfigError, match="weight_decay cannot be set for a background run"):
-        start_job(warehouse, TrainOptions(name="m", source="t", weight_decay=0.1))
     with pytest.raises(ConfigError, match="epochs=0"):
         TrainOptions(name="m", source="t", epochs=0)  # what the page builds checks itself
     assert not jobs_dir(warehouse).exists() and list_jobs(warehouse) == []
-
-
-def test_cli_args_carry_every_setting_the_command_parses_back():
-    import typer
-
-    from sightql.cli.app import app
-
-    options = TrainOptions(
-        name="m", source="@s/train", label="folder", base="resnet18", weights_path="w.pth", epochs=3, batch_size=8,
-        lr=0.003, schedule="step", freeze=2, unfreeze_after=1, image_size=96, resize="squash", augment="standard",
-        val_fraction=0.3, seed=7, device="cpu", amp=False, patience=2, class_weights={"a": 2.0, "b": 0.5},
-        checkpoint_every=2, test="@s/test",
-    )
-    command = typer.main.get_command(app).commands["train"]
-    parsed = command.make_context("train", cli_args(options)).params
-    assert parsed["source"] == "@s/train" and parsed["register"] == "m" and parsed["weights"] == "w.pth"
-    assert parsed["freeze"] == "2" and parsed["class_weights"] == "a=2.0,b=0.5" and parsed["amp"] is False
-    for key in ("label", "base", "epochs", "batch_size", "lr", "schedule", "unfreeze_after", "image_size", "resize",
-                "augment", "val_fraction", "seed", "device", "patience", "checkpoint_every", "test"):
-        assert parsed[key] == getattr(options, key), key
-    assert cli_args(TrainOptions(name="m", source="t")) == ["--from", "t", "--register", "m"]  # defaults stay out
-    assert "--no-register" in cli_args(TrainOptions(name="m", source="t", register=False))
 
 
 def _wait_until_finished(warehouse: Path, job_id: str, seconds: float = 300):
@@ -148,6 +124,24 @@ def test_a_job_that_fails_reports_the_cli_sentence(warehouse, session):
     with sightql.connect(warehouse) as again:
         (run,) = again.sql("SELECT status, error FROM training_runs").to_pylist()
     assert run["status"] == "failed" and run["error"] == done.error  # the file and the catalog agree
+
+
+def test_a_job_gets_its_options_as_json_not_flags(warehouse, session):
+    session.close()
+    options = TrainOptions(name="m", source="no_such_table", label="kind", base="resnet18", epochs=2, lr=0.003,
+                           weight_decay=0.1, backbone_lr_factor=0.5, freeze=2, class_weights={"a": 2.0},
+                           decode_threads=2, amp=False, register=False, extra={"note": "from the app"})
+    job = start_job(warehouse, options)
+    record = json.loads((jobs_dir(warehouse) / f"{job.job_id}.job.json").read_text())
+    command = record["command"]
+    assert command[command.index("--options-json") + 1] == str(options_path(warehouse, job.job_id))
+    assert not {"--from", "--register", "--no-register", "--lr", "--epochs", "--label"} & set(command)
+    assert TrainOptions.from_json(options_path(warehouse, job.job_id).read_text()) == options
+    done = _wait_until_finished(warehouse, job.job_id)
+    assert done.state == "failed" and "no_such_table" in done.error
+    with sightql.connect(warehouse) as again:
+        (run,) = again.sql("SELECT params FROM training_runs").to_pylist()
+    assert json.loads(run["params"]) == options.to_json_dict()  # every setting arrived, the CLI's flags or not
 
 
 def test_progress_file_tracks_steps_epochs_and_the_end(tmp_path):

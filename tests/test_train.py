@@ -18,6 +18,7 @@ import pytest
 import sightql
 from sightql.errors import ConfigError, SightQLError, TableError
 from sightql.train.evaluate import report
+from sightql.train.options import TrainOptions
 from sightql.train.sources import Example, stage_examples
 from sightql.train.splits import split_by_column, split_by_content
 
@@ -261,6 +262,49 @@ def test_bad_arguments_are_refused_before_a_run_starts(session):
     assert session.sql("SELECT count(*) AS n FROM training_runs").to_pylist() == [{"n": 0}]
 
 
+# ---- settings: TrainOptions, keyword overrides, JSON ------------------------------------
+def test_keywords_override_an_options_record_and_the_run_stores_the_result(session):
+    options = TrainOptions(name="ignored", source="ignored", lr=0.01, weight_decay=0.2, freeze=2,
+                           class_weights={"a": 2.0}, image_size=96)
+    with pytest.raises(TableError, match="no_such_table"):  # the run is recorded, then reading the source fails
+        session.train("m", "no_such_table", options, batch_size=4, image_size=None, epochs=None, progress=False)
+    (run,) = session.sql("SELECT name, status, params FROM training_runs").to_pylist()
+    params = json.loads(run["params"])
+    assert run["name"] == "m" and run["status"] == "failed"
+    assert params == {**options.to_json_dict(), "name": "m", "source": "no_such_table", "batch_size": 4,
+                      "image_size": None}  # None sets a setting that may be None, and leaves epochs as it was
+
+
+def test_an_unknown_setting_is_one_sentence_naming_the_close_match(session):
+    with pytest.raises(ConfigError, match=r"^epoch= is not a training setting; did you mean epochs=\?$"):
+        session.train("m", "t", epoch=3, progress=False)
+    with pytest.raises(ConfigError, match="^zzz= is not a training setting; see TrainOptions in docs/training.md"):
+        session.train("m", "t", zzz=3, progress=False)
+    with pytest.raises(ConfigError, match="only epochs= may be given"):
+        session.train(resume="run-x", lr=0.1, progress=False)
+    assert session.sql("SELECT count(*) AS n FROM training_runs").to_pylist() == [{"n": 0}]
+
+
+def test_options_survive_a_json_round_trip_and_bad_json_is_one_sentence():
+    options = TrainOptions(name="m", source="@s/train", label="folder", weights_path="w.pth", schedule="step", freeze=3,
+                           unfreeze_after=1, image_size=96, resize="squash", augment="standard", amp=False, patience=2,
+                           class_weights={"a": 2.0, "b": 0.5}, test="@s/test", register=False, decode_threads=2,
+                           extra={"note": [1, 2]})
+    again = TrainOptions.from_json(options.to_json())
+    assert again == options and isinstance(again.freeze, int) and again.class_weights == {"a": 2.0, "b": 0.5}
+    assert TrainOptions.from_json(TrainOptions(name="m", source="t").to_json()) == TrainOptions(name="m", source="t")
+    with pytest.raises(ConfigError, match="batchsize= is not a training setting; did you mean batch_size="):
+        TrainOptions.from_json('{"name": "m", "source": "t", "batchsize": 4}')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        TrainOptions.from_json("{name: m}")
+    with pytest.raises(ConfigError, match="epochs=0 is not valid"):
+        TrainOptions.from_json('{"name": "m", "source": "t", "epochs": 0}')
+    with pytest.raises(ConfigError, match="^epochs='3' is not valid; use a whole number$"):
+        TrainOptions.from_json('{"name": "m", "source": "t", "epochs": "3"}')
+    with pytest.raises(ConfigError, match="^patience=1.5 is not valid; use a whole number or None$"):
+        TrainOptions(name="m", source="t", patience=1.5)
+
+
 def test_torchvision_base_offline_without_weights_says_how_to_fix(session, tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where torch wants its cache folder")
@@ -300,6 +344,18 @@ def test_cli_missing_label_column_exits_2_and_marks_the_run_failed(warehouse, se
         (run,) = again.sql("SELECT status FROM training_runs").to_pylist()
         assert run["status"] == "failed"
     assert "failed" in _cli("runs", "ls", "-w", str(warehouse)).stdout
+
+
+def test_cli_takes_options_from_a_json_file_and_flags_override_it(warehouse, session, tmp_path):
+    session.close()
+    options = TrainOptions(name="m", source="no_such_table", lr=0.01, weight_decay=0.2, decode_threads=2)
+    (tmp_path / "options.json").write_text(options.to_json())
+    result = _cli("train", "--options-json", str(tmp_path / "options.json"), "--epochs", "3", "--no-amp",
+                  "-w", str(warehouse))
+    assert result.returncode == 2 and result.stderr.startswith("error: ") and "no_such_table" in result.stderr
+    with sightql.connect(warehouse) as again:
+        (run,) = again.sql("SELECT params FROM training_runs").to_pylist()
+    assert json.loads(run["params"]) == {**options.to_json_dict(), "epochs": 3, "amp": False}
 
 
 @pytest.mark.slow

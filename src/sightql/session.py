@@ -28,9 +28,11 @@ from sightql.sql.warehouse_file import open_warehouse_file
 from sightql.sql.loading import LoadReport, load_images
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.stage import Stage
+from sightql.train.options import TrainOptions
 
 if TYPE_CHECKING:
     from sightql.inference.predict import PredictReport
+    from sightql.train.result import TrainResult
     from sightql.sql.uploads import StoreReport
 
 OnError = Literal["null", "raise"]
@@ -197,53 +199,41 @@ class Session:
         self,
         name: str | None = None,
         source: str | None = None,
+        options: TrainOptions | None = None,
         *,
-        image: str = "image",
-        label: str = "label",
-        base: str = "efficientnet_lite0",
-        weights_path: str | None = None,
-        epochs: int | None = None,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        schedule: str = "cosine",
-        freeze: str | int = "none",
-        unfreeze_after: int | None = None,
-        image_size: int | None = None,
-        resize: str | None = None,
-        augment: str = "light",
-        val_fraction: float = 0.2,
-        split_column: str | None = None,
-        seed: int = 0,
-        device: str = "auto",
-        amp: bool = True,
-        patience: int | None = None,
-        class_weights: str | dict[str, float] | None = None,
-        checkpoint_every: int = 1,
         resume: str | None = None,
-        test: str | None = None,
-        register: bool = True,
         progress: bool = True,
         progress_file: str | Path | None = None,
-    ) -> Any:
-        """Fine-tune ``base`` on labelled images and register the best epoch as the next version of ``name``.
+        **overrides: Any,
+    ) -> "TrainResult":
+        """Fine-tune a base on labelled images and register the best epoch as the next version of ``name``.
 
         ``source``: a table (``image`` BLOB column, ``label`` column) or ``'@stage/prefix'`` with
-        ``label='folder'``. Validation is a stratified ``val_fraction`` split by content hash (or
-        ``split_column`` with 'train'/'val'); ``test`` is evaluated at the end. Each epoch adds a row to
-        ``training_log``; the run is a row of ``training_runs``; ``resume=RUN_ID`` continues from its last
-        checkpoint; ``progress_file`` is a JSON file kept current for processes that cannot open the
-        warehouse meanwhile (the app). Returns a :class:`sightql.train.run.TrainResult`. See docs/training.md.
+        ``label='folder'``. The settings are :class:`sightql.train.TrainOptions` fields: pass a
+        ``TrainOptions`` as ``options``, or any of its fields as keywords (``label='folder', epochs=8,
+        image_size=128, test='@xray/test', ...``), which override ``options``; a name that is not a
+        field is a ConfigError naming the close match. docs/training.md lists every setting with its
+        meaning and default (``base``, ``epochs``, ``batch_size``, ``lr``, ``schedule``, ``freeze``,
+        ``augment``, ``val_fraction``/``split_column``, ``class_weights``, ``patience``, ``test``, ...).
+
+        Each epoch adds a row to ``training_log``; the run is a row of ``training_runs``.
+        ``resume=RUN_ID`` continues a run from its last checkpoint with its stored settings (only
+        ``epochs=`` may be given, to extend it); ``progress_file`` is a JSON file kept current for
+        processes that cannot open the warehouse meanwhile (the app). Returns a
+        :class:`sightql.train.run.TrainResult`.
         """
         from sightql.train.run import train
 
-        return train(
-            self, resume=resume, progress=progress, progress_file=progress_file, name=name, source=source,
-            image=image, label=label, base=base,
-            weights_path=weights_path, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, freeze=freeze,
-            unfreeze_after=unfreeze_after, image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction,
-            split_column=split_column, seed=seed, device=device, amp=amp, patience=patience,
-            class_weights=class_weights, checkpoint_every=checkpoint_every, test=test, register=register,
-        )
+        if resume is not None:
+            extra = sorted(set(overrides) - {"epochs"}) + (["name"] if name else []) + (["source"] if source else [])
+            if options is not None or extra:
+                raise ConfigError(f"resume={resume!r} continues with the run's stored settings; "
+                                  f"leave out {', '.join(extra) or 'options'} (only epochs= may be given)")
+            return train(self, resume=resume, epochs=overrides.get("epochs"), progress=progress,
+                         progress_file=progress_file)
+        chosen = TrainOptions.build(options, **({"name": name} if name else {}),
+                                    **({"source": source} if source else {}), **overrides)
+        return train(self, chosen, progress=progress, progress_file=progress_file)
 
     # ---- models ----------------------------------------------------------------
     def predictor(self, ref: str) -> LoadedModel:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from sightql.cli.common import WarehouseOpt, open_session, print_table
-from sightql.train.options import Augment, Schedule
+from sightql.train.options import DEFAULTS as D
+from sightql.train.options import Augment, Schedule, TrainOptions
 
 runs_app = typer.Typer(help="Training runs: their status, epochs and evaluations.", no_args_is_help=True)
 
@@ -32,33 +33,56 @@ def _class_weights(raw: str | None) -> str | dict[str, float] | None:
     return parse_metrics(raw.split(","))  # 'label=weight,label=weight'
 
 
+# Parameters of `sightql train` that are not TrainOptions fields, flags named differently, and flags parsed first.
+_NOT_SETTINGS = ("register", "no_register", "resume", "progress_file", "options_json", "warehouse")
+_FIELD_OF_FLAG = {"weights": "weights_path"}
+_PARSE = {"freeze": _freeze, "class_weights": _class_weights}
+
+
+def _given_settings(ctx: typer.Context) -> dict[str, Any]:
+    """The TrainOptions fields set by flags typed on the command line (not left at their default)."""
+    settings: dict[str, Any] = {}
+    for param, value in ctx.params.items():  # typer's own click copy: its ParameterSource enum, compared by name
+        if param in _NOT_SETTINGS or getattr(ctx.get_parameter_source(param), "name", None) != "COMMANDLINE":
+            continue
+        settings[_FIELD_OF_FLAG.get(param, param)] = _PARSE[param](value) if param in _PARSE else value
+    register, no_register = ctx.params["register"], ctx.params["no_register"]
+    if register is not None:
+        settings |= {"name": register, "register": True}
+    if no_register:
+        settings |= {"register": False}
+    return settings
+
+
 def train_command(
+    ctx: typer.Context,
     source: Annotated[Optional[str], typer.Option("--from", help="A table, or '@stage/prefix' of class folders.")] = None,
     register: Annotated[Optional[str], typer.Option("--register", help="Model name the best epoch is registered under.")] = None,
-    label: Annotated[str, typer.Option(help="Label column, or 'folder' for a stage.")] = "label",
-    image: Annotated[str, typer.Option(help="Image BLOB column (tables).")] = "image",
-    base: Annotated[str, typer.Option(help="efficientnet_lite0, a torchvision architecture, or a registry reference.")] = "efficientnet_lite0",
-    weights: Annotated[Optional[str], typer.Option(help="Pretrained .pth state dict for a torchvision base (offline).")] = None,
-    epochs: Annotated[Optional[int], typer.Option(help="Epochs (default 5; on --resume: extend to this many).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = 1e-3,
-    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.")] = "cosine",
-    freeze: Annotated[str, typer.Option(help="backbone, none, or a number of first blocks.")] = "none",
-    unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.")] = None,
-    image_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the base's).")] = None,
-    resize: Annotated[Optional[str], typer.Option(help="shorter (centre crop) or squash (whole image); default the base's.")] = None,
-    augment: Annotated[Augment, typer.Option(help="Training-time augmentation.")] = "light",
-    val_fraction: Annotated[float, typer.Option(help="Held-out fraction, split by content hash.")] = 0.2,
-    split_column: Annotated[Optional[str], typer.Option(help="Column with 'train'/'val' per row instead.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and augmentation.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = True,
-    patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better val accuracy.")] = None,
-    class_weights: Annotated[Optional[str], typer.Option(help="balanced, or label=weight,label=weight.")] = None,
-    checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N epochs.")] = 1,
+    label: Annotated[str, typer.Option(help="Label column, or 'folder' for a stage.")] = D["label"],
+    image: Annotated[str, typer.Option(help="Image BLOB column (tables).")] = D["image"],
+    base: Annotated[str, typer.Option(help="efficientnet_lite0, a torchvision architecture, or a registry reference.")] = D["base"],
+    weights: Annotated[Optional[str], typer.Option(help="Pretrained .pth state dict for a torchvision base (offline).")] = D["weights_path"],
+    epochs: Annotated[Optional[int], typer.Option(help=f"Epochs (default {D['epochs']}; on --resume: extend to this many).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = D["batch_size"],
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = D["lr"],
+    schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.")] = D["schedule"],
+    freeze: Annotated[str, typer.Option(help="backbone, none, or a number of first blocks.")] = str(D["freeze"]),
+    unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.")] = D["unfreeze_after"],
+    image_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the base's).")] = D["image_size"],
+    resize: Annotated[Optional[str], typer.Option(help="shorter (centre crop) or squash (whole image); default the base's.")] = D["resize"],
+    augment: Annotated[Augment, typer.Option(help="Training-time augmentation.")] = D["augment"],
+    val_fraction: Annotated[float, typer.Option(help="Held-out fraction, split by content hash.")] = D["val_fraction"],
+    split_column: Annotated[Optional[str], typer.Option(help="Column with 'train'/'val' per row instead.")] = D["split_column"],
+    seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and augmentation.")] = D["seed"],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = D["device"],
+    amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = D["amp"],
+    patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better val accuracy.")] = D["patience"],
+    class_weights: Annotated[Optional[str], typer.Option(help="balanced, or label=weight,label=weight.")] = D["class_weights"],
+    checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N epochs.")] = D["checkpoint_every"],
     resume: Annotated[Optional[str], typer.Option(help="RUN_ID to continue from its last checkpoint.")] = None,
-    test: Annotated[Optional[str], typer.Option(help="Table or '@stage/prefix' evaluated at the end.")] = None,
+    test: Annotated[Optional[str], typer.Option(help="Table or '@stage/prefix' evaluated at the end.")] = D["test"],
     no_register: Annotated[bool, typer.Option("--no-register", help="Train and evaluate without registering.")] = False,
+    options_json: Annotated[Optional[Path], typer.Option(help="A JSON file of TrainOptions (TrainOptions.to_json); flags given as well override it.")] = None,
     progress_file: Annotated[Optional[Path], typer.Option(help="Keep this JSON file current with the run's progress (the app reads it).")] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
@@ -77,6 +101,8 @@ def train_command(
 
         sightql train --resume run-20250101-120000-abc123 --epochs 10
 
+        sightql train --options-json xray-options.json --epochs 8
+
         sightql train --from '@xray/train' --label folder --register xray --progress-file xray-progress.json
 
         torchrun --standalone --nproc_per_node=4 -m sightql train --from '@xray/train' --label folder --register xray
@@ -84,22 +110,20 @@ def train_command(
     Under torchrun only rank 0 opens the warehouse; see docs/training.md.
     """
     from sightql.errors import ConfigError
-
-    if source is None and resume is None:
-        raise ConfigError("say what to train on with --from TABLE or --from '@stage/prefix', or continue a run with --resume RUN_ID")
-    if register is None and not no_register and resume is None:
-        raise ConfigError("name the model with --register NAME, or pass --no-register to only train and evaluate")
-    name = register if register is not None else ("unregistered" if no_register else None)
     from sightql.train.launch import train_warehouse
 
-    result = train_warehouse(
-        warehouse, name=name, source=source, image=image, label=label, base=base, weights_path=weights, epochs=epochs,
-        batch_size=batch_size, lr=lr, schedule=schedule, freeze=_freeze(freeze), unfreeze_after=unfreeze_after,
-        image_size=image_size, resize=resize, augment=augment, val_fraction=val_fraction, split_column=split_column, seed=seed,
-        device=device, amp=amp, patience=patience, class_weights=_class_weights(class_weights),
-        checkpoint_every=checkpoint_every, resume=resume, test=test, register=not no_register,
-        progress_file=progress_file,
-    )
+    if resume is not None:
+        result = train_warehouse(warehouse, resume=resume, epochs=epochs, progress_file=progress_file)
+    else:
+        start = TrainOptions.from_json(_read_text(options_json)) if options_json is not None else None
+        if start is None and source is None:
+            raise ConfigError("say what to train on with --from TABLE or --from '@stage/prefix', or continue a run with --resume RUN_ID")
+        if start is None and register is None and not no_register:
+            raise ConfigError("name the model with --register NAME, or pass --no-register to only train and evaluate")
+        settings = _given_settings(ctx)
+        if start is None and no_register:
+            settings.setdefault("name", "unregistered")
+        result = train_warehouse(warehouse, start, progress_file=progress_file, **settings)
     if result.rank != 0:  # under torchrun, rank 0 reports for the job
         return
     typer.echo(f"run {result.run_id} completed; best epoch {result.best_epoch}, "
@@ -108,6 +132,15 @@ def train_command(
         typer.echo(f"test accuracy {result.test_evaluation['accuracy']:.4f} on {result.test_evaluation['images']} image(s)")
     if result.registered_version:
         typer.echo(f"registered {result.registered_version}")
+
+
+def _read_text(path: Path) -> str:
+    from sightql.errors import ConfigError
+
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --options-json {path} ({exc.strerror}); give the path of a JSON file") from None
 
 
 @runs_app.command("ls")

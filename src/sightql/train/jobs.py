@@ -1,8 +1,9 @@
 """Training in a background process (``python -m sightql train ...``), watched through files.
 
-The web app starts training with :func:`start_job` and returns at once. The training process
-holds the warehouse's DuckDB file for its whole run, so nobody else can read ``training_log``
-meanwhile; instead it keeps ``<warehouse>/training/jobs/<job_id>.progress.json`` current
+The web app starts training with :func:`start_job` and returns at once. The process gets its
+settings as a JSON file of :class:`~sightql.train.options.TrainOptions` (``--options-json``),
+never as rebuilt flags. It holds the warehouse's DuckDB file for its whole run, so nobody else
+can read ``training_log`` meanwhile; instead it keeps ``<warehouse>/training/jobs/<job_id>.progress.json`` current
 (:mod:`sightql.train.progress_file`) and :func:`job_status` reads that file, the job's own
 record (``<job_id>.job.json``: request, PID, command) and its output (``<job_id>.log``) without
 touching the warehouse. When the job has ended, ``training_runs`` and ``training_log`` are
@@ -21,7 +22,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,6 @@ DEFAULT_LOCK_WAIT = 120.0  # seconds the training process waits for the warehous
 _LAUNCHED: dict[int, subprocess.Popen[bytes]] = {}  # our children, so their exit is seen (and reaped)
 
 
-# TrainOptions fields whose ``sightql train`` flag is not ``--field-name``, and those it does not take.
-_FLAGS = {"weights_path": "--weights"}
-_NOT_ON_THE_CLI = ("weight_decay", "backbone_lr_factor", "decode_threads", "extra")
-
-
 def check_request(options: TrainOptions) -> None:
     """What a run would refuse at once, refused with one sentence before any process starts."""
     from sightql.registry.refs import check_model_name
@@ -50,25 +46,6 @@ def check_request(options: TrainOptions) -> None:
     if options.source.startswith("@") and options.label != "folder":
         raise ConfigError(f"a stage source takes its labels from folders; set label to 'folder', not {options.label!r}")
     check_model_name(options.name)
-
-
-def cli_args(options: TrainOptions) -> list[str]:
-    """The ``sightql train`` arguments for ``options``: every setting that differs from its default."""
-    defaults = TrainOptions(name=options.name, source=options.source)
-    args = ["--from", options.source, *(["--register", options.name] if options.register else ["--no-register"])]
-    for f in fields(TrainOptions):
-        value = getattr(options, f.name)
-        if f.name in ("source", "name", "register") or value == getattr(defaults, f.name):
-            continue
-        if f.name in _NOT_ON_THE_CLI:
-            raise ConfigError(f"{f.name} cannot be set for a background run; leave it at its default")
-        if f.name == "amp":
-            args.append("--no-amp")
-        elif isinstance(value, dict):  # class weights per label
-            args += ["--class-weights", ",".join(f"{label}={weight}" for label, weight in value.items())]
-        else:
-            args += [_FLAGS.get(f.name, "--" + f.name.replace("_", "-")), str(value)]
-    return args
 
 
 @dataclass(frozen=True)
@@ -114,15 +91,23 @@ def _paths(home: str | Path, job_id: str) -> tuple[Path, Path, Path]:
     return folder / f"{job_id}.job.json", folder / f"{job_id}.progress.json", folder / f"{job_id}.log"
 
 
+def options_path(home: str | Path, job_id: str) -> Path:
+    """The job's settings as :meth:`TrainOptions.to_json` wrote them; the process reads them with ``--options-json``."""
+    return jobs_dir(home) / f"{job_id}.options.json"
+
+
 def start_job(home: str | Path, options: TrainOptions, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> JobStatus:
-    """Start ``python -m sightql train`` with ``options`` on the warehouse at ``home``; returns at once."""
+    """Start ``python -m sightql train --options-json FILE`` on the warehouse at ``home``; returns at once.
+
+    The process reads ``options`` back from that JSON file (:func:`options_path`), every setting as it is."""
     check_request(options)
-    arguments = cli_args(options)
     home = Path(home).expanduser().resolve()
     job_id = f"job-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     record, progress, log = _paths(home, job_id)
     record.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "sightql", "train", *arguments, "--warehouse", str(home),
+    settings = options_path(home, job_id)
+    settings.write_text(options.to_json())
+    command = [sys.executable, "-m", "sightql", "train", "--options-json", str(settings), "--warehouse", str(home),
                "--progress-file", str(progress)]
     env = {**os.environ, "SIGHTQL_LOCK_WAIT": f"{lock_wait:g}", "PYTHONUNBUFFERED": "1"}
     with open(log, "wb") as out:

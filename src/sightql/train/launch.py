@@ -3,7 +3,8 @@
 ``sightql train`` calls :func:`train_warehouse`. Alone, it opens the warehouse and runs
 ``session.train``. Under torchrun (``RANK`` and ``WORLD_SIZE`` > 1 in the environment), rank 0
 alone opens the warehouse and leads the run (see :mod:`sightql.train.distributed`); the other
-ranks follow its plan without ever opening the DuckDB file, which allows one writer process.
+ranks follow its plan, which carries the options as JSON, without ever opening the DuckDB file,
+which allows one writer process.
 """
 
 from __future__ import annotations
@@ -11,33 +12,42 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sightql.train.options import TrainOptions
+
 if TYPE_CHECKING:
-    from sightql.train.run import TrainResult
+    from sightql.train.result import TrainResult
 
 
-def train_warehouse(path: str | Path | None = None, *, resume: str | None = None, progress: bool = True,
-                    **kwargs: Any) -> "TrainResult":
-    """``sightql.connect(path).train(...)``, and the same on every rank of a torchrun job.
+def train_warehouse(path: str | Path | None = None, options: TrainOptions | None = None, *, resume: str | None = None,
+                    progress: bool = True, progress_file: str | Path | None = None,
+                    **overrides: Any) -> "TrainResult":
+    """``sightql.connect(path).train(options=options, **overrides)``, and the same on every rank of a torchrun job.
 
-    Under torchrun every rank calls this with the same arguments; rank 0's result is the full
-    :class:`~sightql.train.run.TrainResult`, the others' carry ``rank`` and the registered version.
+    ``overrides`` are :class:`TrainOptions` fields, as for ``Session.train``. Under torchrun every
+    rank calls this with the same arguments; rank 0's result is the full
+    :class:`~sightql.train.result.TrainResult`, the others' carry ``rank`` and the registered version.
     A failure on any rank marks the run failed and raises on every rank.
     """
     import sightql
     from sightql.config import Settings
     from sightql.train.distributed import Group, distributed_env
-    from sightql.train.run import train, train_worker
+    from sightql.train.follower import train_worker
+    from sightql.train.run import train
 
     env = distributed_env()
     if env is None:
         with sightql.connect(path) as session:
-            return session.train(resume=resume, progress=progress, **kwargs)
+            return session.train(options=options, resume=resume, progress=progress, progress_file=progress_file,
+                                 **overrides)
+    if resume is None:
+        options = TrainOptions.build(options, **overrides)  # checked on every rank; rank 0's travel in its plan
     group = Group.join(env, max(1.0, Settings.from_env().ddp_timeout))
     try:
         try:
             if group.is_lead:
                 with sightql.connect(path) as session:
-                    result = train(session, resume, progress, group=group, **kwargs)
+                    result = train(session, options, resume=resume, epochs=overrides.get("epochs"), progress=progress,
+                                   group=group, progress_file=progress_file)
             else:
                 result = train_worker(group)
         except BaseException as exc:

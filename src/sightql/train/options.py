@@ -1,8 +1,16 @@
-"""Every training setting in one checked, JSON-serialisable record (stored with the run)."""
+"""Every training setting in one checked, JSON-serialisable record (stored with the run).
+
+:class:`TrainOptions` is the one place the settings, their defaults and their checks are written.
+``Session.train``, ``sightql train``, the app's Training page, a background job and the ranks of a
+torchrun job all build or receive one; a process hands it to another as JSON
+(:meth:`TrainOptions.to_json` / :meth:`TrainOptions.from_json`), never as rebuilt flags.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import difflib
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from sightql.errors import ConfigError
@@ -11,10 +19,16 @@ Schedule = Literal["cosine", "step", "none"]
 Augment = Literal["none", "light", "standard"]
 SCHEDULES = ("cosine", "step", "none")
 AUGMENTS = ("none", "light", "standard")
+_WHOLE = ("epochs", "batch_size", "seed", "checkpoint_every", "decode_threads")
+_WHOLE_OR_NONE = ("unfreeze_after", "image_size", "patience")
+_NUMBERS = ("lr", "weight_decay", "backbone_lr_factor", "val_fraction")
+_SWITCHES = ("amp", "register")
 
 
 @dataclass(frozen=True)
 class TrainOptions:
+    """One field per training setting, with its default; docs/training.md explains each. Checked when made."""
+
     name: str
     source: str
     image: str = "image"
@@ -46,6 +60,7 @@ class TrainOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs} is not valid; train for at least 1 epoch")
         if self.batch_size < 1:
@@ -77,5 +92,72 @@ class TrainOptions:
                 f"class_weights={self.class_weights!r} is not valid; use 'balanced', None or a dict of label -> weight"
             )
 
+    def _check_types(self) -> None:
+        """Numbers and switches of the right kind, so a value from JSON or a form fails in one sentence."""
+        for name in _WHOLE + _WHOLE_OR_NONE + _NUMBERS + _SWITCHES:
+            value = getattr(self, name)
+            if value is None and name in _WHOLE_OR_NONE:
+                continue
+            if name in _SWITCHES:
+                ok, kind = isinstance(value, bool), "True or False"
+            elif name in _NUMBERS:
+                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            else:
+                ok, kind = isinstance(value, int) and not isinstance(value, bool), "a whole number"
+            if not ok:
+                raise ConfigError(f"{name}={value!r} is not valid; use {kind}" + (" or None" if name in _WHOLE_OR_NONE else ""))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def check_names(cls, names: Any) -> None:
+        """A ConfigError naming the close match for the first name that is not a setting."""
+        known = cls.field_names()
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]}=?" if close else "see TrainOptions in docs/training.md for the settings"
+                raise ConfigError(f"{name}= is not a training setting; {hint}")
+
+    @classmethod
+    def build(cls, options: "TrainOptions | None" = None, **overrides: Any) -> "TrainOptions":
+        """``options`` (or the defaults) with ``overrides`` applied, checked again.
+
+        An override of None leaves a setting whose default is not None as it was (``epochs=None``
+        keeps the default 5); for a setting that may be None (``image_size``, ``patience``, ...) it sets None.
+        """
+        cls.check_names(overrides)
+        given = {k: v for k, v in overrides.items() if v is not None or DEFAULTS.get(k, MISSING) is None}
+        if options is not None:
+            return replace(options, **given)
+        if given.get("name") is None or given.get("source") is None:
+            raise ConfigError("training needs name= (the model to register) and source= (a table or '@stage/prefix')")
+        return cls(**given)
+
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json_dict(cls, data: dict[str, Any]) -> "TrainOptions":
+        if not isinstance(data, dict):
+            raise ConfigError("training options JSON must be an object of setting -> value, as TrainOptions.to_json writes")
+        return cls.build(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainOptions":
+        """The options :meth:`to_json` wrote; an unknown setting or a bad value is a ConfigError."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"training options are not valid JSON ({exc.msg} at line {exc.lineno}); "
+                              "write them with TrainOptions.to_json") from None
+        return cls.from_json_dict(data)
+
+
+# Each setting's default, for the places that show them (``sightql train --help``); settings without one are absent.
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrainOptions) if f.default is not MISSING}

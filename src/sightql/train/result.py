@@ -1,0 +1,25 @@
+"""What a training run returns: :class:`TrainResult`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    status: str
+    best_epoch: int | None
+    registered_version: str | None
+    labels: list[str]
+    history: list[dict[str, Any]]
+    evaluation: dict[str, Any]  # the held-out split's report
+    test_evaluation: dict[str, Any] | None = None
+    train_images: int = 0
+    rank: int = 0  # under torchrun, the process that returned it; rank 0 holds the full result
+
+    def __repr__(self) -> str:
+        acc = self.evaluation.get("accuracy")
+        return (f"TrainResult(run_id={self.run_id!r}, status={self.status!r}, best_epoch={self.best_epoch}, "
+                f"val_accuracy={acc}, registered_version={self.registered_version!r})")
