@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sightql.models.card import InputSpec, ModelCard
+from sightql.images.spec import InputSpec
+from sightql.models.card import ModelCard
 from sightql.models.export import export_onnx
 from tests.registry_models import DEFECTS, defect_cnn, tiny_classifier
 

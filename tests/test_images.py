@@ -11,7 +11,7 @@ from PIL import Image
 from sightql.errors import ImageDecodeError, ImageTooLargeError
 from sightql.images.decode import ImageLimits, decode_image, probe_image
 from sightql.images.preprocess import preprocess
-from sightql.models.card import InputSpec
+from sightql.images.spec import InputSpec
 from tests import media
 from tests.conftest import encode
 

@@ -577,7 +577,8 @@ _EXPORT_THEN_HANG = """
 import sys, time
 from pathlib import Path
 import torch
-from sightql.models.card import InputSpec, ModelCard
+from sightql.images.spec import InputSpec
+from sightql.models.card import ModelCard
 from sightql.models.export import export_onnx
 
 class HangsInCheck(torch.nn.Module):
@@ -605,7 +606,8 @@ def test_an_export_killed_outright_leaves_a_named_partial_that_the_next_export_r
     import sys
     import time
 
-    from sightql.models.card import InputSpec, ModelCard
+    from sightql.images.spec import InputSpec
+from sightql.models.card import ModelCard
     from sightql.models.export import export_onnx
 
     folder = tmp_path / "builtin"

@@ -1,7 +1,7 @@
 """Pillow image -> float32 array shaped for the model, from the model card's input spec.
 
 Nothing here is hard-coded: size, resize mode, crop, interpolation, scale,
-mean/std, channels and layout all come from :class:`sightql.models.card.InputSpec`.
+mean/std, channels and layout all come from :class:`sightql.images.spec.InputSpec`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from sightql.images.decode import ImageLimits, decode_image
-from sightql.models.card import InputSpec
+from sightql.images.spec import InputSpec
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,

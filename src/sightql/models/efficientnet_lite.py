@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sightql.errors import MissingDependencyError
-from sightql.models.card import InputSpec
+from sightql.images.spec import InputSpec
 
 ARCH = "efficientnet-lite0"
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1]: mean = std = 0.5.

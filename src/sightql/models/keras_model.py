@@ -24,9 +24,10 @@ from typing import Any, Literal
 import numpy as np
 
 from sightql.errors import ConfigError, MissingDependencyError, UnsafeModelError
+from sightql.images.spec import InputSpec
 from sightql.models import quiet
 from sightql.models.base import finish_output
-from sightql.models.card import InputSpec, ModelCard
+from sightql.models.card import ModelCard
 
 KerasFormat = Literal["keras", "h5"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from sightql.errors import ConfigError
-from sightql.models.card import InputSpec
+from sightql.images.spec import InputSpec
 
 if TYPE_CHECKING:
     from sightql.models.keras_model import KerasInfo

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sightql.errors import ConfigError
-from sightql.models.card import InputSpec
+from sightql.images.spec import InputSpec
 
 if TYPE_CHECKING:
     from sightql.session import Session

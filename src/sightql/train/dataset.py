@@ -24,7 +24,7 @@ from PIL import Image, ImageEnhance
 from sightql.errors import ImageError, SightQLError
 from sightql.images.decode import ImageLimits, decode_image
 from sightql.images.preprocess import resize_target, to_array
-from sightql.models.card import InputSpec
+from sightql.images.spec import InputSpec
 from sightql.train.sources import ByteReader, Example
 
 

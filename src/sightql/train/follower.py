@@ -18,7 +18,7 @@ def train_worker(group: "Group") -> TrainResult:
     import torch
 
     from sightql.images.decode import ImageLimits
-    from sightql.models.card import InputSpec
+    from sightql.images.spec import InputSpec
     from sightql.models.device import resolve_device
     from sightql.train.bases import build_unweighted
     from sightql.train.shared_rows import SharedRowsReader
