@@ -12,14 +12,14 @@ import pytest
 
 from sightql.images.spec import InputSpec
 from sightql.models.card import ModelCard
-from sightql.models.export import export_onnx
+from sightql.models.torch.export import export_onnx
 from tests.registry_models import DEFECTS, defect_cnn, tiny_classifier
 
 CARD = ModelCard(name="tiny", labels=("a", "b", "c"), input=InputSpec(height=32, width=32), output="logits")
 
 
 def test_storing_loading_and_exporting_torchscript_warns_nothing(tmp_path):
-    from sightql.registry.torch_files import load_module, save_module
+    from sightql.models.torch.files import load_module, save_module
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -240,7 +240,7 @@ def test_another_backend_in_the_environment_is_overridden_before_keras_loads():
 @pytest.mark.slow
 def test_onnx_export_answers_like_keras(saved, photo_batch, tmp_path):
     from sightql.models.keras_model import export_keras_onnx
-    from sightql.models.onnx_runtime import OnnxPredictor
+    from sightql.models.onnx.runtime import OnnxPredictor
 
     card = card_for(inspect_keras(saved["keras"]))
     destination = tmp_path / "defects.onnx"

@@ -7,7 +7,7 @@ import pytest
 
 from sightql.images.preprocess import preprocess
 from sightql.models.builtin import imagenet_torch_module
-from sightql.models.torch_runtime import TorchPredictor
+from sightql.models.torch.runtime import TorchPredictor
 
 
 @pytest.mark.slow

@@ -114,7 +114,7 @@ def keras_defects(tmp_path_factory):
 @pytest.mark.parametrize("suffix", [".h5", ".keras"])
 def test_keras_round_trips_through_python_sql_and_a_fresh_process(suffix, keras_defects, warehouse, photos_dir):
     from sightql.models.device import resolve_device
-    from sightql.models.onnx_runtime import OnnxPredictor
+    from sightql.models.onnx.runtime import OnnxPredictor
 
     model, paths = keras_defects
     with sightql.connect(warehouse) as session:
@@ -475,7 +475,7 @@ def test_errors_name_the_users_file_and_a_refused_log_leaves_nothing_behind(sess
 def test_a_state_dict_saved_inside_data_parallel_fits_and_a_mismatch_is_one_short_sentence(photos_dir):
     import torch
 
-    from sightql.registry.torch_files import build_architecture
+    from sightql.models.torch.files import build_architecture
 
     module = resnet18(classes=4, seed=3)
     wrapped = torch.nn.DataParallel(module).state_dict()  # every key is 'module.<name>'
@@ -579,7 +579,7 @@ from pathlib import Path
 import torch
 from sightql.images.spec import InputSpec
 from sightql.models.card import ModelCard
-from sightql.models.export import export_onnx
+from sightql.models.torch.export import export_onnx
 
 class HangsInCheck(torch.nn.Module):
     def __init__(self):
@@ -607,8 +607,8 @@ def test_an_export_killed_outright_leaves_a_named_partial_that_the_next_export_r
     import time
 
     from sightql.images.spec import InputSpec
-from sightql.models.card import ModelCard
-    from sightql.models.export import export_onnx
+    from sightql.models.card import ModelCard
+    from sightql.models.torch.export import export_onnx
 
     folder = tmp_path / "builtin"
     destination, checking = folder / "model.onnx", tmp_path / "checking"

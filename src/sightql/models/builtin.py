@@ -9,8 +9,8 @@ from typing import Any
 
 from filelock import FileLock
 
-from sightql.models import efficientnet_lite
 from sightql.models.card import ModelCard
+from sightql.models.torch import efficientnet_lite
 from sightql.partial_files import remove_dead_partials
 
 BUILTIN_NAMES = ("imagenet", "minilm")
@@ -49,7 +49,7 @@ def cached_imagenet_onnx(models_dir: Path) -> tuple[Path, ModelCard]:
         for leftover in folder.glob("tmp*.onnx"):  # older versions' temp names; only the lock holder writes here
             leftover.unlink(missing_ok=True)
         if not (onnx_path.exists() and card_path.exists()):
-            from sightql.models.export import export_onnx
+            from sightql.models.torch.export import export_onnx
 
             card = imagenet_card()
             diff = export_onnx(imagenet_torch_module(), card, onnx_path)

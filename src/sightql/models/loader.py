@@ -44,7 +44,7 @@ def builtin_version(name: str) -> str:
     if name == "minilm":
         from sightql.models.text_embedder import minilm_sha256 as weights_sha256
     else:
-        from sightql.models.efficientnet_lite import weights_sha256
+        from sightql.models.torch.efficientnet_lite import weights_sha256
 
     return f"{name}@builtin-{weights_sha256()[:12]}"
 
@@ -79,10 +79,10 @@ def load_builtin(name: str, models_dir: Path, device: str) -> LoadedModel:
     if name != "imagenet":
         raise ModelNotFoundError(f"no built-in model {name!r}; built-in models are: {', '.join(BUILTIN_NAMES)}")
     if device.startswith("cuda"):
-        from sightql.models.torch_runtime import TorchPredictor
+        from sightql.models.torch.runtime import TorchPredictor
 
         return TorchPredictor(builtin.imagenet_torch_module(), builtin.imagenet_card(), device)
-    from sightql.models.onnx_runtime import OnnxPredictor
+    from sightql.models.onnx.runtime import OnnxPredictor
 
     path, card = builtin.cached_imagenet_onnx(models_dir)
     return OnnxPredictor(path, card)

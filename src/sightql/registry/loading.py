@@ -20,7 +20,7 @@ Loader = Callable[[VersionRecord, Path, str, bool], LoadedModel]
 
 
 def load_onnx(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
-    from sightql.models.onnx_runtime import OnnxPredictor
+    from sightql.models.onnx.runtime import OnnxPredictor
 
     if device.startswith("cuda"):
         warnings.warn(f"{record.ref} is an ONNX model; it runs on the CPU with ONNX Runtime, not on {device}", stacklevel=2)
@@ -33,7 +33,7 @@ def _derived_onnx(record: VersionRecord, home: Path, device: str) -> Predictor |
     derived = record.derived_onnx(home)
     if device != "cpu" or derived is None or not record.derived_onnx_sha256:
         return None
-    from sightql.models.onnx_runtime import OnnxPredictor
+    from sightql.models.onnx.runtime import OnnxPredictor
 
     return OnnxPredictor(verify(derived, record.derived_onnx_sha256, record.ref), record.card)
 
@@ -43,8 +43,8 @@ def load_torch(record: VersionRecord, home: Path, device: str, trust: bool) -> P
     derived = _derived_onnx(record, home, device)
     if derived is not None:
         return derived
-    from sightql.models.torch_runtime import TorchPredictor
-    from sightql.registry.torch_files import load_module
+    from sightql.models.torch.runtime import TorchPredictor
+    from sightql.models.torch.files import load_module
 
     options = record.options
     path = verify(record.artifact(home), record.sha256, record.ref)

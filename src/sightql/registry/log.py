@@ -31,7 +31,7 @@ from sightql.registry.inputs import (
 from sightql.registry.loading import FRAMEWORKS, load_version
 from sightql.registry.records import VERSION_COLUMNS, VersionRecord
 from sightql.registry.refs import LATEST, check_model_name, check_tag, version_number
-from sightql.registry.torch_files import PICKLE_SUFFIXES, STATE_DICT_SUFFIXES, unsafe_message
+from sightql.models.torch.files import PICKLE_SUFFIXES, STATE_DICT_SUFFIXES, unsafe_message
 
 if TYPE_CHECKING:
     from sightql.registry.registry import Registry
@@ -194,7 +194,7 @@ def _stage(
     if _is_torch_module(model_or_path):
         if framework not in ("auto", "torch"):
             raise ConfigError(f"an in-memory torch module cannot be logged as framework={framework!r}; leave framework='auto'")
-        from sightql.registry.torch_files import save_module
+        from sightql.models.torch.files import save_module
 
         framework = "torch"
         spec = build_input_spec(input)
@@ -227,7 +227,7 @@ def _stage(
         spec = build_input_spec(input, from_file)
         fmt = None
     if framework == "torch":
-        from sightql.registry.torch_files import detect_format, load_module
+        from sightql.models.torch.files import detect_format, load_module
 
         fmt = fmt or detect_format(artifact, trust)
         options = {"format": fmt}
@@ -304,13 +304,13 @@ def _derive_onnx(
 
 
 def _derive_torch_onnx(record: VersionRecord, module: Any, card: ModelCard, staging: Path, home: Path) -> VersionRecord:
-    from sightql.models.export import export_onnx
+    from sightql.models.torch.export import export_onnx
 
     return _derive_onnx(record, card, staging, home, lambda derived: export_onnx(module, card, derived), "torch")
 
 
 def _derive_keras_onnx(record: VersionRecord, card: ModelCard, staging: Path, home: Path) -> VersionRecord:
-    from sightql.models.export import EXPORT_TOLERANCE, ExportCheckError
+    from sightql.models.torch.export import EXPORT_TOLERANCE, ExportCheckError
     from sightql.models.keras_model import export_keras_onnx
 
     def export(derived: Path) -> None:

@@ -41,9 +41,9 @@ def _set_submodule(root: Any, dotted: str, new: Any) -> None:
 def _replace_head(module: Any, num_classes: int) -> Any:
     import torch
 
-    from sightql.registry.torch_files import _last_linear_name
+    from sightql.models.torch.files import last_linear_name
 
-    head_name = _last_linear_name(module)
+    head_name = last_linear_name(module)
     if head_name is None:
         raise ConfigError("the base has no final linear layer to replace; pick a classification architecture")
     old = module.get_submodule(head_name)
@@ -63,7 +63,7 @@ def _bundled(module: Any, num_classes: int) -> BaseModel:
     """An EfficientNet-Lite0 module with a fresh head of ``num_classes``, its blocks, set up for fine-tuning."""
     import torch
 
-    from sightql.models import efficientnet_lite
+    from sightql.models.torch import efficientnet_lite
 
     module._fc = torch.nn.Linear(module._fc.in_features, num_classes)
     track_batch_statistics(module)
@@ -73,7 +73,7 @@ def _bundled(module: Any, num_classes: int) -> BaseModel:
 
 
 def _efficientnet_lite0(num_classes: int) -> BaseModel:
-    from sightql.models import efficientnet_lite
+    from sightql.models.torch import efficientnet_lite
 
     return _bundled(efficientnet_lite.build(num_classes=1000, pretrained=True), num_classes)
 
@@ -94,7 +94,7 @@ def rebuild(kind: str, num_classes: int) -> Any:
     import torchvision
 
     if kind == BUNDLED:
-        from sightql.models import efficientnet_lite
+        from sightql.models.torch import efficientnet_lite
 
         return efficientnet_lite.build(num_classes=num_classes, pretrained=False)
     module = torchvision.models.get_model(kind, weights=None)
@@ -106,7 +106,7 @@ def _torchvision(arch: str, num_classes: int, weights_path: str | None) -> BaseM
     import torch
     import torchvision
 
-    from sightql.registry.torch_files import read_state_dict, torchvision_architectures
+    from sightql.models.torch.files import read_state_dict, torchvision_architectures
 
     if arch not in torchvision_architectures():
         raise ConfigError(
@@ -140,7 +140,7 @@ def _torchvision(arch: str, num_classes: int, weights_path: str | None) -> BaseM
 
 def _from_registry(session: "Session", ref: str, num_classes: int) -> BaseModel:
     """A registered torchvision state dict, or a version registered by a training run."""
-    from sightql.registry.torch_files import build_architecture, read_state_dict
+    from sightql.models.torch.files import build_architecture, read_state_dict
     from sightql.train import checkpoints
     from sightql.train.runs import RunStore
 
@@ -172,7 +172,7 @@ def build_unweighted(kind: str, num_classes: int, spec: InputSpec) -> BaseModel:
     """The architecture rank 0 built, without weights: under torchrun the other ranks build this and
     DistributedDataParallel copies rank 0's parameters and buffers into it (nothing read, nothing downloaded)."""
     if kind == BUNDLED:
-        from sightql.models import efficientnet_lite
+        from sightql.models.torch import efficientnet_lite
 
         return replace(_bundled(efficientnet_lite.build(num_classes=1000, pretrained=False), num_classes), input=spec)
     import torchvision

@@ -95,7 +95,8 @@ def torchvision_architectures() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def _last_linear_name(module: Any) -> str | None:
+def last_linear_name(module: Any) -> str | None:
+    """The dotted name of the module's last ``torch.nn.Linear`` (its classification head), or None."""
     import torch
 
     names = [name for name, child in module.named_modules() if isinstance(child, torch.nn.Linear)]
@@ -165,7 +166,7 @@ def build_architecture(architecture: str, state: dict[str, Any]) -> Any:
             f"'resnet18' or 'mobilenet_v3_large' (known: {len(known)}, e.g. {', '.join(known[:6])}, ...)"
         )
     probe = torchvision.models.get_model(architecture, weights=None)
-    head = _last_linear_name(probe)
+    head = last_linear_name(probe)
     kwargs: dict[str, Any] = {}
     if head and f"{head}.weight" in state:
         kwargs["num_classes"] = int(state[f"{head}.weight"].shape[0])

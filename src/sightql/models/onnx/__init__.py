@@ -1,0 +1,1 @@
+"""ONNX models: the ONNX Runtime predictor (runtime)."""
