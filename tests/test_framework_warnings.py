@@ -31,17 +31,17 @@ def test_storing_loading_and_exporting_torchscript_warns_nothing(tmp_path):
 
 @pytest.fixture(scope="module")
 def keras_file(tmp_path_factory) -> Path:
-    from sightql.models.keras_model import _keras
+    from sightql.models.keras.backend import import_keras
 
     path = tmp_path_factory.mktemp("keras") / "defects.keras"
     with warnings.catch_warnings():  # saving is the test's business, not SightQL's (see pyproject)
         warnings.simplefilter("ignore")
-        defect_cnn(_keras()).save(path)
+        defect_cnn(import_keras()).save(path)
     return path
 
 
 def test_loading_running_and_exporting_a_keras_model_warns_nothing(keras_file, tmp_path):
-    from sightql.models.keras_model import export_keras_onnx, inspect_keras, load_keras_predictor
+    from sightql.models.keras import export_keras_onnx, inspect_keras, load_keras_predictor
 
     batch = np.random.default_rng(0).random((2, 200, 200, 3), dtype=np.float32)
     with warnings.catch_warnings():

@@ -17,7 +17,9 @@ HEAVY = (
     "sightql.inference.predict",
     "sightql.train",
     "sightql.models.text_embedder",
-    "sightql.models.keras_model",
+    "sightql.models.keras",
+    "sightql.models.torch.files",
+    "sightql.models.onnx.runtime",
 ])
 def test_import_stays_light(module):
     code = f"import sys, {module}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))"

@@ -22,14 +22,8 @@ from sightql.errors import ConfigError, UnsafeModelError
 from sightql.images.preprocess import preprocess
 from sightql.models.base import softmax
 from sightql.models.card import ModelCard
-from sightql.models.keras_model import (
-    KerasInfo,
-    _keras,
-    inspect_keras,
-    keras_config,
-    load_keras_predictor,
-    needs_input_layer,
-)
+from sightql.models.keras import KerasInfo, inspect_keras, keras_config, load_keras_predictor, needs_input_layer
+from sightql.models.keras.backend import import_keras
 from tests.registry_models import DEFECTS, defect_cnn, keras_outputs
 
 TOLERANCE = 1e-4
@@ -46,7 +40,7 @@ def card_for(info: KerasInfo, name: str = "defects") -> ModelCard:
 
 @pytest.fixture(scope="module")
 def keras() -> Any:
-    return _keras()
+    return import_keras()
 
 
 @pytest.fixture(scope="module")
@@ -226,12 +220,12 @@ def test_keras_already_loaded_with_another_backend_is_refused(keras, monkeypatch
     # Only the torch backend is installed here, so the other backend is simulated.
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(ConfigError, match="'jax' backend.*KERAS_BACKEND=torch"):
-        _keras()
+        import_keras()
 
 
 @pytest.mark.slow
 def test_another_backend_in_the_environment_is_overridden_before_keras_loads():
-    code = "from sightql.models.keras_model import _keras; print(_keras().backend.backend())"
+    code = "from sightql.models.keras.backend import import_keras; print(import_keras().backend.backend())"
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "torch"
@@ -239,7 +233,7 @@ def test_another_backend_in_the_environment_is_overridden_before_keras_loads():
 
 @pytest.mark.slow
 def test_onnx_export_answers_like_keras(saved, photo_batch, tmp_path):
-    from sightql.models.keras_model import export_keras_onnx
+    from sightql.models.keras.export import export_keras_onnx
     from sightql.models.onnx.runtime import OnnxPredictor
 
     card = card_for(inspect_keras(saved["keras"]))

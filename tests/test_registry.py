@@ -100,10 +100,10 @@ def _outputs_everywhere(warehouse: Path, photos_dir: Path, name: str, labels: li
 @pytest.fixture(scope="module")
 def keras_defects(tmp_path_factory):
     """The tutorial-shaped defect CNN in memory and saved as .h5 and .keras."""
-    from sightql.models.keras_model import _keras
+    from sightql.models.keras.backend import import_keras
 
     folder = tmp_path_factory.mktemp("keras")
-    model = defect_cnn(_keras())
+    model = defect_cnn(import_keras())
     paths = {suffix: folder / f"defects{suffix}" for suffix in (".h5", ".keras")}
     for path in paths.values():
         model.save(path)
@@ -139,18 +139,19 @@ def test_keras_round_trips_through_python_sql_and_a_fresh_process(suffix, keras_
 
 @pytest.mark.slow
 def test_keras_runs_with_keras_when_the_onnx_export_fails(keras_defects, session, photos_dir, monkeypatch):
-    import sightql.models.keras_model as keras_model
+    import sightql.models.keras.export as keras_export
+    from sightql.models.keras.runtime import KerasPredictor
 
     def broken_export(*args, **kwargs):
         raise RuntimeError("no ONNX for this layer")
 
-    monkeypatch.setattr(keras_model, "export_keras_onnx", broken_export)
+    monkeypatch.setattr(keras_export, "export_keras_onnx", broken_export)
     model, paths = keras_defects
     with pytest.warns(UserWarning, match=r"defects@v1 could not be exported to ONNX .*run with Keras on the CPU"):
         version = session.registry.log_model(paths[".h5"], "defects", labels=DEFECTS, input=KERAS_INPUT)
     assert version.record.derived_onnx_path is None and version.record.derived_onnx_sha256 is None
     predictor = session.predictor("defects")
-    assert isinstance(predictor, keras_model.KerasPredictor)
+    assert isinstance(predictor, KerasPredictor)
     batch = photo_batch(photos_dir, version.card.input)
     assert float(np.abs(predictor.predict(batch) - keras_outputs(model, batch)).max()) <= 1e-4
 
@@ -168,9 +169,9 @@ def test_a_keras_card_that_disagrees_with_the_model_is_refused(keras_defects, se
 @pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".h5", ".keras"])
 def test_a_keras_lambda_layer_needs_trust(suffix, session, photos_dir, tmp_path):
-    from sightql.models.keras_model import _keras
+    from sightql.models.keras.backend import import_keras
 
-    model = defect_cnn(_keras(), with_lambda=True)
+    model = defect_cnn(import_keras(), with_lambda=True)
     path = tmp_path / f"signed{suffix}"
     model.save(path)
     with pytest.raises(UnsafeModelError, match=rf"signed{suffix} contains a Keras Lambda layer \(to_signed.*pass trust=True"):

@@ -82,9 +82,9 @@ def test_models_log_reads_an_index_to_label_file_and_a_refusal_names_the_file_an
 
 @pytest.mark.slow
 def test_models_log_a_keras_h5_with_the_documented_one_liner(warehouse, photos_dir, tmp_path):
-    from sightql.models.keras_model import _keras
+    from sightql.models.keras.backend import import_keras
 
-    model = defect_cnn(_keras())
+    model = defect_cnn(import_keras())
     model.save(tmp_path / "defects.h5")
     w = ["-w", str(warehouse)]
     out = subprocess.run(

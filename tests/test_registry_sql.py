@@ -162,9 +162,9 @@ def test_tutorial_mobilenet_state_dict_with_imagenet_labels(session, photos_dir,
 @pytest.mark.slow
 def test_tutorial_keras_defect_cnn_as_a_named_sql_function(session, photos_dir, tmp_path):
     """The tutorial flow: a 6-class Keras .h5 CNN, alias prod, called as metal_defect_detection(image)."""
-    from sightql.models.keras_model import _keras
+    from sightql.models.keras.backend import import_keras
 
-    model = defect_cnn(_keras())
+    model = defect_cnn(import_keras())
     path = tmp_path / "defects.h5"
     model.save(path)
     version = session.registry.log_model(path, "defects", labels=DEFECTS, input=KERAS_INPUT)

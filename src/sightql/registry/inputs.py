@@ -13,7 +13,7 @@ from sightql.errors import ConfigError
 from sightql.images.spec import InputSpec
 
 if TYPE_CHECKING:
-    from sightql.models.keras_model import KerasInfo
+    from sightql.models.keras.introspect import KerasInfo
 
 InputArg = InputSpec | Mapping[str, Any] | None
 LabelsArg = Sequence[str] | str | Path | None

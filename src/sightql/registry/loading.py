@@ -57,7 +57,7 @@ def load_keras(record: VersionRecord, home: Path, device: str, trust: bool) -> P
     derived = _derived_onnx(record, home, device)
     if derived is not None:
         return derived
-    from sightql.models.keras_model import load_keras_predictor
+    from sightql.models.keras.runtime import load_keras_predictor
 
     path = verify(record.artifact(home), record.sha256, record.ref)
     return load_keras_predictor(path, record.card, trust=trust, device=device)

@@ -215,7 +215,7 @@ def _stage(
         artifact = staging / artifact_name(source)
         from_file: dict[str, Any] | None = None
         if framework == "keras":
-            from sightql.models.keras_model import inspect_keras
+            from sightql.models.keras.introspect import inspect_keras
 
             keras_info = inspect_keras(source, trust=trust)  # the safety check runs first, naming the user's file
             from_file = keras_input(keras_info)
@@ -310,8 +310,8 @@ def _derive_torch_onnx(record: VersionRecord, module: Any, card: ModelCard, stag
 
 
 def _derive_keras_onnx(record: VersionRecord, card: ModelCard, staging: Path, home: Path) -> VersionRecord:
+    from sightql.models.keras.export import export_keras_onnx
     from sightql.models.torch.export import EXPORT_TOLERANCE, ExportCheckError
-    from sightql.models.keras_model import export_keras_onnx
 
     def export(derived: Path) -> None:
         diff = export_keras_onnx(record.artifact(home), card, derived, trust=record.trusted)
