@@ -303,7 +303,7 @@ def test_an_interrupted_log_registers_nothing(session, tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(type(session.registry), "_insert_version", crash)
+    monkeypatch.setattr(type(session.registry.store), "insert_version", crash)
     with pytest.raises(KeyboardInterrupt):
         _log_onnx(session, tmp_path)
     assert session.sql("SELECT count(*) AS n FROM sightql_model_versions").to_pylist() == [{"n": 0}]

@@ -85,7 +85,7 @@ def _next_version(existing: list[str]) -> str:
 
 
 def _choose_version(registry: "Registry", name: str, version: str | None) -> str:
-    existing = registry._version_names(name)
+    existing = registry.store.version_names(name)
     if version is None:
         return _next_version(existing)
     check_tag(version, "version")
@@ -95,7 +95,7 @@ def _choose_version(registry: "Registry", name: str, version: str | None) -> str
         raise ConfigError(f"version {version!r} has the form of an unfinished copy's name; pick another version name")
     if version in existing:
         raise RegistryError(f"{name}@{version} already exists; leave version=None for the next number or pick another name")
-    if version in registry._alias_names(name):
+    if version in registry.store.alias_names(name):
         raise RegistryError(f"{version!r} is an alias of {name}; pick a version name that is not an alias")
     return version
 
@@ -153,11 +153,11 @@ def log_model(
         record = _stage(registry, staging, model_or_path, name, version, framework, task, label_list,
                         input, description, trust, architecture, output)
         record = _relocate(record, staging, final, home)
-        if version in registry._version_names(name):
+        if version in registry.store.version_names(name):
             raise RegistryError(f"{name}@{version} was logged meanwhile by another process; log again for the next number")
         publish_folder(staging, final)
         try:
-            registry._insert_version(record, metric_values, description)
+            registry.store.insert_version(record, metric_values, description)
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise

@@ -55,11 +55,7 @@ def _check_name(session: "Session", sql_name: str, replace: bool) -> str:
         if not replace:
             raise RegistryError(f"a function {sql_name!r} already exists; pass replace=True or drop it first")
         return sql_name
-    with session.registry._cursor() as cur:
-        taken = cur.execute(
-            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [lowered]
-        ).fetchone()[0]
-    if taken:
+    if session.registry.store.is_duckdb_function(lowered):
         raise RegistryError(f"{sql_name!r} is already a DuckDB function; pick a name that does not shadow it")
     return sql_name
 
@@ -76,9 +72,7 @@ def create_model_function(
     else:
         card = session.registry.resolve(ref).card  # the reference must name a model now
     task = TEXT_EMBEDDING if card.modality == "text" else card.task
-    with session.registry._transaction() as cur:
-        cur.execute("DELETE FROM sightql_functions WHERE lower(name) = lower(?)", [sql_name])
-        cur.execute("INSERT INTO sightql_functions (name, model_ref, task) VALUES (?, ?, ?)", [sql_name, ref, task])
+    session.registry.store.save_function(sql_name, ref, task)
     if replace:
         try:
             session.con.remove_function(sql_name)
@@ -91,6 +85,5 @@ def drop_model_function(session: "Session", sql_name: str) -> None:
     saved = {name.lower(): name for name in _saved(session.con)}
     if sql_name.lower() not in saved:
         raise RegistryError(f"no function {sql_name!r} made with create_function; saved: {', '.join(saved.values()) or 'none'}")
-    with session.registry._cursor() as cur:
-        cur.execute("DELETE FROM sightql_functions WHERE lower(name) = lower(?)", [sql_name])
+    session.registry.store.delete_function(sql_name)
     session.con.remove_function(saved[sql_name.lower()])
