@@ -21,7 +21,7 @@ import numpy as np
 
 def load(model_dir: str):
     from sightql.models.card import ModelCard
-    from sightql.models.onnx_runtime import OnnxPredictor
+    from sightql.models.onnx.runtime import OnnxPredictor
 
     card = ModelCard.from_json((Path(model_dir) / "card.json").read_text())
     return OnnxPredictor(Path(model_dir) / "model.onnx", card)

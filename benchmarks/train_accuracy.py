@@ -51,7 +51,7 @@ def linear_probe(session: sightql.Session, table: str, result) -> float:
     from sklearn.linear_model import LogisticRegression
 
     from sightql.images.preprocess import preprocess
-    from sightql.models import efficientnet_lite
+    from sightql.models.torch import efficientnet_lite
     from sightql.train.sources import table_examples
     from sightql.train.splits import split_by_content
 

@@ -21,17 +21,16 @@ import numpy as np
 from sightql.errors import ConfigError, RegistryError, UnsafeModelError
 from sightql.models.card import ModelCard
 from sightql.models.loader import is_builtin
+from sightql.models.onnx.files import static_onnx_input
+from sightql.models.torch.files import PICKLE_SUFFIXES, STATE_DICT_SUFFIXES, unsafe_message
 from sightql.partial_files import is_partial_name, partial_path, remove_dead_partials
 from sightql.registry.artifacts import (
     DERIVED_ONNX, REGISTRY_DIR, artifact_name, check_size, copy_artifact, publish_folder, sha256_of,
 )
-from sightql.registry.inputs import (
-    InputArg, LabelsArg, build_input_spec, keras_input, read_labels, static_onnx_input,
-)
+from sightql.registry.inputs import InputArg, LabelsArg, build_input_spec, keras_input, read_labels
 from sightql.registry.loading import FRAMEWORKS, load_version
 from sightql.registry.records import VERSION_COLUMNS, VersionRecord
 from sightql.registry.refs import LATEST, check_model_name, check_tag, version_number
-from sightql.models.torch.files import PICKLE_SUFFIXES, STATE_DICT_SUFFIXES, unsafe_message
 
 if TYPE_CHECKING:
     from sightql.registry.registry import Registry

@@ -1,1 +1,1 @@
-"""ONNX models: the ONNX Runtime predictor (runtime)."""
+"""ONNX models: reading a file's input shape (files) and the ONNX Runtime predictor (runtime)."""
