@@ -293,16 +293,27 @@ def test_a_stage_prefix_is_predicted_into_a_table(session, photos_dir):
 
 
 # ---- crash and resume -------------------------------------------------------------------
+# The child waits at the given point of the given chunk's write (told by predict's on_write hook)
+# and says so on stderr, so the test can kill -9 it exactly there.
 _CHILD = """
-import sys, sightql
+import sys, time, sightql
+from sightql.inference.predict import predict
+point, _, chunk = sys.argv[3].partition(":")
+
+def on_write(at, n):
+    if (at, n) == (point, int(chunk)):
+        print(f"sightql-test: paused {at} of chunk {n}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
 with sightql.connect(sys.argv[1]) as s:
-    s.predict("imagenet", "photos", into=sys.argv[2] or None, batch_size=2, chunk_rows=2, progress=False)
+    predict(s, "imagenet", "photos", into=sys.argv[2] or None, batch_size=2, chunk_rows=2, progress=False,
+            on_write=on_write)
 """
 
 
 def _run_until_paused(warehouse: Path, into: str, pause: str) -> None:
-    env = {**os.environ, "SIGHTQL_PREDICT_TEST_PAUSE": pause, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(warehouse), into], env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(warehouse), into, pause], env=env,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     assert child.stderr is not None
