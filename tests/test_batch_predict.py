@@ -493,3 +493,14 @@ def test_cli_predict_and_its_mistakes(photos, warehouse):
                            (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "'ray' is not one of 'local', 'dask'")]:
         bad = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert bad.returncode == 2 and sentence in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sql_stage_reads_and_predict_from_a_stage_all_run_in_the_engines_one_worker_pool(session, photos_dir):
+    import threading
+
+    session.create_stage("pics").put(photos_dir)
+    found = session.sql("SELECT classify('imagenet', stage_file('@pics', 'coffee.jpg')).label AS label").to_pylist()
+    assert found == [{"label": "espresso"}]
+    session.predict("imagenet", "@pics", into="pic_labels", chunk_rows=4, progress=False)
+    pools = {t.name.rsplit("_", 1)[0] for t in threading.enumerate() if t.name.startswith("sightql-")}
+    assert pools <= {"sightql-worker", "sightql-predict-reader"}  # one pool: no separate decode or stage-read pool
