@@ -70,6 +70,27 @@ def prepare_image(data: bytes | None, predictor: Predictor, limits: ImageLimits)
         return f"cannot read image: {type(exc).__name__}: {exc}"
 
 
+def _submit(fn: Callable[[I], X], items: Sequence[I], threads: int) -> tuple[int, list[Future]]:
+    """Run ``fn`` over ``items`` in the pool as at most ``threads`` tasks (rows i, i + groups, ... in one task)."""
+    pool = worker_pool(threads)
+    groups = max(1, min(threads, len(items)))
+    return groups, [pool.submit(lambda part: [fn(item) for item in part], items[g::groups]) for g in range(groups)]
+
+
+def _gather(groups: int, futures: list[Future]) -> list[Any]:
+    """The results of :func:`_submit`'s tasks, back in the items' order."""
+    parts = [future.result() for future in futures]
+    out: list[Any] = [None] * sum(len(part) for part in parts)
+    for g, part in enumerate(parts):
+        out[g::groups] = part
+    return out
+
+
+def parallel_map(fn: Callable[[I], X], items: Sequence[I], threads: int | None = None) -> list[X]:
+    """``[fn(item) for item in items]`` in the worker pool, at most ``threads`` at once (training's decoding)."""
+    return _gather(*_submit(fn, items, threads or max(1, os.cpu_count() or 1)))
+
+
 def run_batches(
     predictor: Predictor,
     batches: Iterable[tuple[B, Sequence[I]]],
@@ -78,30 +99,20 @@ def run_batches(
 ) -> Iterator[tuple[B, list[RowResult], list[X]]]:
     """For each ``(tag, items)`` batch, in order: ``(tag, one RowResult per item, what prepare returned beside)``.
 
-    The next batch is prepared in the pool (in at most ``threads`` tasks) while the model runs this one.
+    The next batch is prepared in the pool (at most ``threads`` rows at once) while the model runs this one.
     """
     width = threads or max(1, os.cpu_count() or 1)
-    pool = worker_pool(width)
-
-    def prepare_all(items: Sequence[I]) -> list[tuple[Prepared, X]]:
-        return [prepare(item) for item in items]
-
-    def submit(batch: tuple[B, Sequence[I]] | None) -> tuple[B, int, list[Future]] | None:
-        if batch is None:
-            return None
-        tag, items = batch
-        groups = max(1, min(width, len(items)))  # rows i, i+groups, ... go to one task
-        return tag, groups, [pool.submit(prepare_all, items[g::groups]) for g in range(groups)]
-
     source = iter(batches)
-    pending = submit(next(source, None))
+
+    def submit() -> tuple[B, tuple[int, list[Future]]] | None:
+        batch = next(source, None)
+        return None if batch is None else (batch[0], _submit(prepare, batch[1], width))
+
+    pending = submit()
     while pending is not None:
-        tag, groups, futures = pending
-        parts = [future.result() for future in futures]
-        prepared: list[tuple[Prepared, X]] = [None] * sum(len(p) for p in parts)  # type: ignore[list-item]
-        for g, part in enumerate(parts):
-            prepared[g::groups] = part
-        pending = submit(next(source, None))  # the next batch decodes while the model runs this one
+        tag, submitted = pending
+        prepared: list[tuple[Prepared, X]] = _gather(*submitted)
+        pending = submit()  # the next batch decodes while the model runs this one
         yield tag, run_batch(predictor, [item for item, _ in prepared]), [extra for _, extra in prepared]
 
 

@@ -7,19 +7,19 @@ resize/crop/normalise.
 
 Loading design: a DuckDB connection must not cross processes, so the DataLoader runs with
 ``num_workers=0`` and the dataset's ``__getitems__`` reads one batch's bytes in a few small
-queries on the main process, then decodes the batch in a thread pool (Pillow releases the
-GIL while decoding and resizing). Memory stays at one batch of bytes.
+queries on the main process, then decodes the batch in the batch engine's worker pool (Pillow
+releases the GIL while decoding and resizing), at most ``threads`` images at once. Memory stays at one batch of bytes.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
 
+from sightql.engine import parallel_map
 from sightql.errors import ImageError, SightQLError
 from sightql.images.decode import ImageLimits
 from sightql.images.preprocess import create_transform
@@ -48,7 +48,7 @@ class ImageRowsDataset:
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self.pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1))
+        self.threads = threads or min(8, os.cpu_count() or 1)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -71,14 +71,14 @@ class ImageRowsDataset:
         import torch
 
         blobs = self.reader.read([self.examples[i].key for i in indices])
-        arrays = list(self.pool.map(self._prepare, indices, blobs))
+        arrays = parallel_map(lambda pair: self._prepare(*pair), list(zip(indices, blobs)), self.threads)
         return [(torch.from_numpy(a), self.targets[i]) for i, a in zip(indices, arrays)]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.__getitems__([index])[0]
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: decoding runs in the process's shared worker pool."""
 
 
 def shard_sampler(view: Any, rank: int, world_size: int, shuffle: bool, seed: int) -> Any:
