@@ -5,7 +5,7 @@
 
 Prints, from one run on one machine:
   (a) model-only ONNX Runtime throughput on preprocessed tensors, batch 32
-  (b) decode + preprocess only (the same thread pool the SQL path uses)
+  (b) decode + preprocess only (the engine's worker pool, as the SQL path uses)
   (c) SELECT classify(...) over the table
   (d) a tutorial-style per-row scalar UDF: hex string in, torch, batch of 1
   (e) peak RSS of (c), each in a fresh process, at n and at 10 x n rows
@@ -29,7 +29,7 @@ from _common import generated_jpegs, peak_rss_mb, print_table, run_child  # noqa
 
 import sightql  # noqa: E402
 from sightql.images.preprocess import preprocess  # noqa: E402
-from sightql.inference.batched import decode_pool  # noqa: E402
+from sightql.engine import worker_pool  # noqa: E402
 
 QUERY = "SELECT relative_path, classify('imagenet', image) AS c FROM bench"
 
@@ -72,7 +72,7 @@ def model_only(session, images: list[bytes], n: int, batch: int = 32) -> float:
 
 def decode_only(session, images: list[bytes]) -> float:
     spec = session.predictor("imagenet").card.input
-    pool = decode_pool(session.settings.decode_threads)
+    pool = worker_pool(session.settings.decode_threads)
     start = time.perf_counter()
     for _ in pool.map(lambda b: preprocess(b, spec), images):
         pass

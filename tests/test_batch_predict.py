@@ -293,16 +293,27 @@ def test_a_stage_prefix_is_predicted_into_a_table(session, photos_dir):
 
 
 # ---- crash and resume -------------------------------------------------------------------
+# The child waits at the given point of the given chunk's write (told by predict's on_write hook)
+# and says so on stderr, so the test can kill -9 it exactly there.
 _CHILD = """
-import sys, sightql
+import sys, time, sightql
+from sightql.inference.predict import predict
+point, _, chunk = sys.argv[3].partition(":")
+
+def on_write(at, n):
+    if (at, n) == (point, int(chunk)):
+        print(f"sightql-test: paused {at} of chunk {n}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
 with sightql.connect(sys.argv[1]) as s:
-    s.predict("imagenet", "photos", into=sys.argv[2] or None, batch_size=2, chunk_rows=2, progress=False)
+    predict(s, "imagenet", "photos", into=sys.argv[2] or None, batch_size=2, chunk_rows=2, progress=False,
+            on_write=on_write)
 """
 
 
 def _run_until_paused(warehouse: Path, into: str, pause: str) -> None:
-    env = {**os.environ, "SIGHTQL_PREDICT_TEST_PAUSE": pause, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(warehouse), into], env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(warehouse), into, pause], env=env,
                              stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     assert child.stderr is not None
@@ -482,3 +493,14 @@ def test_cli_predict_and_its_mistakes(photos, warehouse):
                            (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "'ray' is not one of 'local', 'dask'")]:
         bad = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert bad.returncode == 2 and sentence in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sql_stage_reads_and_predict_from_a_stage_all_run_in_the_engines_one_worker_pool(session, photos_dir):
+    import threading
+
+    session.create_stage("pics").put(photos_dir)
+    found = session.sql("SELECT classify('imagenet', stage_file('@pics', 'coffee.jpg')).label AS label").to_pylist()
+    assert found == [{"label": "espresso"}]
+    session.predict("imagenet", "@pics", into="pic_labels", chunk_rows=4, progress=False)
+    pools = {t.name.rsplit("_", 1)[0] for t in threading.enumerate() if t.name.startswith("sightql-")}
+    assert pools <= {"sightql-worker", "sightql-predict-reader"}  # one pool: no separate decode or stage-read pool

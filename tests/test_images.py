@@ -223,3 +223,19 @@ def test_without_the_formats_extra_the_error_names_it(heic_bytes, dicom_bytes, t
     heic, dicom = "HEIC needs: pip install 'sightql[formats]'", "DICOM needs: pip install 'sightql[formats]'"
     assert out == [f"heic probe_image {heic}", f"heic decode_image {heic}", f"dicom probe_image {dicom}",
                    f"dicom decode_image {dicom}", f"sql {heic}"]
+
+
+def test_training_and_inference_transforms_come_from_one_factory(photo):
+    from sightql.images.preprocess import create_transform
+
+    data = encode(photo, "JPEG")
+    spec = InputSpec(height=64, width=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    served = preprocess(data, spec)
+    evaluation = create_transform(spec, is_training=False, augment="standard")  # evaluation never augments
+    assert np.array_equal(evaluation(data, np.random.default_rng(1)), served)
+    assert np.array_equal(create_transform(spec, is_training=True)(data), served)  # no preset: the same pixels
+    train = create_transform(spec, is_training=True, augment="standard")
+    first = train(data, np.random.default_rng([0, 0, 7]))
+    assert first.shape == served.shape and first.dtype == served.dtype
+    assert np.array_equal(first, train(data, np.random.default_rng([0, 0, 7])))  # seeded: reproducible
+    assert not np.array_equal(first, served)  # augmentation added on top of the shared preprocessing

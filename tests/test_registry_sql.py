@@ -183,3 +183,21 @@ def test_tutorial_keras_defect_cnn_as_a_named_sql_function(session, photos_dir, 
         assert abs(out[name]["score"] - float(probabilities.max())) <= 1e-4
     for bad in ("text.jpg", "empty.jpg"):
         assert out[bad]["label"] is None and out[bad]["score"] is None and out[bad]["error"]
+
+
+def test_a_registry_model_used_from_sql_and_predict_loads_once_and_clear_cache_empties_it(photos, tmp_path):
+    from sightql.models.loader import cache_stats, clear_cache
+
+    clear_cache()
+    _log(photos, tmp_path, favour=1)
+    before = cache_stats()["loads"]
+    assert photos.sql("SELECT DISTINCT classify('m', image).label AS label FROM photos").to_pylist() == [{"label": "dog"}]
+    report = photos.predict("m", "photos", into="m_labels", progress=False)
+    assert report.predicted > 0 and report.errors == 0
+    assert photos.classify([photos.sql("SELECT image FROM photos LIMIT 1").to_pylist()[0]["image"]], "m")[0]["error"] is None
+    assert cache_stats()["loads"] - before == 1  # SQL, predict and classify share one loaded copy
+    assert cache_stats()["cached"] >= 1
+    clear_cache()
+    assert cache_stats()["cached"] == 0
+    photos.sql("SELECT classify('m', image).label FROM photos LIMIT 1")
+    assert cache_stats()["loads"] - before == 2  # cleared, so loaded (and hashed) again

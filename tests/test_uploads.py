@@ -95,10 +95,10 @@ def test_classify_stored_gives_top_k_from_the_table(session, chelsea, photos_dir
 
 
 def test_classify_runs_the_model_once_per_image(session, chelsea):
-    from sightql.inference import batched
+    from sightql import engine
 
     seen = []
-    original = batched.predict_rows
+    original = engine.predict_rows
 
     def counting(predictor, images, **kwargs):
         seen.append(len(images))

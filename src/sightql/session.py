@@ -238,12 +238,11 @@ class Session:
     # ---- models ----------------------------------------------------------------
     def predictor(self, ref: str) -> LoadedModel:
         """The loaded model for ``ref``: a built-in ('imagenet', text model 'minilm') or a registry reference
-        ('name', 'name@v3', 'name@latest', 'name@prod'). Loaded once per process per exact version."""
-        from sightql.models.loader import is_builtin, load_predictor
+        ('name', 'name@v3', 'name@latest', 'name@prod'). Loaded once per process per exact version and device,
+        in the one model cache that batch predict shares (see sightql.inference.spec)."""
+        from sightql.inference.spec import load_model, spec_for
 
-        if is_builtin(ref):
-            return load_predictor(ref, self.models_dir, self.device)
-        return self.registry.predictor(ref)
+        return load_model(spec_for(self, ref))
 
     def models(self) -> list[dict[str, Any]]:
         """Every model a reference can name: the built-ins, then the registry's models with versions and aliases."""

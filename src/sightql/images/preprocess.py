@@ -7,10 +7,12 @@ mean/std, channels and layout all come from :class:`sightql.images.spec.InputSpe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from sightql.images.augment import augment_image
 from sightql.images.decode import ImageLimits, decode_image
 from sightql.images.spec import InputSpec
 
@@ -70,8 +72,34 @@ def to_array(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Transform:
+    """Bytes -> model-ready array: decode, (for training) augment, resize/crop, normalise."""
+
+    spec: InputSpec
+    limits: ImageLimits = ImageLimits()
+    augment: str = "none"  # an augmentation preset, applied only when made with is_training=True
+
+    def __call__(self, data: bytes | None, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Raises :class:`sightql.errors.ImageError`; ``rng`` draws the augmentation (required with one)."""
+        min_size = None if self.spec.resize == "squash" else resize_target(self.spec)
+        image = decode_image(data, self.limits, channels=self.spec.channels, min_size=min_size)
+        if self.augment != "none":
+            image = augment_image(image, self.augment, rng if rng is not None else np.random.default_rng())
+        return to_array(image, self.spec)
+
+
+def create_transform(
+    spec: InputSpec, limits: ImageLimits = ImageLimits(), *, is_training: bool = False, augment: str = "none"
+) -> Transform:
+    """The one factory for inference and training transforms (as timm's ``create_transform``).
+
+    Evaluation ignores ``augment``; training adds it on the decoded image before the shared
+    resize/crop/normalise, so both see the same preprocessing from the model card.
+    """
+    return Transform(spec, limits, augment if is_training else "none")
+
+
 def preprocess(data: bytes | None, spec: InputSpec, limits: ImageLimits = ImageLimits()) -> np.ndarray:
-    """Bytes -> model-ready array. Raises :class:`sightql.errors.ImageError`."""
-    min_size = None if spec.resize == "squash" else resize_target(spec)
-    image = decode_image(data, limits, channels=spec.channels, min_size=min_size)
-    return to_array(image, spec)
+    """Bytes -> model-ready array (the evaluation transform). Raises :class:`sightql.errors.ImageError`."""
+    return create_transform(spec, limits)(data)

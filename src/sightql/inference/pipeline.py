@@ -1,7 +1,7 @@
 """The streaming pipeline: chunks of (row key, image bytes) in, one result table per chunk out.
 
-Decoding and preprocessing run in the shared thread pool of :mod:`sightql.inference.batched`,
-one batch ahead of the model, across chunk boundaries; the model always gets full batches
+Decoding and preprocessing run in the batch engine (:mod:`sightql.engine`), one batch ahead
+of the model, across chunk boundaries; the model always gets full batches
 (only the last batch of a chunk may be short). Memory stays bounded: at most two batches
 of decoded tensors and the chunks whose rows are still in flight are held.
 """
@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
+from sightql.engine import Prepared, RowResult, best_label, prepare_image, run_batches, top_labels
 from sightql.images.decode import ImageLimits
-from sightql.inference.batched import RowResult, _prepare, _run_batch, decode_pool
 from sightql.models.base import Predictor
 
 TOP_K_ARROW = pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())]))
@@ -65,43 +63,35 @@ class Chunk:
         return value.as_py() if isinstance(value, pa.Scalar) else value
 
 
-def _prepare_row(chunk: Chunk, index: int, predictor: Predictor, limits: ImageLimits) -> tuple[Any, str | None]:
+def _prepare_row(chunk: Chunk, index: int, predictor: Predictor, limits: ImageLimits) -> tuple[Prepared, str | None]:
     data = chunk.image(index)
     if data is None and chunk.read_errors is not None and chunk.read_errors[index]:
-        return chunk.read_errors[index], None
+        return chunk.read_errors[index], None  # type: ignore[return-value]
     if chunk.sha256 is not None:
         sha = chunk.sha256[index]
     else:
         sha = hashlib.sha256(data).hexdigest() if data is not None else None
-    return _prepare(data, predictor, limits), sha
+    return prepare_image(data, predictor, limits), sha
 
 
 def stream_results(predictor: Predictor, chunks: Iterable[Chunk], options: PredictOptions) -> Iterator[pa.Table]:
     """One result table (see :func:`result_schema`) per non-empty input chunk, in order."""
-    pool = decode_pool(options.decode_threads)
     size = options.batch_size
 
-    def batches() -> Iterator[tuple[Chunk, int, int]]:
+    def batches() -> Iterator[tuple[tuple[Chunk, int], list[tuple[Chunk, int]]]]:
         for chunk in chunks:
             for start in range(0, len(chunk), size):
-                yield chunk, start, min(len(chunk), start + size)
+                stop = min(len(chunk), start + size)
+                yield (chunk, stop), [(chunk, i) for i in range(start, stop)]
 
-    def submit(item: tuple[Chunk, int, int] | None) -> tuple[tuple[Chunk, int, int], list[Future]] | None:
-        if item is None:
-            return None
-        chunk, start, stop = item
-        return item, [pool.submit(_prepare_row, chunk, i, predictor, options.limits) for i in range(start, stop)]
+    def prepare(item: tuple[Chunk, int]) -> tuple[Prepared, str | None]:
+        return _prepare_row(item[0], item[1], predictor, options.limits)
 
-    source = batches()
-    pending = submit(next(source, None))
     rows: list[RowResult] = []
     hashes: list[str | None] = []
-    while pending is not None:
-        (chunk, start, stop), futures = pending
-        pending = submit(next(source, None))  # the next batch decodes while the model runs this one
-        prepared = [future.result() for future in futures]
-        rows.extend(_run_batch(predictor, [item for item, _ in prepared]))
-        hashes.extend(sha for _, sha in prepared)
+    for (chunk, stop), results, shas in run_batches(predictor, batches(), prepare, options.decode_threads):
+        rows.extend(results)
+        hashes.extend(shas)
         if stop == len(chunk):
             yield results_table(predictor, chunk.keys, rows, hashes, options.top_k)
             rows, hashes = [], []
@@ -126,15 +116,10 @@ def results_table(
             confidences.append(None)
             tops.append(None)
             continue
-        probabilities = np.asarray(result.output)
-        best = int(np.argmax(probabilities))
-        label_values.append(labels[best])
-        confidences.append(float(probabilities[best]))
-        if top_k > 0:
-            order = np.argsort(-probabilities, kind="stable")[:top_k]
-            tops.append([{"label": labels[i], "score": float(probabilities[i])} for i in order])
-        else:
-            tops.append(None)
+        label, score = best_label(result.output, labels)
+        label_values.append(label)
+        confidences.append(score)
+        tops.append(top_labels(result.output, labels, top_k) if top_k > 0 else None)
     schema = result_schema(keys.type)
     return pa.table(
         [

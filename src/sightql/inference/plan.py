@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
 from sightql.errors import SightQLError
+from sightql.engine import worker_pool
 from sightql.inference.pipeline import Chunk, PredictOptions
 from sightql.inference.source import Params, StageSource, TableSource, Target
 from sightql.inference.spec import ModelSpec
@@ -189,14 +189,7 @@ def table_run_chunk(plan: PredictPlan, run: RowRun) -> Chunk | None:
 
 
 # ---- stages -----------------------------------------------------------------------
-_io_pool: ThreadPoolExecutor | None = None
-
-
-def _reader_pool() -> ThreadPoolExecutor:
-    global _io_pool
-    if _io_pool is None:
-        _io_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sightql-stage-read")
-    return _io_pool
+STAGE_READERS = 8  # files read at once from a stage (I/O bound, so not tied to the cores)
 
 
 def stage_path_chunks(plan: PredictPlan) -> Iterator[list[str]]:
@@ -224,7 +217,7 @@ def read_stage_chunk(stage_name: str, url: str, paths: list[str], known: dict[st
 
     keys, images, hashes, errors = [], [], [], []
     skipped = 0
-    for path, (data, error) in zip(paths, _reader_pool().map(read, paths)):
+    for path, (data, error) in zip(paths, worker_pool(STAGE_READERS).map(read, paths)):
         sha = hashlib.sha256(data).hexdigest() if data is not None else None
         if sha is not None and known.get(path) == sha:
             skipped += 1

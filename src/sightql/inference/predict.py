@@ -23,7 +23,7 @@ from sightql.inference.source import (
     Params, StageSource, UserParams, prepare_target, resolve_stage, resolve_table,
 )
 from sightql.inference.spec import card_of, check_classifier, spec_for
-from sightql.inference.writeback import ResultWriter
+from sightql.inference.writeback import ResultWriter, WriteHook
 from sightql.sql.duckdb_errors import clean_duckdb_error
 from sightql.sql.write_budget import WriteBudget
 
@@ -78,7 +78,9 @@ def predict(
     workers: int | None = None,
     device: str | None = None,
     progress: bool | None = None,
+    on_write: WriteHook | None = None,
 ) -> PredictReport:
+    """See Session.predict; ``on_write(point, chunk)`` is told of each chunk's commit (for crash tests)."""
     started = time.perf_counter()
     _check_arguments(source, runner, top_k, batch_size, chunk_rows, where, scheduler)
     spec = spec_for(session, model, device)
@@ -102,7 +104,7 @@ def predict(
     except duckdb.Error as exc:
         raise _sql_error(exc, where) from None
     skipped = [total - due]
-    writer = ResultWriter(con, target, spec.model_version, plan.db_lock)
+    writer = ResultWriter(con, target, spec.model_version, plan.db_lock, on_write)
     try:
         with progress_bar(due, f"{spec.model_version} on {src.label}", progress) as advance:
             def on_skipped(rows: int) -> None:

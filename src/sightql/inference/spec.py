@@ -1,27 +1,28 @@
-"""A small, picklable description of one exact model version, and its per-process cache.
+"""The one model resolver: a reference to a small, picklable description of one exact version.
 
-Workers get a :class:`ModelSpec` (artifact path, sha256, card JSON and framework, all
-inside the registry's version record), never a loaded model. Each worker process
-loads it once, re-hashing the artifact before it is run.
+:func:`spec_for` turns ``'imagenet'`` or ``'tex@prod'`` into a :class:`ModelSpec` (for a registry
+version: artifact path, sha256, card JSON and framework, all inside its version record);
+:func:`load_model` turns a spec into a predictor through the process's one model cache
+(:mod:`sightql.models.loader`), keyed by the exact version and device. Workers get specs,
+never loaded models; each process loads a version once, re-hashing its artifact first.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sightql.errors import ConfigError
-from sightql.models.base import Predictor
+from sightql.models.base import LoadedModel
+from sightql.models.device import resolve_device
+from sightql.models.loader import builtin_version, cache_stats, cached_predictor, is_builtin, load_predictor, version_key
+from sightql.registry.loading import load_version
 from sightql.registry.records import VersionRecord
 
 if TYPE_CHECKING:
     from sightql.models.card import ModelCard
     from sightql.session import Session
-
-_lock = threading.Lock()
-_loaded: dict[tuple[str, ...], Predictor] = {}
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,9 @@ class ModelSpec:
     builtin: str | None = None  # a built-in model's name, or None for a registry version
     record: VersionRecord | None = None  # the registry row: artifact path, sha256, card JSON, framework
 
-    @property
-    def cache_key(self) -> tuple[str, ...]:
-        sha = self.record.sha256 if self.record else ""
-        return (self.home, self.model_version, sha, self.device)
-
 
 def spec_for(session: "Session", ref: str, device: str | None = None) -> ModelSpec:
     """Resolve ``ref`` once, now: a moved alias during a run does not change the model mid-run."""
-    from sightql.models.loader import builtin_version, is_builtin
-
     if not isinstance(ref, str) or not ref:
         raise ConfigError(f"model must be a reference such as 'imagenet' or 'xray@prod', not {ref!r}")
     wanted = device or session.device
@@ -53,31 +47,15 @@ def spec_for(session: "Session", ref: str, device: str | None = None) -> ModelSp
     return ModelSpec(record.ref, str(session.home), wanted, record=record)
 
 
-def load_model(spec: ModelSpec) -> Predictor:
-    """The loaded model for ``spec``, loaded (and its artifact hash checked) once per process."""
-    with _lock:
-        predictor = _loaded.get(spec.cache_key)
-        if predictor is None:
-            predictor = _load(spec)
-            _loaded[spec.cache_key] = predictor
-    return predictor
-
-
-def _load(spec: ModelSpec) -> Predictor:
-    from sightql.models.device import resolve_device
-
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """The loaded model for ``spec``, loaded (and its artifact hash checked) once per process and device."""
     device = resolve_device(spec.device)
     if spec.builtin is not None:
-        from sightql.models.loader import load_predictor
-
-        model = load_predictor(spec.builtin, Path(spec.home) / "models", device)
-    else:
-        from sightql.registry.loading import load_version
-
-        assert spec.record is not None
-        model = load_version(spec.record, Path(spec.home), device)  # verifies the artifact's sha256
-    check_classifier(model.card, spec.model_version)  # type: ignore[attr-defined]
-    return model  # type: ignore[return-value]
+        return load_predictor(spec.builtin, Path(spec.home) / "models", device)
+    record = spec.record
+    assert record is not None
+    key = version_key(spec.home, record.ref, record.sha256, record.derived_onnx_sha256, device)
+    return cached_predictor(key, lambda: load_version(record, Path(spec.home), device))  # verifies the sha256
 
 
 def check_classifier(card: "ModelCard", version: str) -> None:
@@ -90,8 +68,8 @@ def check_classifier(card: "ModelCard", version: str) -> None:
 
 
 def loaded_model_count() -> int:
-    """How many models this process has loaded through specs (tests check the once-per-worker rule)."""
-    return len(_loaded)
+    """How many models this process has loaded (tests check the once-per-worker rule)."""
+    return cache_stats()["loads"]
 
 
 def card_of(spec: ModelSpec) -> "ModelCard":

@@ -8,11 +8,9 @@ chunk being written; a key can never hold two predictions.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
-import time
 import uuid
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -21,13 +19,16 @@ import pyarrow as pa
 from sightql.inference.source import Target
 from sightql.sql.identifiers import quote_ident
 
-# Test hook: 'before-commit:N' or 'after-commit:N' pauses the process at that point of the
-# N-th chunk write (and says so on stderr), so a test can kill -9 it there.
-PAUSE_ENV = "SIGHTQL_PREDICT_TEST_PAUSE"
+# Called as on_write('before-commit', n) inside the n-th chunk's open transaction and
+# on_write('after-commit', n) once it is committed (a crash test kills the process there).
+WriteHook = Callable[[str, int], None]
 
 
 class ResultWriter:
-    def __init__(self, con: Any, target: Target, model_version: str, lock: threading.Lock | None = None):
+    def __init__(
+        self, con: Any, target: Target, model_version: str, lock: threading.Lock | None = None,
+        on_write: WriteHook | None = None,
+    ):
         self._cursor = con.cursor()
         self._lock = lock  # shared with the reader (see PredictPlan.db_lock)
         self.target = target
@@ -36,7 +37,7 @@ class ResultWriter:
         self.chunks_written = 0
         self.rows_written = 0
         self.errors_written = 0
-        self._pause = _parse_pause(os.environ.get(PAUSE_ENV))
+        self._on_write = on_write
         self._sql = self._statement()
 
     def _statement(self) -> str:
@@ -68,7 +69,8 @@ class ResultWriter:
                 cursor.execute("BEGIN TRANSACTION")
                 try:
                     cursor.execute(self._sql, [self.model_version])
-                    self._maybe_pause("before-commit")
+                    if self._on_write is not None:
+                        self._on_write("before-commit", self.chunks_written + 1)
                     cursor.execute("COMMIT")
                 except BaseException:
                     cursor.execute("ROLLBACK")
@@ -78,19 +80,9 @@ class ResultWriter:
         self.chunks_written += 1
         self.rows_written += results.num_rows
         self.errors_written += results.num_rows - results.column("prediction_error").null_count
-        self._maybe_pause("after-commit")
-
-    def _maybe_pause(self, point: str) -> None:
-        if self._pause == (point, self.chunks_written + (point == "before-commit")):
-            print(f"sightql-test: paused {point} of chunk {self._pause[1]}", file=sys.stderr, flush=True)
-            time.sleep(3600)
+        if self._on_write is not None:
+            self._on_write("after-commit", self.chunks_written)
 
     def close(self) -> None:
         self._cursor.close()
 
-
-def _parse_pause(raw: str | None) -> tuple[str, int] | None:
-    if not raw:
-        return None
-    point, _, count = raw.partition(":")
-    return point, int(count)

@@ -1,4 +1,10 @@
-"""Resolve a model reference to a loaded predictor, once per process."""
+"""The one cache of loaded models for the process, and the bundled models' loader.
+
+Every path that runs a model (SQL functions, batch predict local and Dask, the API,
+stage sampling) loads it through :func:`cached_predictor`, keyed by the exact version
+and device, so a model used from SQL and from ``predict`` in one process loads (and
+hashes its artifact) once. :func:`clear_cache` empties it; :func:`cache_stats` counts it.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,29 @@ from sightql.models.device import resolve_device
 
 _lock = threading.Lock()
 _cache: dict[tuple[str, ...], LoadedModel] = {}
+_loads = [0]  # how many times this process has loaded a model (cache misses)
 
 
 def clear_cache() -> None:
     """Forget every loaded model, so the next use loads (and re-hashes) it again."""
     with _lock:
         _cache.clear()
+
+
+def cache_stats() -> dict[str, int]:
+    """``{"cached": models held now, "loads": models loaded by this process so far}``."""
+    with _lock:
+        return {"cached": len(_cache), "loads": _loads[0]}
+
+
+def version_key(home: str, ref: str, sha256: str, derived_sha256: str | None, device: str) -> tuple[str, ...]:
+    """The cache key of a registry version: a re-logged or changed artifact is a new key."""
+    return ("registry", home, ref, sha256, derived_sha256 or "", device)
+
+
+def builtin_key(name: str, models_dir: Path, device: str) -> tuple[str, ...]:
+    # minilm is read from its package, not from the warehouse, so one copy serves every warehouse.
+    return (name, device) if name == "minilm" else (str(models_dir), name, device)
 
 
 def cached_predictor(key: tuple[str, ...], load: Callable[[], LoadedModel]) -> LoadedModel:
@@ -32,6 +55,7 @@ def cached_predictor(key: tuple[str, ...], load: Callable[[], LoadedModel]) -> L
         if predictor is None:
             predictor = load()
             _cache[key] = predictor
+            _loads[0] += 1
         return predictor
 
 
@@ -89,18 +113,14 @@ def load_builtin(name: str, models_dir: Path, device: str) -> LoadedModel:
 
 
 def load_predictor(ref: str, models_dir: Path, device: str = "auto") -> LoadedModel:
-    """Loaded once per (warehouse, reference, device) and kept for the life of the process."""
+    """A built-in model, loaded once per (warehouse, name, device) and kept for the life of the process."""
     resolved = resolve_device(device)
-    # minilm is read from its package, not from the warehouse, so one copy serves every warehouse.
-    key = (ref, resolved) if ref == "minilm" else (str(models_dir), ref, resolved)
-    with _lock:
-        predictor = _cache.get(key)
-        if predictor is None:
-            if ref not in BUILTIN_NAMES:
-                raise ModelNotFoundError(
-                    f"no model named {ref!r}; built-in models are: {', '.join(BUILTIN_NAMES)}"
-                )
-            predictor = load_builtin(ref, models_dir, resolved)
-            predictor.model_version = builtin_version(ref)
-            _cache[key] = predictor
+    if ref not in BUILTIN_NAMES:
+        raise ModelNotFoundError(f"no model named {ref!r}; built-in models are: {', '.join(BUILTIN_NAMES)}")
+
+    def load() -> LoadedModel:
+        predictor = load_builtin(ref, models_dir, resolved)
+        predictor.model_version = builtin_version(ref)
         return predictor
+
+    return cached_predictor(builtin_key(ref, models_dir, resolved), load)

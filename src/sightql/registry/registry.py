@@ -139,12 +139,12 @@ class Registry:
     def predictor(self, ref: str) -> "LoadedModel":
         """The loaded model of the exact version ``ref`` names now; loaded once per process per version."""
         from sightql.models.device import resolve_device
-        from sightql.models.loader import cached_predictor
+        from sightql.models.loader import cached_predictor, version_key
         from sightql.registry.loading import load_version
 
         record = self.resolve(ref)
         device = resolve_device(self._session.device)
-        key = ("registry", str(self.home), record.ref, record.sha256, record.derived_onnx_sha256 or "", device)
+        key = version_key(str(self.home), record.ref, record.sha256, record.derived_onnx_sha256, device)
         return cached_predictor(key, lambda: load_version(record, self.home, device))
 
 

@@ -20,7 +20,7 @@ from duckdb import sqltypes as T
 
 from sightql.errors import ImageError, SightQLError
 from sightql.images.decode import probe_image
-from sightql.inference.batched import RowResult, predict_rows
+from sightql.engine import RowResult, best_label, predict_rows, top_labels, worker_pool
 from sightql.models.base import Predictor, TextModel
 from sightql.sql.stage_listing import register_stage_listing
 
@@ -139,9 +139,8 @@ class ImageFunctions:
             if result.output is None:
                 rows.append({"label": None, "score": None, "error": result.error})
             else:
-                best = int(np.argmax(result.output))
-                label = self._labels(name, predictor)[best]  # type: ignore[arg-type]
-                rows.append({"label": label, "score": float(result.output[best]), "error": None})
+                label, score = best_label(result.output, self._labels(name, predictor))  # type: ignore[arg-type]
+                rows.append({"label": label, "score": score, "error": None})
         return pa.array(rows, type=CLASSIFY_ARROW)
 
     # ---- classify_topk(model, image, k) -> LIST(STRUCT(label, score)) ----------
@@ -154,9 +153,7 @@ class ImageFunctions:
                 continue
             if k is None or k < 1:
                 raise SightQLError(f"classify_topk needs k >= 1, got {k}; pass e.g. 5")
-            labels = self._labels(name, predictor)  # type: ignore[arg-type]
-            top = np.argsort(-result.output, kind="stable")[: int(k)]
-            rows.append([{"label": labels[i], "score": float(result.output[i])} for i in top])
+            rows.append(top_labels(result.output, self._labels(name, predictor), int(k)))  # type: ignore[arg-type]
         return pa.array(rows, type=pa.list_(LABEL_SCORE))
 
     # ---- embed(model, image) -> FLOAT[] ------------------------------------------
@@ -224,8 +221,6 @@ class ImageFunctions:
     def stage_file(self, stages: pa.ChunkedArray, paths: pa.ChunkedArray) -> pa.Array:
         """Each row's staged file. Stages are looked up in the session's memory, never by a query
         (this runs inside the caller's query); a missing or forbidden path gives that row NULL."""
-        from sightql.inference.batched import decode_pool
-
         pairs = list(zip(stages.to_pylist(), paths.to_pylist()))
 
         def read(pair: tuple[str | None, str | None]) -> bytes | None:
@@ -239,7 +234,7 @@ class ImageFunctions:
                     raise
                 return None
 
-        pool = decode_pool(max(8, self.session.settings.decode_threads))
+        pool = worker_pool(max(8, self.session.settings.decode_threads))
         return pa.array(list(pool.map(read, pairs)), type=pa.binary())
 
 

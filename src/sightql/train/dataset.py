@@ -1,52 +1,30 @@
 """A torch Dataset over table rows or stage files, preprocessed exactly as inference does.
 
-Decode and preprocess are :func:`sightql.images.decode.decode_image` and
-:func:`sightql.images.preprocess.to_array` driven by the model card's ``InputSpec``, the same
-calls the SQL ``classify`` path makes, so training and serving never differ. Augmentation
-happens on the decoded image, before that shared resize/crop/normalise, for training only.
+Each row goes through :func:`sightql.images.preprocess.create_transform` built from the model
+card's ``InputSpec``: the same factory that makes inference's transform, so training and serving
+never differ. ``is_training=True`` adds augmentation on the decoded image, before the shared
+resize/crop/normalise.
 
 Loading design: a DuckDB connection must not cross processes, so the DataLoader runs with
 ``num_workers=0`` and the dataset's ``__getitems__`` reads one batch's bytes in a few small
-queries on the main process, then decodes the batch in a thread pool (Pillow releases the
-GIL while decoding and resizing). Memory stays at one batch of bytes.
+queries on the main process, then decodes the batch in the batch engine's worker pool (Pillow
+releases the GIL while decoding and resizing), at most ``threads`` images at once. Memory stays at one batch of bytes.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image, ImageEnhance
 
+from sightql.engine import parallel_map
 from sightql.errors import ImageError, SightQLError
-from sightql.images.decode import ImageLimits, decode_image
-from sightql.images.preprocess import resize_target, to_array
+from sightql.images.decode import ImageLimits
+from sightql.images.preprocess import create_transform
 from sightql.images.spec import InputSpec
 from sightql.train.sources import ByteReader, Example
-
-
-def augment_image(image: Image.Image, preset: str, rng: np.random.Generator) -> Image.Image:
-    """'light': mirror. 'standard': mirror, scale/shift crop up to 20%, rotate up to 10 degrees, brightness/contrast."""
-    if preset == "none":
-        return image
-    if rng.random() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    if preset == "light":
-        return image
-    width, height = image.size
-    scale = rng.uniform(0.8, 1.0)
-    crop_w, crop_h = max(1, int(width * scale)), max(1, int(height * scale))
-    left = int(rng.integers(0, width - crop_w + 1))
-    top = int(rng.integers(0, height - crop_h + 1))
-    image = image.crop((left, top, left + crop_w, top + crop_h))
-    angle = float(rng.uniform(-10, 10))
-    fill = 0 if image.mode == "L" else (0, 0, 0)
-    image = image.rotate(angle, resample=Image.Resampling.BILINEAR, fillcolor=fill)
-    image = ImageEnhance.Brightness(image).enhance(float(rng.uniform(0.8, 1.2)))
-    return ImageEnhance.Contrast(image).enhance(float(rng.uniform(0.8, 1.2)))
 
 
 class ImageRowsDataset:
@@ -66,12 +44,11 @@ class ImageRowsDataset:
         self.examples = list(examples)
         self.reader = reader
         self.targets = [class_index[e.label] for e in self.examples]
-        self.spec = spec
-        self.limits = limits
+        self.transform = create_transform(spec, limits, is_training=augment != "none", augment=augment)
         self.augment = augment
         self.seed = seed
         self.epoch = 0
-        self.pool = ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1))
+        self.threads = threads or min(8, os.cpu_count() or 1)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -81,31 +58,27 @@ class ImageRowsDataset:
         self.epoch = epoch
 
     def _prepare(self, index: int, data: bytes) -> np.ndarray:
-        example = self.examples[index]
-        min_size = None if self.spec.resize == "squash" else resize_target(self.spec)
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment != "none" else None
         try:
-            image = decode_image(data, self.limits, channels=self.spec.channels, min_size=min_size)
+            return self.transform(data, rng)
         except ImageError as exc:
+            example = self.examples[index]
             raise SightQLError(
                 f"image {example.name} in {self.reader.description} cannot be used ({exc}); remove or replace it and train again"
             ) from None
-        if self.augment != "none":
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image = augment_image(image, self.augment, rng)
-        return to_array(image, self.spec)
 
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, int]]:
         import torch
 
         blobs = self.reader.read([self.examples[i].key for i in indices])
-        arrays = list(self.pool.map(self._prepare, indices, blobs))
+        arrays = parallel_map(lambda pair: self._prepare(*pair), list(zip(indices, blobs)), self.threads)
         return [(torch.from_numpy(a), self.targets[i]) for i, a in zip(indices, arrays)]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.__getitems__([index])[0]
 
     def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: decoding runs in the process's shared worker pool."""
 
 
 def shard_sampler(view: Any, rank: int, world_size: int, shuffle: bool, seed: int) -> Any:

@@ -1,0 +1,164 @@
+"""The one batch engine: decode ahead in one thread pool, run the model in full batches, shape the answers.
+
+Every path that runs an image model goes through here: the SQL functions (and so
+``Session.classify``, the API and stage sampling, which query them) and the batch-predict
+runners. Decoding and preprocessing run in the process's one worker pool (Pillow releases
+the GIL) while the model works on the previous batch, so the two overlap; at most
+``threads`` rows of one call decode at once. Each row's failure is caught and reported on
+that row alone. :func:`best_label` and :func:`top_labels` turn a model's output into
+labels and scores, the same way for SQL and for predictions written back.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from sightql.errors import SightQLError
+from sightql.images.decode import ImageLimits
+from sightql.images.preprocess import preprocess
+from sightql.models.base import Predictor
+
+B = TypeVar("B")
+I = TypeVar("I")  # noqa: E741
+X = TypeVar("X")
+
+Prepared = np.ndarray | str  # a preprocessed image, or why this row could not be read
+
+
+@dataclass
+class RowResult:
+    """One row's answer: ``output`` is None exactly when ``error`` is set."""
+
+    output: np.ndarray | None
+    error: str | None
+
+
+# ---- the one worker pool -------------------------------------------------------------------
+_pool_lock = threading.Lock()
+_pool: list[tuple[int, ThreadPoolExecutor]] = []  # (its width, the pool): one entry at most
+
+
+def worker_pool(threads: int | None = None) -> ThreadPoolExecutor:
+    """The process's one pool for decoding and file reads, at least ``threads`` (default: CPU count) wide.
+
+    Asked for more threads than it has, it is replaced by a wider one (callers still holding the
+    old one finish with it; its threads end once it is dropped); callers bound their own
+    concurrency (see :func:`run_batches`).
+    """
+    size = threads or max(1, os.cpu_count() or 1)
+    with _pool_lock:
+        if not _pool or _pool[0][0] < size:
+            _pool[:] = [(size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="sightql-worker"))]
+        return _pool[0][1]
+
+
+# ---- decode ahead, run in batches --------------------------------------------------------------
+def prepare_image(data: bytes | None, predictor: Predictor, limits: ImageLimits) -> Prepared:
+    """The model's input tensor for ``data``, or one sentence saying why this row cannot be read."""
+    try:
+        return preprocess(data, predictor.card.input, limits)
+    except SightQLError as exc:
+        return str(exc)
+    except Exception as exc:  # a decoder bug must still only cost this row
+        return f"cannot read image: {type(exc).__name__}: {exc}"
+
+
+def _submit(fn: Callable[[I], X], items: Sequence[I], threads: int) -> tuple[int, list[Future]]:
+    """Run ``fn`` over ``items`` in the pool as at most ``threads`` tasks (rows i, i + groups, ... in one task)."""
+    pool = worker_pool(threads)
+    groups = max(1, min(threads, len(items)))
+    return groups, [pool.submit(lambda part: [fn(item) for item in part], items[g::groups]) for g in range(groups)]
+
+
+def _gather(groups: int, futures: list[Future]) -> list[Any]:
+    """The results of :func:`_submit`'s tasks, back in the items' order."""
+    parts = [future.result() for future in futures]
+    out: list[Any] = [None] * sum(len(part) for part in parts)
+    for g, part in enumerate(parts):
+        out[g::groups] = part
+    return out
+
+
+def parallel_map(fn: Callable[[I], X], items: Sequence[I], threads: int | None = None) -> list[X]:
+    """``[fn(item) for item in items]`` in the worker pool, at most ``threads`` at once (training's decoding)."""
+    return _gather(*_submit(fn, items, threads or max(1, os.cpu_count() or 1)))
+
+
+def run_batches(
+    predictor: Predictor,
+    batches: Iterable[tuple[B, Sequence[I]]],
+    prepare: Callable[[I], tuple[Prepared, X]],
+    threads: int | None = None,
+) -> Iterator[tuple[B, list[RowResult], list[X]]]:
+    """For each ``(tag, items)`` batch, in order: ``(tag, one RowResult per item, what prepare returned beside)``.
+
+    The next batch is prepared in the pool (at most ``threads`` rows at once) while the model runs this one.
+    """
+    width = threads or max(1, os.cpu_count() or 1)
+    source = iter(batches)
+
+    def submit() -> tuple[B, tuple[int, list[Future]]] | None:
+        batch = next(source, None)
+        return None if batch is None else (batch[0], _submit(prepare, batch[1], width))
+
+    pending = submit()
+    while pending is not None:
+        tag, submitted = pending
+        prepared: list[tuple[Prepared, X]] = _gather(*submitted)
+        pending = submit()  # the next batch decodes while the model runs this one
+        yield tag, run_batch(predictor, [item for item, _ in prepared]), [extra for _, extra in prepared]
+
+
+def predict_rows(
+    predictor: Predictor,
+    images: Sequence[bytes | None],
+    *,
+    batch_size: int = 32,
+    limits: ImageLimits = ImageLimits(),
+    threads: int | None = None,
+) -> list[RowResult]:
+    """Predict every row; returns one :class:`RowResult` per input, in order."""
+    batches = ((start, images[start : start + batch_size]) for start in range(0, len(images), batch_size))
+    results: list[RowResult] = []
+    for _, rows, _ in run_batches(predictor, batches, lambda data: (prepare_image(data, predictor, limits), None),
+                                  threads):
+        results.extend(rows)
+    return results
+
+
+def run_batch(predictor: Predictor, prepared: Sequence[Prepared]) -> list[RowResult]:
+    """One model call over the readable rows; unreadable rows keep their reason, a failed call fails its rows."""
+    good = [i for i, item in enumerate(prepared) if not isinstance(item, str)]
+    out = [RowResult(None, item) if isinstance(item, str) else None for item in prepared]
+    if good:
+        batch = np.stack([prepared[i] for i in good])  # type: ignore[misc]
+        try:
+            outputs = predictor.predict(batch)
+        except Exception as exc:
+            message = f"model failed on this batch: {type(exc).__name__}: {exc}"
+            for i in good:
+                out[i] = RowResult(None, message)
+        else:
+            for row, i in enumerate(good):
+                out[i] = RowResult(outputs[row], None)
+    return out  # type: ignore[return-value]
+
+
+# ---- shape the answers ------------------------------------------------------------------------
+def best_label(output: np.ndarray, labels: Sequence[str]) -> tuple[str, float]:
+    """The most likely label and its score."""
+    best = int(np.argmax(output))
+    return labels[best], float(output[best])
+
+
+def top_labels(output: np.ndarray, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` most likely labels, best first (ties in label order): ``[{"label", "score"}, ...]``."""
+    order = np.argsort(-np.asarray(output), kind="stable")[:k]
+    return [{"label": labels[i], "score": float(output[i])} for i in order]
