@@ -189,6 +189,8 @@ def test_a_damaged_dicom_is_a_typed_error(dicom_bytes):
         decode_image(dicom_bytes[:400])
     with pytest.raises(ImageTooLargeError, match="pixel limit"):
         probe_image(dicom_bytes, ImageLimits(max_pixels=100_000))
+    with pytest.raises(ImageTooLargeError, match="pixel limit"):  # checked before any pixel is decoded
+        decode_image(dicom_bytes, ImageLimits(max_pixels=100_000))
 
 
 MISSING_EXTRA = """

@@ -45,6 +45,11 @@ _pool_lock = threading.Lock()
 _pool: list[tuple[int, ThreadPoolExecutor]] = []  # (its width, the pool): one entry at most
 
 
+def _width(threads: int | None) -> int:
+    """``threads``, or the CPU count when none is given."""
+    return threads or max(1, os.cpu_count() or 1)
+
+
 def worker_pool(threads: int | None = None) -> ThreadPoolExecutor:
     """The process's one pool for decoding and file reads, at least ``threads`` (default: CPU count) wide.
 
@@ -52,7 +57,7 @@ def worker_pool(threads: int | None = None) -> ThreadPoolExecutor:
     old one finish with it; its threads end once it is dropped); callers bound their own
     concurrency (see :func:`run_batches`).
     """
-    size = threads or max(1, os.cpu_count() or 1)
+    size = _width(threads)
     with _pool_lock:
         if not _pool or _pool[0][0] < size:
             _pool[:] = [(size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="sightql-worker"))]
@@ -88,7 +93,7 @@ def _gather(groups: int, futures: list[Future]) -> list[Any]:
 
 def parallel_map(fn: Callable[[I], X], items: Sequence[I], threads: int | None = None) -> list[X]:
     """``[fn(item) for item in items]`` in the worker pool, at most ``threads`` at once (training's decoding)."""
-    return _gather(*_submit(fn, items, threads or max(1, os.cpu_count() or 1)))
+    return _gather(*_submit(fn, items, _width(threads)))
 
 
 def run_batches(
@@ -101,7 +106,7 @@ def run_batches(
 
     The next batch is prepared in the pool (at most ``threads`` rows at once) while the model runs this one.
     """
-    width = threads or max(1, os.cpu_count() or 1)
+    width = _width(threads)
     source = iter(batches)
 
     def submit() -> tuple[B, tuple[int, list[Future]]] | None:

@@ -166,8 +166,8 @@ def decode_image(
     """
     data, container = _checked(data, limits)
     if container == "DICOM":
-        _dicom_header(data, limits)  # the pixel cap, before any pixel is read
-        return _to_rgb_or_l(decode_dicom(data), channels)
+        image = decode_dicom(data, lambda width, height: _check_pixels(width, height, limits))
+        return _to_rgb_or_l(image, channels)
     image = _open(data, limits)
     try:
         if getattr(image, "is_animated", False):

@@ -13,7 +13,7 @@ pydicom is imported here only; callers check it is installed first (``formats.re
 from __future__ import annotations
 
 import io
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -57,14 +57,16 @@ def _mode(ds: Any) -> str:
     return "I;16" if int(getattr(ds, "BitsAllocated", 8)) > 8 else "L"
 
 
-def decode_dicom(data: bytes) -> Image.Image:
+def decode_dicom(data: bytes, check_size: Callable[[int, int], None]) -> Image.Image:
     """The first frame as an 8-bit L image (monochrome) or RGB image (colour).
 
-    The caller checks the pixel cap on :func:`dicom_header` first.
+    ``check_size(width, height)`` (the caller's pixel cap) runs on the data elements, before any
+    pixel is decoded; the file is parsed once.
     """
     from pydicom.pixels import pixel_array
 
     ds = _read(data, pixels=True)
+    check_size(int(ds.Columns), int(ds.Rows))
     photometric = str(getattr(ds, "PhotometricInterpretation", "")).strip()
     try:
         frame = pixel_array(ds, index=0)  # decodes the first frame only

@@ -98,7 +98,7 @@ def predict(
         decode_threads=None if runner == "dask" else session.settings.decode_threads,  # Dask: each worker's own
     )
     plan = PredictPlan(con, spec, src, target, options, where, bound, recompute, chunk_rows or DEFAULT_CHUNK_ROWS)
-    plan.run_bytes = WriteBudget.of(con, session.settings.memory_limit).batch_bytes
+    plan.run_bytes = WriteBudget.of(con, session.settings).batch_bytes
     try:
         total, due = _count(session, plan)
     except duckdb.Error as exc:
@@ -176,8 +176,9 @@ def _current_hashes(cursor: Any, plan: PredictPlan) -> dict[str, str]:
 
 def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
     """DuckDB's message without its caret drawing; a failing where filter is named as the likely cause."""
-    if isinstance(clean_duckdb_error(exc), MemoryLimitError):
-        return clean_duckdb_error(exc)
+    cleaned = clean_duckdb_error(exc)
+    if isinstance(cleaned, MemoryLimitError):
+        return cleaned
     text = str(exc).split("\n\nLINE")[0].strip().replace("\n", " ")
     if where:
         return ConfigError(f"the query failed: {text}; check where={where!r} and its params")

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from sightql.errors import ConfigError
 from sightql.models.base import LoadedModel
 from sightql.models.device import resolve_device
-from sightql.models.loader import builtin_version, cache_stats, cached_predictor, is_builtin, load_predictor, version_key
-from sightql.registry.loading import load_version
+from sightql.models.loader import builtin_version, cache_stats, is_builtin, load_predictor
+from sightql.registry.loading import cached_version
 from sightql.registry.records import VersionRecord
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         return load_predictor(spec.builtin, Path(spec.home) / "models", device)
     record = spec.record
     assert record is not None
-    key = version_key(spec.home, record.ref, record.sha256, record.derived_onnx_sha256, device)
-    return cached_predictor(key, lambda: load_version(record, Path(spec.home), device))  # verifies the sha256
+    return cached_version(record, Path(spec.home), device)  # verifies the sha256
 
 
 def check_classifier(card: "ModelCard", version: str) -> None:

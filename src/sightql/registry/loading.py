@@ -80,6 +80,15 @@ LOADERS: dict[str, Loader] = {
 FRAMEWORKS = tuple(LOADERS)
 
 
+def cached_version(record: VersionRecord, home: Path, device: str) -> LoadedModel:
+    """``record`` loaded through the process's one model cache (models.loader), keyed by its exact
+    version, hashes and the resolved ``device``: loaded and its sha256 checked once per process."""
+    from sightql.models.loader import cached_predictor, version_key
+
+    key = version_key(str(home), record.ref, record.sha256, record.derived_onnx_sha256, device)
+    return cached_predictor(key, lambda: load_version(record, home, device))
+
+
 def load_version(record: VersionRecord, home: Path, device: str) -> LoadedModel:
     """The loaded model of one exact version; trust is what was recorded when it was logged."""
     loader = LOADERS.get(record.framework)

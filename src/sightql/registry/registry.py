@@ -139,13 +139,9 @@ class Registry:
     def predictor(self, ref: str) -> "LoadedModel":
         """The loaded model of the exact version ``ref`` names now; loaded once per process per version."""
         from sightql.models.device import resolve_device
-        from sightql.models.loader import cached_predictor, version_key
-        from sightql.registry.loading import load_version
+        from sightql.registry.loading import cached_version
 
-        record = self.resolve(ref)
-        device = resolve_device(self._session.device)
-        key = version_key(str(self.home), record.ref, record.sha256, record.derived_onnx_sha256, device)
-        return cached_predictor(key, lambda: load_version(record, self.home, device))
+        return cached_version(self.resolve(ref), self.home, resolve_device(self._session.device))
 
 
 class Model:
