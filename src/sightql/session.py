@@ -83,7 +83,10 @@ class Session:
         if on_error not in ("null", "raise"):
             raise ConfigError(f"on_error={on_error!r} is not valid; use 'null' or 'raise'")
         self.settings = settings or Settings.from_env()
-        self.home = Path(path).expanduser() if path is not None else default_home()
+        if path is not None:
+            self.home = Path(path).expanduser()
+        else:  # the settings just read name it; with settings given, home still comes from the environment/file
+            self.home = self.settings.home if settings is None else default_home()
         self.on_error: OnError = on_error
         self.device = device or self.settings.device
         self.limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels)

@@ -120,7 +120,7 @@ def sql(
         if file is None:
             result = session.sql(query, param or None)
         else:
-            result = session.sql_script(read_text(file), param or None)
+            result = session.sql_script(read_text(file, "--file", "a SQL script"), param or None)
         print_table(result, fmt)
 
 

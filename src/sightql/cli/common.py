@@ -27,14 +27,16 @@ def open_session(warehouse: Path | None, **kwargs: Any):
     return sightql.connect(warehouse, **kwargs)
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 text file given on the command line (a SQL script)."""
+def read_text(path: Path, option: str, kind: str) -> str:
+    """A UTF-8 text file given on the command line with ``option`` (e.g. '--file', 'a SQL script')."""
     from sightql.errors import ConfigError
 
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {option} {path} ({exc.strerror}); give the path of {kind}") from None
 
 
 def print_table(table: Any, fmt: str = "table") -> None:

@@ -9,7 +9,7 @@ import typer
 
 from sightql.cli.common import WarehouseOpt, open_session, print_table
 
-app = typer.Typer(help="The versioned model registry: log, list, alias and remove models.", no_args_is_help=True)
+app = typer.Typer(help="The versioned model registry: log, list, alias and remove models.")
 
 
 def parse_labels(raw: str | None) -> list[str] | Path | None:

@@ -9,7 +9,7 @@ import typer
 
 from sightql.cli.common import WarehouseOpt, open_session
 
-app = typer.Typer(help="Named file stores: a local folder in the warehouse, or an s3:// prefix.", no_args_is_help=True)
+app = typer.Typer(help="Named file stores: a local folder in the warehouse, or an s3:// prefix.")
 
 
 @app.command("create")

@@ -8,11 +8,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from sightql.cli.common import WarehouseOpt, open_session, print_table
+from sightql.cli.common import WarehouseOpt, open_session, print_table, read_text
 from sightql.train.options import DEFAULTS as D
 from sightql.train.options import Augment, Schedule, TrainOptions
 
-runs_app = typer.Typer(help="Training runs: their status, epochs and evaluations.", no_args_is_help=True)
+runs_app = typer.Typer(help="Training runs: their status, epochs and evaluations.")
 
 
 def _freeze(raw: str) -> str | int:
@@ -115,7 +115,7 @@ def train_command(
     if resume is not None:
         result = train_warehouse(warehouse, resume=resume, epochs=epochs, progress_file=progress_file)
     else:
-        start = TrainOptions.from_json(_read_text(options_json)) if options_json is not None else None
+        start = TrainOptions.from_json(read_text(options_json, "--options-json", "a JSON file")) if options_json is not None else None
         if start is None and source is None:
             raise ConfigError("say what to train on with --from TABLE or --from '@stage/prefix', or continue a run with --resume RUN_ID")
         if start is None and register is None and not no_register:
@@ -132,15 +132,6 @@ def train_command(
         typer.echo(f"test accuracy {result.test_evaluation['accuracy']:.4f} on {result.test_evaluation['images']} image(s)")
     if result.registered_version:
         typer.echo(f"registered {result.registered_version}")
-
-
-def _read_text(path: Path) -> str:
-    from sightql.errors import ConfigError
-
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --options-json {path} ({exc.strerror}); give the path of a JSON file") from None
 
 
 @runs_app.command("ls")
