@@ -124,7 +124,7 @@ def load_images(session: "Session", table: str, source: str) -> LoadReport:
 def _load(session: "Session", table: str, source: str, report: LoadReport) -> None:
     quoted = ensure_image_table(session.con, table)
     files = list(stage_source(session, source) if source.startswith("@") else local_source(source))
-    budget = WriteBudget.of(session.con, session.settings.memory_limit, fixed=session.settings.memory_limit_fixed)
+    budget = WriteBudget.of(session.con, session.settings)
     budget.check_table(
         session.con, quoted, table, [(rel, size) for rel, size, _ in files if size <= session.limits.max_bytes]
     )

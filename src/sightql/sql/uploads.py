@@ -114,7 +114,7 @@ def store_images(session: "Session", table: str, items: Sequence[tuple[str, byte
             new_rows.append(row)
             report.stored.append(StoredImage(name, row["relative_path"], sha, True))
         if new_rows:
-            budget = WriteBudget.of(cursor, session.settings.memory_limit, fixed=session.settings.memory_limit_fixed)
+            budget = WriteBudget.of(cursor, session.settings)
             budget.check_table(cursor, quoted, table, [(row["relative_path"], row["size"]) for row in new_rows])
             insert_rows(cursor, quoted, new_rows)
     return report

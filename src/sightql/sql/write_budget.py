@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sightql.config import Settings
 from sightql.errors import MemoryLimitError
 
 BATCH_SHARE = 8  # one write carries at most 1/8 of the memory limit
@@ -59,8 +60,9 @@ class WriteBudget:
     may_grow: bool = False  # the user left the limit unset: a write may raise it, up to grow_cap()
 
     @classmethod
-    def of(cls, con: Any, setting: str, *, fixed: bool = True) -> "WriteBudget":
-        return cls(memory_limit_bytes(con), setting, not fixed)
+    def of(cls, con: Any, settings: Settings) -> "WriteBudget":
+        """The budget of ``con`` under the session's ``settings`` (the limit as given, and whether the user set it)."""
+        return cls(memory_limit_bytes(con), settings.memory_limit, not settings.memory_limit_fixed)
 
     @property
     def batch_bytes(self) -> int:

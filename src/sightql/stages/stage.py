@@ -119,8 +119,6 @@ class Stage:
         """Remove a file, or every file under a folder. Returns what was removed; nothing matching is an
         error unless ``missing_ok``. A path through a link leading outside is refused; a link to a
         file inside is removed itself, never its target."""
-        if self._local is not None:
-            self._local.inside(safe_relative_path(path, allow_empty=True))  # a path through a link out is refused
         removed = [f.relative_path for f in self.matching(path)]
         if not removed and not missing_ok:
             raise self._nothing_matches(path)
@@ -177,8 +175,11 @@ class Stage:
         return files
 
     def matching(self, path: str) -> list[StageFile]:
-        """The file at ``path``, or every file in the folder ``path`` (not a mere name prefix)."""
+        """The file at ``path``, or every file in the folder ``path`` (not a mere name prefix). A path
+        through a link leading outside is refused (StagePathError), not "nothing matches"."""
         path = safe_relative_path(path, allow_empty=True)
+        if self._local is not None:
+            self._local.inside(path)
         if not path:
             return self.list()
         return [f for f in self.list(path) if f.relative_path == path or f.relative_path.startswith(path + "/")]
@@ -198,8 +199,6 @@ class Stage:
         """Download a file or a folder prefix into ``destination`` (a folder), keeping relative paths."""
         dest = Path(destination)
         base = safe_relative_path(path, allow_empty=True)
-        if self._local is not None:
-            self._local.inside(base)  # a path through a link out is refused, not "nothing matches"
         files = self.matching(path)
         if not files:
             raise self._nothing_matches(path)

@@ -19,11 +19,8 @@ def evaluate_rows(model: Any, rows: list[Any], reader: Any, class_index: dict[st
     from sightql.train.dataset import ImageRowsDataset, make_loader
 
     dataset = ImageRowsDataset(rows, reader, class_index, spec, limits, "none", options.seed, options.decode_threads)
-    try:
-        targets, probabilities, loss = evaluate.predict(model, make_loader(dataset, options.batch_size, False, 0),
-                                                        device, options.amp)
-    finally:
-        dataset.close()
+    targets, probabilities, loss = evaluate.predict(model, make_loader(dataset, options.batch_size, False, 0),
+                                                    device, options.amp)
     return evaluate.report(targets, probabilities, labels) | {"loss": loss}
 
 

@@ -77,9 +77,6 @@ class ImageRowsDataset:
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.__getitems__([index])[0]
 
-    def close(self) -> None:
-        """Nothing to release: decoding runs in the process's shared worker pool."""
-
 
 def shard_sampler(view: Any, rank: int, world_size: int, shuffle: bool, seed: int) -> Any:
     """torch's DistributedSampler (seeded shuffle, ``set_epoch``) without its padding: rank ``r`` gets

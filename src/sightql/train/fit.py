@@ -60,8 +60,4 @@ def fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: 
         if writer is not None:
             writer.resumed(epoch)
             loop.progress.say(f"resuming {writer.run_id} at epoch {state.start_epoch}")
-    try:
-        return loop.run(state)
-    finally:
-        train_set.close()
-        val_set.close()
+    return loop.run(state)
