@@ -144,11 +144,10 @@ def one_run_plan(session, table: str):
     from sightql.inference.pipeline import PredictOptions
     from sightql.inference.plan import PredictPlan
     from sightql.inference.source import Params, prepare_target, resolve_table
-    from sightql.inference.spec import spec_for
 
     source = resolve_table(session.con, table, "image")
     target = prepare_target(session.con, source, None, 0)
-    return PredictPlan(session.con, spec_for(session, "imagenet"), source, target, PredictOptions(), None,
+    return PredictPlan(session.con, session.registry.spec("imagenet"), source, target, PredictOptions(), None,
                        Params(None), False, 100)
 
 
@@ -370,7 +369,7 @@ def test_the_dask_runner_equals_the_local_runner(photos, photos_dir):
 def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_worker(session, photos_dir, tmp_path):
     from dask.distributed import Client, LocalCluster
 
-    from sightql.inference.spec import loaded_model_count
+    from sightql.registry.specs import loaded_model_count
 
     session.create_stage("pics").put(photos_dir)
     path = write_onnx(tiny_classifier(3, seed=1), tmp_path / "m.onnx")
@@ -447,11 +446,10 @@ def test_local_cluster_workers_share_the_cores_between_onnx_runtime_and_decoding
     from dask.distributed import Client
 
     from sightql.inference.runners.dask_cluster import local_cluster
-    from sightql.inference.spec import spec_for
 
     def worker_threads(spec) -> tuple[int, int]:
         from sightql.config import decode_threads
-        from sightql.inference.spec import load_model
+        from sightql.registry.specs import load_model
 
         return load_model(spec)._session.get_session_options().intra_op_num_threads, decode_threads()
 
@@ -459,11 +457,11 @@ def test_local_cluster_workers_share_the_cores_between_onnx_runtime_and_decoding
     monkeypatch.delenv("SIGHTQL_DECODE_THREADS", raising=False)
     share = max(1, (os.cpu_count() or 1) // 2)
     with local_cluster(2) as cluster, Client(cluster) as client:
-        answers = client.run(worker_threads, spec_for(photos, "imagenet"))
+        answers = client.run(worker_threads, photos.registry.spec("imagenet"))
     assert list(answers.values()) == [(share, share)] * 2
     monkeypatch.setenv("SIGHTQL_ORT_THREADS", "3")  # set by hand, it reaches the workers unchanged
     with local_cluster(1) as cluster, Client(cluster) as client:
-        answers = client.run(worker_threads, spec_for(photos, "imagenet"))
+        answers = client.run(worker_threads, photos.registry.spec("imagenet"))
     assert list(answers.values()) == [(3, os.cpu_count() or 1)]
 
 

@@ -7,25 +7,21 @@ storage (``stages/``) and model artifacts (``models/``).
 from __future__ import annotations
 
 import atexit
-import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-import duckdb
 import pyarrow as pa
 
 from sightql.config import Settings, default_home
-from sightql.errors import ConfigError, WarehouseError
+from sightql.errors import ConfigError
 from sightql.images.decode import ImageLimits
 from sightql.models.base import LoadedModel
 from sightql.registry import Registry
-from sightql.sql.catalog import ensure_catalog
-from sightql.sql.duckdb_errors import clean_duckdb_error
-from sightql.sql.process_turns import take_turn
-from sightql.sql.script import run_statements, split_statements
-from sightql.sql.warehouse_file import open_warehouse_file
+from sightql.registry.specs import card_of, check_classifier
+from sightql.sql.functions import register_functions
 from sightql.sql.loading import LoadReport, load_images
+from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.stage import Stage
 from sightql.train.options import TrainOptions
@@ -35,8 +31,6 @@ if TYPE_CHECKING:
     from sightql.train.result import TrainResult
     from sightql.sql.uploads import StoreReport
 
-OnError = Literal["null", "raise"]
-DB_FILE = "warehouse.duckdb"
 _open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
 
@@ -70,6 +64,9 @@ def connect(
 
 
 class Session:
+    """The facade over one open warehouse: composes the narrow :class:`~sightql.sql.warehouse.Warehouse`
+    context, the registry, the stages and the SQL functions, and hands the context (never itself) down."""
+
     def __init__(
         self,
         path: str | Path | None = None,
@@ -82,46 +79,59 @@ class Session:
     ):
         if on_error not in ("null", "raise"):
             raise ConfigError(f"on_error={on_error!r} is not valid; use 'null' or 'raise'")
-        self.settings = settings or Settings.from_env()
+        chosen = settings or Settings.from_env()
         if path is not None:
-            self.home = Path(path).expanduser()
+            home = Path(path).expanduser()
         else:  # the settings just read name it; with settings given, home still comes from the environment/file
-            self.home = self.settings.home if settings is None else default_home()
-        self.on_error: OnError = on_error
-        self.device = device or self.settings.device
-        self.limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels)
-        self.models_dir = self.home / "models"
-        if not read_only:
-            self.home.mkdir(parents=True, exist_ok=True)
-        elif not (self.home / DB_FILE).exists():
-            raise WarehouseError(f"no warehouse at {self.home}; create one with `sightql init {self.home}`")
-        self.con = None
-        wait = self.settings.lock_wait if lock_wait is None else lock_wait
-        started = time.monotonic()  # one wait for the turn and the file together; a busy message says how long
-        self._give_back_turn = take_turn(self.home, wait, started)
-        self._finalizer = weakref.finalize(self, self._give_back_turn)  # a session never closed frees its turn
+            home = chosen.home if settings is None else default_home()
+        self.warehouse = Warehouse.open(
+            home, read_only=read_only, settings=chosen, device=device or chosen.device, on_error=on_error,
+            lock_wait=chosen.lock_wait if lock_wait is None else lock_wait,
+        )
+        self._finalizer = weakref.finalize(self, self.warehouse.give_back_turn)  # a session never closed frees its turn
         try:
-            self.con = open_warehouse_file(
-                self.home / DB_FILE, read_only=read_only, memory_limit=self.settings.memory_limit, lock_wait=wait,
-                started=started,
-            )
-            ensure_catalog(self.con, read_only)
-            self.stages = StageCatalog(self.con, self.home / "stages")
-            self.registry = Registry(self)
-            from sightql.sql.functions import register_functions
-
-            self._functions = register_functions(self.con, self)
+            self.stages = StageCatalog(self.warehouse)
+            self.registry = Registry(self.warehouse)
+            self._functions = register_functions(self.warehouse, self.registry, self.stages)
         except BaseException:
             self.close()
             raise
         _open_sessions.add(self)
 
+    # ---- the open warehouse ----------------------------------------------------
+    @property
+    def con(self) -> Any:
+        """The DuckDB connection (None once closed)."""
+        return self.warehouse.con
+
+    @property
+    def home(self) -> Path:
+        return self.warehouse.home
+
+    @property
+    def settings(self) -> Settings:
+        return self.warehouse.settings
+
+    @property
+    def limits(self) -> ImageLimits:
+        return self.warehouse.limits
+
+    @property
+    def device(self) -> str:
+        return self.warehouse.device
+
+    @property
+    def on_error(self) -> OnError:
+        return self.warehouse.on_error
+
+    @property
+    def models_dir(self) -> Path:
+        return self.warehouse.models_dir
+
     # ---- lifecycle -------------------------------------------------------------
     def close(self) -> None:
-        if self.con is not None:
-            self.con.close()
-            self.con = None  # type: ignore[assignment]
-        self._finalizer()  # gives this process's turn on the warehouse back, once
+        self.warehouse.close()
+        self._finalizer()
 
     def __enter__(self) -> "Session":
         return self
@@ -133,29 +143,16 @@ class Session:
         return f"Session({str(self.home)!r})"
 
     # ---- SQL -------------------------------------------------------------------
-    def sql(
-        self, query: str, params: Sequence[Any] | dict[str, Any] | None = None, *, limit: int | None = None
-    ) -> pa.Table:
+    def sql(self, query: str, params: Params = None, *, limit: int | None = None) -> pa.Table:
         """Run SQL with bound parameters (``?`` or ``$name``); returns an Arrow table.
 
         Call ``.to_pandas()`` on the result for a DataFrame. ``directory('@stage')`` lists the
         stage as it is when the query runs.
         ``limit`` fetches at most that many rows of a query's result, computing no more.
         """
-        try:
-            relation = self.con.sql(query, params=params)
-        except duckdb.Error as exc:
-            raise clean_duckdb_error(exc) from None
-        if relation is None:  # a statement with no result (DDL, INSERT without RETURNING)
-            return pa.table({})
-        try:
-            if limit is not None:
-                relation = relation.limit(limit)
-            return relation.to_arrow_table()
-        except duckdb.Error as exc:
-            raise clean_duckdb_error(exc) from None
+        return self.warehouse.sql(query, params, limit=limit)
 
-    def sql_script(self, script: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+    def sql_script(self, script: str, params: Params = None) -> pa.Table:
         """Run a script of SQL statements separated by ``;`` in order; returns the last query's result.
 
         DuckDB's parser splits the script (a ``;`` inside a string or a comment is no separator).
@@ -164,11 +161,7 @@ class Session:
         BEGIN/COMMIT; a failing statement is named in the error and the ones before it stay done.
         ``params`` bind to a script of one statement only.
         """
-        try:
-            statements = split_statements(self.con, script)
-        except duckdb.Error as exc:
-            raise clean_duckdb_error(exc) from None
-        return run_statements(statements, params, self.sql)
+        return self.warehouse.sql_script(script, params)
 
     # ---- images ----------------------------------------------------------------
     def load_images(self, table: str, source: str | Path) -> LoadReport:
@@ -242,10 +235,8 @@ class Session:
     def predictor(self, ref: str) -> LoadedModel:
         """The loaded model for ``ref``: a built-in ('imagenet', text model 'minilm') or a registry reference
         ('name', 'name@v3', 'name@latest', 'name@prod'). Loaded once per process per exact version and device,
-        in the one model cache that batch predict shares (see sightql.inference.spec)."""
-        from sightql.inference.spec import load_model, spec_for
-
-        return load_model(spec_for(self, ref))
+        in the one model cache that batch predict shares (see sightql.registry.specs)."""
+        return self.registry.predictor(ref)
 
     def models(self) -> list[dict[str, Any]]:
         """Every model a reference can name: the built-ins, then the registry's models with versions and aliases."""
@@ -321,12 +312,11 @@ class Session:
         moved meanwhile changes nothing). Each result is ``{"top": [{"label", "score"}, ...] or None,
         "error": None or one sentence, "model_version": e.g. 'defects@v3'}``.
         """
-        from sightql.inference.spec import card_of, check_classifier, spec_for
         from sightql.sql.topk import top_k_sql
 
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a whole number of at least 1, got {k!r}; pass e.g. k=5")
-        spec = spec_for(self, model)
+        spec = self.registry.spec(model)
         check_classifier(card_of(spec), spec.model_version)
         exact = spec.builtin or spec.model_version
         table = pa.table({"i": list(range(len(images))), "image": pa.array(list(images), pa.binary())})

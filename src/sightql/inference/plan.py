@@ -18,7 +18,7 @@ from sightql.errors import SightQLError
 from sightql.engine import worker_pool
 from sightql.inference.pipeline import Chunk, PredictOptions
 from sightql.inference.source import Params, StageSource, TableSource, Target
-from sightql.inference.spec import ModelSpec
+from sightql.registry.specs import ModelSpec
 
 
 @dataclass

@@ -22,7 +22,7 @@ from sightql.inference.runners import RUNNERS
 from sightql.inference.source import (
     Params, StageSource, UserParams, prepare_target, resolve_stage, resolve_table,
 )
-from sightql.inference.spec import card_of, check_classifier, spec_for
+from sightql.registry.specs import card_of, check_classifier
 from sightql.inference.writeback import ResultWriter, WriteHook
 from sightql.sql.duckdb_errors import clean_duckdb_error
 from sightql.sql.write_budget import WriteBudget
@@ -83,7 +83,7 @@ def predict(
     """See Session.predict; ``on_write(point, chunk)`` is told of each chunk's commit (for crash tests)."""
     started = time.perf_counter()
     _check_arguments(source, runner, top_k, batch_size, chunk_rows, where, scheduler)
-    spec = spec_for(session, model, device)
+    spec = session.registry.spec(model, device)
     # For the bundled model this loads it here, so it is exported once, not by every Dask worker at once.
     check_classifier(card_of(spec), spec.model_version)
     con = session.con

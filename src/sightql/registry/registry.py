@@ -20,28 +20,29 @@ from sightql.registry.inputs import InputArg, LabelsArg
 from sightql.registry.records import VersionRecord
 from sightql.registry.refs import ModelRef, check_alias, parse_ref
 from sightql.registry.resolve import known_model, resolve
+from sightql.registry.specs import ModelSpec, load_model, spec_for
 from sightql.registry.store import RegistryStore
 
 if TYPE_CHECKING:
     from sightql.models.base import LoadedModel
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
 
 
 class Registry:
     """``session.registry``: log models, list them, and resolve references such as 'defects@prod'."""
 
-    def __init__(self, session: "Session"):
-        self._session = session
-        self.store = RegistryStore(lambda: session.con)
+    def __init__(self, warehouse: "Warehouse"):
+        self.warehouse = warehouse
+        self.store = RegistryStore(warehouse)
 
     # ---- plumbing -----------------------------------------------------------------
     @property
     def home(self) -> Path:
-        return self._session.home
+        return self.warehouse.home
 
     @property
     def settings(self) -> Any:
-        return self._session.settings
+        return self.warehouse.settings
 
     # ---- public API ---------------------------------------------------------------
     def log_model(
@@ -136,12 +137,15 @@ class Registry:
         """The exact version a reference names: 'name' (default, else latest), 'name@v3', '@latest', '@alias'."""
         return resolve(self.store, ref)
 
-    def predictor(self, ref: str) -> "LoadedModel":
-        """The loaded model of the exact version ``ref`` names now; loaded once per process per version."""
-        from sightql.models.device import resolve_device
-        from sightql.registry.loading import cached_version
+    def spec(self, ref: str, device: str | None = None) -> ModelSpec:
+        """The small picklable description of the exact model ``ref`` names now: a built-in ('imagenet',
+        'minilm') or a registry version; ``device`` defaults to the warehouse's."""
+        return spec_for(self.resolve, self.home, ref, device or self.warehouse.device)
 
-        return cached_version(self.resolve(ref), self.home, resolve_device(self._session.device))
+    def predictor(self, ref: str) -> "LoadedModel":
+        """The loaded model ``ref`` names now (a built-in or a registry version), through the one model cache:
+        loaded once per process per exact version and device."""
+        return load_model(self.spec(ref))
 
 
 class Model:

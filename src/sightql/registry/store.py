@@ -8,13 +8,15 @@ inside a running SQL function). Values are bound parameters; table names are con
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pyarrow as pa
 
 from sightql.errors import RegistryError
 from sightql.registry.records import VERSION_COLUMNS, VersionRecord
+
+if TYPE_CHECKING:
+    from sightql.sql.warehouse import Warehouse
 
 # created_at is read as UTC without a zone: fetching TIMESTAMPTZ into Python needs pytz.
 _SELECT_VERSION = "SELECT " + ", ".join(
@@ -25,40 +27,18 @@ _MODEL_TABLES = ("sightql_model_aliases", "sightql_model_metrics", "sightql_mode
 
 
 class RegistryStore:
-    """The registry tables of one warehouse connection; ``connection()`` is None once it is closed."""
+    """The registry tables of one warehouse; each call uses a short-lived cursor of its own."""
 
-    def __init__(self, connection: Callable[[], Any]):
-        self._connection = connection
+    def __init__(self, warehouse: "Warehouse"):
+        self._warehouse = warehouse
 
     # ---- plumbing -----------------------------------------------------------------
-    @contextmanager
-    def _cursor(self) -> Iterator[Any]:
-        con = self._connection()
-        if con is None:
-            raise RegistryError("the session is closed; open the warehouse again with sightql.connect()")
-        cursor = con.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        with self._cursor() as cursor:
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            cursor.execute("COMMIT")
-
     def _rows(self, query: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        with self._cursor() as cursor:
+        with self._warehouse.cursor() as cursor:
             return cursor.execute(query, params).fetchall()
 
     def _execute(self, query: str, params: list[Any]) -> None:
-        with self._cursor() as cursor:
+        with self._warehouse.cursor() as cursor:
             cursor.execute(query, params)
 
     def _record(self, query: str, params: list[Any]) -> VersionRecord | None:
@@ -76,7 +56,7 @@ class RegistryStore:
 
     def models_table(self) -> pa.Table:
         """One row per model: default and latest version, how many versions, its aliases."""
-        with self._cursor() as cursor:
+        with self._warehouse.cursor() as cursor:
             return cursor.sql(
                 f"""SELECT m.name, m.description, m.default_version,
                        (SELECT v.version FROM sightql_model_versions v WHERE v.name = m.name
@@ -91,7 +71,7 @@ class RegistryStore:
 
     def delete_model(self, name: str) -> None:
         """Its versions, aliases, metrics and the model row, in one transaction."""
-        with self._transaction() as cur:
+        with self._warehouse.transaction() as cur:
             for table in _MODEL_TABLES:
                 cur.execute(f"DELETE FROM {table} WHERE name = ?", [name])
 
@@ -138,7 +118,7 @@ class RegistryStore:
         columns = ", ".join(c for c in VERSION_COLUMNS if c != "created_at")
         marks = ", ".join("?" for _ in values)
         try:
-            with self._transaction() as cur:
+            with self._warehouse.transaction() as cur:
                 cur.execute(
                     "INSERT INTO sightql_models (name, description) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
                     [record.name, description],
@@ -158,7 +138,7 @@ class RegistryStore:
 
     def delete_version(self, name: str, version: str) -> None:
         """The version and its metrics, in one transaction."""
-        with self._transaction() as cur:
+        with self._warehouse.transaction() as cur:
             cur.execute("DELETE FROM sightql_model_metrics WHERE name = ? AND version = ?", [name, version])
             cur.execute("DELETE FROM sightql_model_versions WHERE name = ? AND version = ?", [name, version])
 
@@ -203,7 +183,7 @@ class RegistryStore:
 
     def save_function(self, sql_name: str, ref: str, task: str) -> None:
         """Replace any function of that name (case-insensitive), in one transaction."""
-        with self._transaction() as cur:
+        with self._warehouse.transaction() as cur:
             cur.execute("DELETE FROM sightql_functions WHERE lower(name) = lower(?)", [sql_name])
             cur.execute("INSERT INTO sightql_functions (name, model_ref, task) VALUES (?, ?, ?)", [sql_name, ref, task])
 

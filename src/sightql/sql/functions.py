@@ -25,7 +25,9 @@ from sightql.models.base import Predictor, TextModel
 from sightql.sql.stage_listing import register_stage_listing
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.registry import Registry
+    from sightql.sql.warehouse import Warehouse
+    from sightql.stages.catalog import StageCatalog
 
 # The task stored in sightql_functions for a function over a text model: ``fn(text) -> FLOAT[]``.
 TEXT_EMBEDDING = "text-embedding"
@@ -70,10 +72,12 @@ class RowsOf(Sequence):
 
 
 class ImageFunctions:
-    """The UDF bodies, bound to one session (its models, settings and stages)."""
+    """The UDF bodies, bound to one warehouse (its settings and limits), its registry and its stages."""
 
-    def __init__(self, session: "Session"):
-        self.session = session
+    def __init__(self, warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog"):
+        self.warehouse = warehouse
+        self.registry = registry
+        self.stages = stages
 
     # ---- helpers --------------------------------------------------------------
     def _by_model(
@@ -97,9 +101,9 @@ class ImageFunctions:
             outputs = predict_rows(
                 predictor,
                 RowsOf(images, rows),
-                batch_size=self.session.settings.batch_size,
-                limits=self.session.limits,
-                threads=self.session.settings.decode_threads,
+                batch_size=self.warehouse.settings.batch_size,
+                limits=self.warehouse.limits,
+                threads=self.warehouse.settings.decode_threads,
             )
             for i, result in zip(rows, outputs):
                 results[i] = (result, predictor)
@@ -107,19 +111,19 @@ class ImageFunctions:
         return results  # type: ignore[return-value]
 
     def _raise_if_strict(self, results: list[Any]) -> None:
-        if self.session.on_error == "raise":
+        if self.warehouse.on_error == "raise":
             for result in results:
                 if result is not None and result.error is not None:
                     raise ImageError(result.error)
 
     def _image_model(self, name: str) -> Predictor:
-        model = self.session.predictor(name)
+        model = self.registry.predictor(name)
         if model.card.modality == "text":
             raise SightQLError(f"{name!r} reads text; use embed_text(model, text)")
         return model  # type: ignore[return-value]
 
     def _text_model(self, name: str) -> TextModel:
-        model = self.session.predictor(name)
+        model = self.registry.predictor(name)
         if model.card.modality != "text":
             raise SightQLError(f"{name!r} reads images; use embed(model, image)")
         return model  # type: ignore[return-value]
@@ -184,7 +188,7 @@ class ImageFunctions:
         try:
             return list(model.embed_texts(texts))
         except Exception:
-            if self.session.on_error == "raise":
+            if self.warehouse.on_error == "raise":
                 raise
         vectors: list[np.ndarray | None] = []
         for text in texts:
@@ -209,10 +213,10 @@ class ImageFunctions:
         rows = []
         for blob in RowsOf(images, list(range(len(images)))):
             try:
-                header = probe_image(blob, self.session.limits)
+                header = probe_image(blob, self.warehouse.limits)
                 rows.append({**header._asdict(), "error": None})
             except ImageError as exc:
-                if self.session.on_error == "raise":
+                if self.warehouse.on_error == "raise":
                     raise
                 rows.append({"width": None, "height": None, "format": None, "mode": None, "error": str(exc)})
         return pa.array(rows, type=INFO_ARROW)
@@ -228,18 +232,20 @@ class ImageFunctions:
             if stage_name is None or path is None:
                 return None
             try:
-                return self.session.stages.get(stage_name.lstrip("@")).read_bytes(path)
+                return self.stages.get(stage_name.lstrip("@")).read_bytes(path)
             except SightQLError:
-                if self.session.on_error == "raise":
+                if self.warehouse.on_error == "raise":
                     raise
                 return None
 
-        pool = worker_pool(max(8, self.session.settings.decode_threads))
+        pool = worker_pool(max(8, self.warehouse.settings.decode_threads))
         return pa.array(list(pool.map(read, pairs)), type=pa.binary())
 
 
-def register_functions(con: Any, session: "Session") -> ImageFunctions:
-    funcs = ImageFunctions(session)
+def register_functions(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog") -> ImageFunctions:
+    """Register the SQL functions (and the named ones saved in the catalog) on the warehouse's connection."""
+    con = warehouse.connection()
+    funcs = ImageFunctions(warehouse, registry, stages)
     types = _sql_types()
     common = {"type": "arrow", "null_handling": "special", "side_effects": False}
     con.create_function("classify", funcs.classify, [T.VARCHAR, T.BLOB], types["classify"], **common)
@@ -248,7 +254,7 @@ def register_functions(con: Any, session: "Session") -> ImageFunctions:
     con.create_function("embed_text", funcs.embed_text, [T.VARCHAR, T.VARCHAR], types["embed"], **common)
     con.create_function("image_info", funcs.image_info, [T.BLOB], types["info"], **common)
     con.create_function("stage_file", funcs.stage_file, [T.VARCHAR, T.VARCHAR], T.BLOB, **common)
-    register_stage_listing(con, session.stages)
+    register_stage_listing(con, stages)
     from sightql.sql.model_functions import register_saved_functions
 
     register_saved_functions(con, funcs)

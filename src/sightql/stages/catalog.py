@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sightql.errors import ConfigError, StageError
 from sightql.stages.paths import check_stage_name
 from sightql.stages.stage import Stage
+
+if TYPE_CHECKING:
+    from sightql.sql.warehouse import Warehouse
 
 
 # A local stage's address is kept relative to the warehouse, so a copied or moved warehouse
@@ -24,11 +27,12 @@ _IN_WAREHOUSE = "warehouse:stages/"
 
 
 class StageCatalog:
-    def __init__(self, con: Any, stages_dir: Path):
-        self._con = con
-        self._dir = stages_dir
+    def __init__(self, warehouse: "Warehouse"):
+        self._warehouse = warehouse
+        self._dir = warehouse.stages_dir
         # name -> stored address, as in sightql_stages; and the stages opened so far
-        self._stored: dict[str, str] = dict(con.execute("SELECT name, url FROM sightql_stages").fetchall())
+        with warehouse.cursor() as cursor:
+            self._stored: dict[str, str] = dict(cursor.execute("SELECT name, url FROM sightql_stages").fetchall())
         self._open: dict[str, Stage] = {}
 
     def create(self, name: str, url: str | None = None, *, exist_ok: bool = False) -> Stage:
@@ -42,7 +46,8 @@ class StageCatalog:
             raise StageError(f"stage {name!r} already exists ({existing}); pick another name or remove it first")
         stored = url or _IN_WAREHOUSE + name
         stage = Stage(name, self._resolve(stored))
-        self._con.execute("INSERT INTO sightql_stages (name, url) VALUES (?, ?)", [name, stored])
+        with self._warehouse.cursor() as cursor:
+            cursor.execute("INSERT INTO sightql_stages (name, url) VALUES (?, ?)", [name, stored])
         self._stored[name] = stored
         self._open[name] = stage
         return stage
@@ -77,6 +82,7 @@ class StageCatalog:
             shutil.rmtree(stage.root, ignore_errors=True)  # removes links themselves, never what they point to
         elif delete_files:
             stage.remove("", missing_ok=True)
-        self._con.execute("DELETE FROM sightql_stages WHERE name = ?", [name])
+        with self._warehouse.cursor() as cursor:
+            cursor.execute("DELETE FROM sightql_stages WHERE name = ?", [name])
         self._stored.pop(name, None)
         self._open.pop(name, None)

@@ -5,7 +5,7 @@
   number ahead of the workers); a worker reads its file. Image bytes never pass through the
   scheduler, only file names in and small result tables out.
 * Stages: a worker gets the stage URL and a list of relative paths and reads the files.
-* The model travels as a :class:`~sightql.inference.spec.ModelSpec`; each worker process
+* The model travels as a :class:`~sightql.registry.specs.ModelSpec`; each worker process
   loads it once (module-level cache) and re-hashes the registry artifact first.
 """
 
@@ -25,7 +25,7 @@ from sightql.errors import ConfigError, MissingDependencyError
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
 from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_run_chunk, table_runs
 from sightql.inference.source import StageSource, TableSource
-from sightql.inference.spec import ModelSpec, load_model
+from sightql.registry.specs import ModelSpec, load_model
 
 
 @dataclass(frozen=True)

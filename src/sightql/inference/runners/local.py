@@ -12,7 +12,7 @@ import pyarrow as pa
 from sightql.inference.pipeline import stream_results
 from sightql.inference.plan import PredictPlan, stage_chunks, table_chunks
 from sightql.inference.source import TableSource
-from sightql.inference.spec import load_model
+from sightql.registry.specs import load_model
 
 T = TypeVar("T")
 _DONE = object()

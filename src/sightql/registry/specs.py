@@ -1,6 +1,6 @@
 """The one model resolver: a reference to a small, picklable description of one exact version.
 
-:func:`spec_for` turns ``'imagenet'`` or ``'tex@prod'`` into a :class:`ModelSpec` (for a registry
+:meth:`sightql.registry.Registry.spec` (through :func:`spec_for`) turns ``'imagenet'`` or ``'tex@prod'`` into a :class:`ModelSpec` (for a registry
 version: artifact path, sha256, card JSON and framework, all inside its version record);
 :func:`load_model` turns a spec into a predictor through the process's one model cache
 (:mod:`sightql.models.loader`), keyed by the exact version and device. Workers get specs,
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from sightql.errors import ConfigError
 from sightql.models.base import LoadedModel
@@ -22,7 +22,6 @@ from sightql.registry.records import VersionRecord
 
 if TYPE_CHECKING:
     from sightql.models.card import ModelCard
-    from sightql.session import Session
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,15 @@ class ModelSpec:
     record: VersionRecord | None = None  # the registry row: artifact path, sha256, card JSON, framework
 
 
-def spec_for(session: "Session", ref: str, device: str | None = None) -> ModelSpec:
-    """Resolve ``ref`` once, now: a moved alias during a run does not change the model mid-run."""
+def spec_for(resolve: Callable[[str], VersionRecord], home: Path, ref: str, device: str) -> ModelSpec:
+    """Resolve ``ref`` once, now (``resolve`` names a registry version): a moved alias during a run
+    does not change the model mid-run."""
     if not isinstance(ref, str) or not ref:
         raise ConfigError(f"model must be a reference such as 'imagenet' or 'xray@prod', not {ref!r}")
-    wanted = device or session.device
     if is_builtin(ref):
-        return ModelSpec(builtin_version(ref), str(session.home), wanted, builtin=ref)
-    record = session.registry.resolve(ref)
-    return ModelSpec(record.ref, str(session.home), wanted, record=record)
+        return ModelSpec(builtin_version(ref), str(home), device, builtin=ref)
+    record = resolve(ref)
+    return ModelSpec(record.ref, str(home), device, record=record)
 
 
 def load_model(spec: ModelSpec) -> LoadedModel:
