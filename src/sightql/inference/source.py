@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from sightql.errors import ConfigError, TableError
 from sightql.sql.catalog import STAGE_LISTING_SELECT
 from sightql.sql.identifiers import quote_ident
+from sightql.sql.tables import primary_key, table_columns
 
 # Output columns, in the order they are created. Names are fixed (see docs/batch.md).
 OUTPUT_COLUMNS: dict[str, str] = {
@@ -189,27 +190,6 @@ class StageSource:
             parts += [(f"WHERE ({where})", []), ("@where", [])]
         parts.append(("ORDER BY relative_path", []))
         return params.build(parts)
-
-
-def table_columns(con: Any, table: str) -> dict[str, str]:
-    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'); empty when it does not exist."""
-    schema, _, name = table.rpartition(".")
-    rows = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? AND schema_name = ? "
-        "AND NOT internal ORDER BY column_index",
-        [name, schema or "main"],
-    ).fetchall()
-    return dict(rows)
-
-
-def primary_key(con: Any, table: str) -> list[str]:
-    schema, _, name = table.rpartition(".")
-    rows = con.execute(
-        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? AND schema_name = ? "
-        "AND constraint_type = 'PRIMARY KEY'",
-        [name, schema or "main"],
-    ).fetchall()
-    return list(rows[0][0]) if rows else []
 
 
 def resolve_table(con: Any, table: str, image: str) -> TableSource:

@@ -1,0 +1,48 @@
+"""What a table holds, and its rows read by row id: the one introspection helper and the one rowid reader.
+
+Names go through :func:`~sightql.sql.identifiers.quote_ident` (the caller's) or bound parameters;
+every function takes a cursor, so callers on other threads use their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+
+def table_columns(cursor: Any, table: str) -> dict[str, str]:
+    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'), in order; empty when it does not exist."""
+    schema, _, name = table.rpartition(".")
+    rows = cursor.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? AND schema_name = ? "
+        "AND NOT internal ORDER BY column_index",
+        [name, schema or "main"],
+    ).fetchall()
+    return dict(rows)
+
+
+def primary_key(cursor: Any, table: str) -> list[str]:
+    """The primary key's columns of ``table``; empty when it has none."""
+    schema, _, name = table.rpartition(".")
+    rows = cursor.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? AND schema_name = ? "
+        "AND constraint_type = 'PRIMARY KEY'",
+        [name, schema or "main"],
+    ).fetchall()
+    return list(rows[0][0]) if rows else []
+
+
+def read_rowids(cursor: Any, quoted_table: str, columns_sql: str, rowids: Sequence[int]) -> pa.Table:
+    """``rowid`` plus ``columns_sql`` (already quoted expressions) of the rows at ``rowids`` (ascending).
+
+    The range bounds let DuckDB skip straight to those rows and read only their values, in storage
+    order; a row deleted meanwhile is simply absent from the result.
+    """
+    if not rowids:
+        return pa.table({"rowid": pa.array([], pa.int64())})
+    marks = ", ".join("?" for _ in rowids)
+    return cursor.execute(
+        f"SELECT rowid, {columns_sql} FROM {quoted_table} WHERE rowid BETWEEN ? AND ? AND rowid IN ({marks})",
+        [min(rowids), max(rowids), *rowids],
+    ).to_arrow_table()
