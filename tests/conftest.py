@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import sightql
-from sightql.demo import write_sample_photos
+from sightql.cli.demo import write_sample_photos
 from tests import media
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}

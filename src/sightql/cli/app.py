@@ -176,6 +176,6 @@ def demo(
 
         sightql demo --warehouse ./demo-warehouse
     """
-    from sightql.demo import run_demo
+    from sightql.cli.demo import run_demo
 
     run_demo(warehouse, echo=typer.echo)

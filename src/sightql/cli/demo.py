@@ -6,7 +6,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from sightql.cli.common import print_table
 from sightql.errors import MissingDependencyError
+from sightql.session import connect
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field")
 SKLEARN_PHOTOS = ("china.jpg", "flower.jpg")
@@ -52,13 +54,10 @@ def write_sample_photos(folder: Path) -> list[Path]:
 
 
 def run_demo(warehouse: Path, echo: Callable[[str], None] = print) -> None:
-    import sightql
-    from sightql.cli.common import print_table
-
     started = time.perf_counter()
     photos = Path(warehouse) / "sample-photos"
     write_sample_photos(photos)
-    with sightql.connect(warehouse) as session:
+    with connect(warehouse) as session:
         echo(f"warehouse: {session.home}")
         echo(str(session.load_images("photos", photos)))
         stage = session.create_stage("photos", exist_ok=True)
