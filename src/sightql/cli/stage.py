@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from sightql.cli.common import WarehouseOpt, open_session
+from sightql.stages.paths import split_stage_ref
 
 app = typer.Typer(help="Named file stores: a local folder in the warehouse, or an s3:// prefix.")
 
@@ -45,8 +46,6 @@ def put(
 
         sightql stage put @xray/train './chest_xray/train/**/*.jpeg'
     """
-    from sightql.stages.paths import split_stage_ref
-
     name, prefix = split_stage_ref(target)
     with open_session(warehouse) as session:
         written = session.stage(name).put(source, prefix)
@@ -66,8 +65,6 @@ def ls(
 
         sightql stage ls @photos/2024
     """
-    from sightql.stages.paths import split_stage_ref
-
     with open_session(warehouse) as session:
         if target is None:
             for name, url in session.stages.list():
@@ -90,8 +87,6 @@ def get(
 
         sightql stage get @photos/2024 ./downloaded
     """
-    from sightql.stages.paths import split_stage_ref
-
     name, path = split_stage_ref(source)
     with open_session(warehouse) as session:
         files = session.stage(name).get(path, destination)
@@ -110,8 +105,6 @@ def rm(
         sightql stage rm @photos/old
     """
     from sightql.errors import ConfigError
-    from sightql.stages.paths import split_stage_ref
-
     name, path = split_stage_ref(target)
     if not path:
         raise ConfigError("give a path inside the stage, e.g. @photos/old; to drop a whole stage use the Python API")

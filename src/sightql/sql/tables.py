@@ -13,24 +13,21 @@ import pyarrow as pa
 
 def table_columns(cursor: Any, table: str) -> dict[str, str]:
     """Column name -> DuckDB type of ``table`` (optionally 'schema.table'), in order; empty when it does not exist."""
-    schema, _, name = table.rpartition(".")
-    rows = cursor.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? AND schema_name = ? "
-        "AND NOT internal ORDER BY column_index",
-        [name, schema or "main"],
-    ).fetchall()
-    return dict(rows)
+    return dict(_about(cursor, table, "column_name, data_type FROM duckdb_columns()", "NOT internal ORDER BY column_index"))
 
 
 def primary_key(cursor: Any, table: str) -> list[str]:
     """The primary key's columns of ``table``; empty when it has none."""
-    schema, _, name = table.rpartition(".")
-    rows = cursor.execute(
-        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? AND schema_name = ? "
-        "AND constraint_type = 'PRIMARY KEY'",
-        [name, schema or "main"],
-    ).fetchall()
+    rows = _about(cursor, table, "constraint_column_names FROM duckdb_constraints()", "constraint_type = 'PRIMARY KEY'")
     return list(rows[0][0]) if rows else []
+
+
+def _about(cursor: Any, table: str, select: str, condition: str) -> list[tuple[Any, ...]]:
+    """Rows of one of DuckDB's catalog functions (``select``: columns FROM it) for ``table``."""
+    schema, _, name = table.rpartition(".")
+    return cursor.execute(
+        f"SELECT {select} WHERE table_name = ? AND schema_name = ? AND {condition}", [name, schema or "main"]
+    ).fetchall()
 
 
 def read_rowids(cursor: Any, quoted_table: str, columns_sql: str, rowids: Sequence[int]) -> pa.Table:
