@@ -16,6 +16,7 @@ import pytest
 import sightql
 from sightql.errors import ConfigError, ModelNotFoundError, SightQLError, StageError, TableError
 from sightql.images.preprocess import preprocess
+from sightql.inference.runners import DaskRunner
 from tests.registry_models import tiny_classifier, write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,7 +148,7 @@ def one_run_plan(session, table: str):
 
     source = resolve_table(session.con, table, "image")
     target = prepare_target(session.con, source, None, 0)
-    return PredictPlan(session.con, session.registry.spec("imagenet"), source, target, PredictOptions(), None,
+    return PredictPlan(session.warehouse, session.registry.spec("imagenet"), source, target, PredictOptions(), None,
                        Params(None), False, 100)
 
 
@@ -248,7 +249,6 @@ def test_bad_images_become_error_rows_and_the_job_goes_on(photos, photos_dir):
         (dict(model="imagenet", source="photos", into="x;drop"), ConfigError, "not allowed"),
         (dict(model="imagenet", source="photos; DROP TABLE photos"), ConfigError, "not allowed"),
         (dict(model="imagenet", source="@nostage"), StageError, "no stage named 'nostage'"),
-        (dict(model="imagenet", source="photos", scheduler="tcp://x:1"), ConfigError, "needs runner='dask'"),
         (dict(model="imagenet", source="photos", where="no_such_column = 1"), ConfigError, "no_such_column"),
         (dict(model="imagenet", source="photos", where="size > ?"), ConfigError, "check where="),
     ],
@@ -305,7 +305,7 @@ def on_write(at, n):
         time.sleep(3600)
 
 with sightql.connect(sys.argv[1]) as s:
-    predict(s, "imagenet", "photos", into=sys.argv[2] or None, batch_size=2, chunk_rows=2, progress=False,
+    predict(s.warehouse, s.registry, s.stages, "imagenet", "photos", into=sys.argv[2] or None, batch_size=2, chunk_rows=2, progress=False,
             on_write=on_write)
 """
 
@@ -346,11 +346,32 @@ def test_kill_9_mid_run_then_rerun_leaves_exactly_one_exact_prediction_per_row(w
 
 
 # ---- runners ------------------------------------------------------------------------------
+def test_a_runner_carries_its_options_and_the_settings_name_the_default_cluster():
+    from sightql.config import Settings
+    from sightql.inference.runners import LocalRunner, resolve_runner, runner_from_options
+
+    for call, sentence in [
+        (lambda: runner_from_options("local", scheduler="tcp://x:1"), "needs runner='dask'"),
+        (lambda: runner_from_options("local", workers=2), "workers= applies to runner='dask'"),
+        (lambda: DaskRunner("tcp://x:1", 2), "workers= applies to the local cluster only"),
+        (lambda: DaskRunner(workers=0), "workers must be at least 1, got 0"),
+        (lambda: resolve_runner("dask", Settings(dask_scheduler="tcp://x:1", dask_workers=2)), "unset one of them"),
+    ]:
+        with pytest.raises(ConfigError, match=sentence):
+            call()
+    remote = Settings(dask_scheduler="tcp://x:1")
+    assert resolve_runner("local", remote) == LocalRunner() == runner_from_options("local")
+    assert resolve_runner("dask", remote) == DaskRunner("tcp://x:1") == resolve_runner(DaskRunner(), remote)
+    assert resolve_runner("dask", Settings(dask_workers=3)) == DaskRunner(workers=3)
+    assert resolve_runner(DaskRunner(workers=2), remote) == DaskRunner(workers=2)  # a runner's own options win
+    assert runner_from_options("dask", workers=2) == DaskRunner(workers=2)
+
+
 @pytest.mark.dask
 @pytest.mark.slow
 def test_the_dask_runner_equals_the_local_runner(photos, photos_dir):
     local = photos.predict("imagenet", "photos", into="by_local", top_k=2, progress=False)
-    distributed = photos.predict("imagenet", "photos", into="by_dask", top_k=2, runner="dask", workers=2,
+    distributed = photos.predict("imagenet", "photos", into="by_dask", top_k=2, runner=DaskRunner(workers=2),
                                  chunk_rows=3, progress=False)
     assert (distributed.predicted, distributed.runner) == (local.predicted, "dask")
     a, b = stored(photos, "by_local"), stored(photos, "by_dask")
@@ -360,7 +381,7 @@ def test_the_dask_runner_equals_the_local_runner(photos, photos_dir):
         assert a[key]["confidence"] == pytest.approx(b[key]["confidence"], abs=1e-6)
         assert [t["label"] for t in a[key]["top_k"]] == [t["label"] for t in b[key]["top_k"]]
         assert a[key]["predicted_sha256"] == b[key]["predicted_sha256"]
-    assert photos.predict("imagenet", "photos", into="by_dask", top_k=2, runner="dask", workers=2,
+    assert photos.predict("imagenet", "photos", into="by_dask", top_k=2, runner=DaskRunner(workers=2),
                           progress=False).predicted == 0
 
 
@@ -377,7 +398,7 @@ def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_wo
     src = str(ROOT / "src")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                       env={"PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}) as cluster:
-        report = session.predict("defects", "@pics", into="by_dask", runner="dask", scheduler=cluster.scheduler_address,
+        report = session.predict("defects", "@pics", into="by_dask", runner=DaskRunner(scheduler=cluster.scheduler_address),
                                  chunk_rows=2, progress=False)
         with Client(cluster) as client:
             loads = client.run(loaded_model_count)
@@ -395,10 +416,11 @@ def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_wo
 UNGUARDED_SCRIPT = """
 import sys
 import sightql
+from sightql.inference.runners import DaskRunner
 
 s = sightql.connect(sys.argv[1])
 s.load_images("photos", sys.argv[2])
-report = s.predict("imagenet", "photos", into="labels", runner="dask", workers=2, progress=False)
+report = s.predict("imagenet", "photos", into="labels", runner=DaskRunner(workers=2), progress=False)
 print("predicted", report.predicted, "stored", s.sql("SELECT count(predicted_label) AS n FROM labels").to_pylist()[0]["n"])
 """
 GUARDED_SCRIPT = "def main():\n" + "".join(f"    {line}\n" for line in UNGUARDED_SCRIPT.strip().splitlines()) + \
@@ -488,7 +510,9 @@ def test_cli_predict_and_its_mistakes(photos, warehouse):
     assert f"predicted 0 row(s)" in again.stdout and f"{PHOTO_FILES} skipped" in again.stdout
     for args, sentence in [(["-m", "imagenet"], "give exactly one source"),
                            (["-m", "imagenet", "--from", "photos"], "--from takes a stage reference"),
-                           (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "'ray' is not one of 'local', 'dask'")]:
+                           (["-m", "imagenet", "-t", "photos", "--runner", "ray"], "'ray' is not one of 'local', 'dask'"),
+                           (["-m", "imagenet", "-t", "photos", "--scheduler", "tcp://x:1"], "needs runner='dask'"),
+                           (["-m", "imagenet", "-t", "photos", "--workers", "2"], "workers= applies to runner='dask'")]:
         bad = subprocess.run([*cli, *args], capture_output=True, text=True)
         assert bad.returncode == 2 and sentence in bad.stderr and "Traceback" not in bad.stderr
 

@@ -157,3 +157,18 @@ def test_dask_workers_keep_thread_counts_the_file_sets(clean_env, monkeypatch, t
     monkeypatch.setenv("SIGHTQL_CONFIG", str(write_config(tmp_path / "c.toml", "ort_threads = 3\n")))
     env = worker_env(1)
     assert (env["SIGHTQL_ORT_THREADS"], env["SIGHTQL_DECODE_THREADS"]) == ("3", str(os.cpu_count() or 1))
+
+
+def test_the_dask_runners_cluster_comes_from_the_file_or_the_environment(clean_env, monkeypatch, tmp_path):
+    from sightql.inference.runners import DaskRunner, resolve_runner
+
+    monkeypatch.setenv("SIGHTQL_CONFIG", str(write_config(tmp_path / "c.toml", 'dask_scheduler = "tcp://10.0.0.5:8786"\n')))
+    settings = Settings.from_env()
+    assert (settings.dask_scheduler, settings.dask_workers) == ("tcp://10.0.0.5:8786", None)
+    assert resolve_runner("dask", settings) == DaskRunner(scheduler="tcp://10.0.0.5:8786")
+    monkeypatch.setenv("SIGHTQL_CONFIG", str(write_config(tmp_path / "d.toml", "")))
+    monkeypatch.setenv("SIGHTQL_DASK_WORKERS", "3")
+    assert resolve_runner("dask", Settings.from_env()) == DaskRunner(workers=3)
+    monkeypatch.setenv("SIGHTQL_DASK_WORKERS", "0")
+    with pytest.raises(ConfigError, match="SIGHTQL_DASK_WORKERS must be positive; set it to e.g. 4"):
+        Settings.from_env()

@@ -32,6 +32,8 @@ never from the file. docs/configuration.md lists every key.
 | image_model           | image model the app's generator asks for                      | dall-e-3             |
 | image_size            | image size it asks for                                        | 1024x1024            |
 | image_timeout         | seconds to wait for one generated image                       | 120                  |
+| dask_scheduler        | Dask scheduler address of predict's runner='dask'             | a local cluster      |
+| dask_workers          | worker processes of that local Dask cluster                   | CPU count            |
 """
 
 from __future__ import annotations
@@ -82,6 +84,10 @@ class Settings:
     image_model: str = field(default="dall-e-3", metadata=TEXT)
     image_size: str = field(default="1024x1024", metadata=TEXT)
     image_timeout: float = field(default=120.0, metadata=SECONDS)
+    # The Dask runner's cluster (sightql.inference.runners.DaskRunner): a scheduler address, or the
+    # size of a local cluster (None: one worker per CPU core); at most one of them.
+    dask_scheduler: str | None = field(default=None, metadata=TEXT)
+    dask_workers: int | None = field(default=None, metadata=POSITIVE)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

@@ -44,9 +44,9 @@ def _positive(raw: Any, default: Any) -> Any:
             raise ValueError
         value = int(raw.replace("_", "")) if isinstance(raw, str) else int(raw)
     except (ValueError, TypeError, OverflowError):
-        raise _Refused(f"is not a whole number; set it to one, e.g. {default}") from None
+        raise _Refused(f"is not a whole number; set it to one, e.g. {default or 4}") from None
     if value <= 0:
-        raise _Refused(f"must be positive; set it to e.g. {default}", show_value=False)
+        raise _Refused(f"must be positive; set it to e.g. {default or 4}", show_value=False)
     return value
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 import atexit
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pyarrow as pa
 
 from sightql.config import Settings, default_home
 from sightql.errors import ConfigError
 from sightql.images.decode import ImageLimits
+from sightql.inference.predict import PredictReport, predict
+from sightql.inference.runners import Runner, RunnerName
 from sightql.models.base import LoadedModel
 from sightql.registry import Registry
 from sightql.registry.specs import card_of, check_classifier
@@ -27,7 +29,6 @@ from sightql.stages.stage import Stage
 from sightql.train.options import TrainOptions
 
 if TYPE_CHECKING:
-    from sightql.inference.predict import PredictReport
     from sightql.train.result import TrainResult
     from sightql.sql.uploads import StoreReport
 
@@ -282,12 +283,10 @@ class Session:
         recompute: bool = False,
         batch_size: int | None = None,
         chunk_rows: int | None = None,
-        runner: Literal["local", "dask"] = "local",
-        scheduler: str | None = None,
-        workers: int | None = None,
+        runner: RunnerName | Runner = "local",
         device: str | None = None,
         progress: bool | None = None,
-    ) -> "PredictReport":
+    ) -> PredictReport:
         """Classify every row of a table (or every file under ``'@stage/prefix'``) and write the predictions back.
 
         Results go into ``into`` (default: the source table itself) as columns ``predicted_label``,
@@ -295,14 +294,14 @@ class Session:
         ``prediction_error`` and ``predicted_sha256``, one transaction per chunk, keyed by the row key.
         Rows already predicted by the same model version from the same bytes are skipped unless
         ``recompute=True``; a rerun after a crash finishes the job. ``where`` is the caller's SQL
-        filter on the source; bind its values through ``params``. See docs/batch.md.
+        filter on the source; bind its values through ``params``. ``runner`` is ``'local'``, ``'dask'``
+        (the cluster the settings ``dask_scheduler`` / ``dask_workers`` name) or a runner such as
+        ``DaskRunner(scheduler='tcp://host:8786')`` from :mod:`sightql.inference.runners`. See docs/batch.md.
         """
-        from sightql.inference.predict import predict
-
         return predict(
-            self, model, source, image=image, into=into, where=where, params=params, top_k=top_k,
-            recompute=recompute, batch_size=batch_size, chunk_rows=chunk_rows, runner=runner,
-            scheduler=scheduler, workers=workers, device=device, progress=progress,
+            self.warehouse, self.registry, self.stages, model, source, image=image, into=into, where=where,
+            params=params, top_k=top_k, recompute=recompute, batch_size=batch_size, chunk_rows=chunk_rows,
+            runner=runner, device=device, progress=progress,
         )
 
     def classify(self, images: Sequence[bytes], model: str = "imagenet", k: int = 5) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from sightql.cli.common import WarehouseOpt, open_session
-from sightql.inference.runners import RunnerName
+from sightql.inference.runners import RunnerName, runner_from_options
 
 
 def predict(
@@ -21,8 +21,8 @@ def predict(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Also store the top k labels (0: none).")] = 0,
     recompute: Annotated[bool, typer.Option("--recompute", help="Predict every row again, even unchanged ones.")] = False,
     runner: Annotated[RunnerName, typer.Option("--runner", help="Where the model runs: this process, or a Dask cluster.")] = "local",
-    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (default: a local cluster).")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Local Dask cluster size (default: CPU count).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address (default: SIGHTQL_DASK_SCHEDULER, else a local cluster).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Local Dask cluster size (default: SIGHTQL_DASK_WORKERS, else CPU count).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Images per model call.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar on stderr.")] = True,
@@ -48,10 +48,11 @@ def predict(
         raise ConfigError("give exactly one source: --table NAME or --from '@stage/prefix'")
     if from_stage is not None and not from_stage.startswith("@"):
         raise ConfigError(f"--from takes a stage reference such as '@photos', not {from_stage!r}; use --table for a table")
+    chosen = runner_from_options(runner, scheduler, workers)  # a wrong mix is refused before the warehouse opens
     with open_session(warehouse) as session:
         report = session.predict(
             model, table or from_stage, image=image, into=into, where=where, params=param or None, top_k=top_k,
-            recompute=recompute, runner=runner, scheduler=scheduler, workers=workers, batch_size=batch_size,
+            recompute=recompute, runner=chosen, batch_size=batch_size,
             device=device, progress=progress,
         )
         typer.echo(str(report))

@@ -1,1 +1,1 @@
-"""Batched prediction over image bytes: decode beside the model, one bad row never stops a batch."""
+"""Batch predict: a whole table or stage through a model, predictions written back (``predict``), run by a runner."""

@@ -14,16 +14,20 @@ from typing import Any
 
 import pyarrow as pa
 
-from sightql.errors import SightQLError
 from sightql.engine import worker_pool
+from sightql.errors import SightQLError
 from sightql.inference.pipeline import Chunk, PredictOptions
 from sightql.inference.source import Params, StageSource, TableSource, Target
 from sightql.registry.specs import ModelSpec
+from sightql.sql.identifiers import quote_ident
+from sightql.sql.tables import read_rowids
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.stage import Stage
 
 
 @dataclass
 class PredictPlan:
-    con: Any  # the driver's DuckDB connection (cursors are taken from it)
+    warehouse: Warehouse  # the driver's warehouse (each reader takes its own cursor)
     spec: ModelSpec
     source: TableSource | StageSource
     target: Target
@@ -97,8 +101,7 @@ def table_runs(plan: PredictPlan) -> Iterator[RowRun]:
     without images; each run's images are then read by row id (:func:`read_run`).
     """
     sql, params = plan.due_table_query()
-    cursor = plan.con.cursor()
-    try:
+    with plan.warehouse.cursor() as cursor:
         reader = cursor.sql(sql, params=params).to_arrow_reader(plan.chunk_rows)
         with_known = "known_sha256" in reader.schema.names
         rowids: list[Any] = []
@@ -115,8 +118,6 @@ def table_runs(plan: PredictPlan) -> Iterator[RowRun]:
                 rowids, keys, known = rowids[size:], keys[size:], known[size:]
         if keys:
             yield RowRun(rowids, keys, known if with_known else None)
-    finally:
-        cursor.close()
 
 
 def read_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Table, int]:
@@ -134,25 +135,21 @@ def read_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Table, int]:
     source = plan.source
     parts: list[pa.Table] = []
     missing = list(run.keys)
-    cursor = plan.con.cursor()
-    try:
-        with plan.db_lock:
-            rowids = [r for r in run.rowids if r is not None]
-            if rowids:
-                sql, values = source.rows_at_query(rowids)
-                found = cursor.sql(sql, params=values).to_arrow_table()
-                planned = dict(zip(run.rowids, run.keys))
-                keep = [planned.get(rowid) == key for rowid, key in
-                        zip(found.column("rowid").to_pylist(), found.column("key").to_pylist())]
-                found = found.filter(pa.array(keep, pa.bool_())).select(["key", "image"])
-                parts.append(found)
-                got = set(found.column("key").to_pylist())
-                missing = [key for key in run.keys if key not in got]
-            for start in range(0, len(missing), KEYS_PER_QUERY):
-                sql, values = source.rows_by_key_query(missing[start : start + KEYS_PER_QUERY])
-                parts.append(cursor.sql(sql, params=values).to_arrow_table())
-    finally:
-        cursor.close()
+    with plan.warehouse.cursor() as cursor, plan.db_lock:
+        rowids = [r for r in run.rowids if r is not None]
+        if rowids:
+            columns = f"{quote_ident(source.key)} AS key, {quote_ident(source.image)} AS image"
+            found = read_rowids(cursor, source.quoted, columns, rowids)
+            planned = dict(zip(run.rowids, run.keys))
+            keep = [planned.get(rowid) == key for rowid, key in
+                    zip(found.column("rowid").to_pylist(), found.column("key").to_pylist())]
+            found = found.filter(pa.array(keep, pa.bool_())).select(["key", "image"])
+            parts.append(found)
+            got = set(found.column("key").to_pylist())
+            missing = [key for key in run.keys if key not in got]
+        for start in range(0, len(missing), KEYS_PER_QUERY):
+            sql, values = source.rows_by_key_query(missing[start : start + KEYS_PER_QUERY])
+            parts.append(cursor.sql(sql, params=values).to_arrow_table())
     rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
     plan.learn_run(rows.num_rows, rows.column("image").nbytes)
     return rows, len(run.keys) - rows.num_rows
@@ -203,8 +200,6 @@ def read_stage_chunk(stage_name: str, url: str, paths: list[str], known: dict[st
 
     Returns the chunk to predict and how many files were skipped as unchanged.
     """
-    from sightql.stages.stage import Stage
-
     stage = Stage(stage_name, url)
 
     def read(path: str) -> tuple[bytes | None, str | None]:

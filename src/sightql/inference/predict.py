@@ -1,4 +1,4 @@
-"""``session.predict``: stream a table or a stage through a model and write predictions back.
+"""Batch predict: stream a table or a stage through a model and write predictions back.
 
 Resumable and incremental: every chunk is written in one transaction keyed by the row key,
 and rows whose current prediction came from the same model version and the same image bytes
@@ -8,9 +8,8 @@ are skipped, so a rerun after a crash (or after new rows arrive) does only what 
 from __future__ import annotations
 
 import time
-from contextlib import closing
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 
@@ -18,17 +17,19 @@ from sightql.errors import ConfigError, MemoryLimitError, SightQLError
 from sightql.inference.pipeline import PredictOptions
 from sightql.inference.plan import PredictPlan
 from sightql.inference.progress import progress_bar
-from sightql.inference.runners import RUNNERS
+from sightql.inference.runners import Runner, RunnerName, resolve_runner
 from sightql.inference.source import (
     Params, StageSource, UserParams, prepare_target, resolve_stage, resolve_table,
 )
-from sightql.registry.specs import card_of, check_classifier
 from sightql.inference.writeback import ResultWriter, WriteHook
+from sightql.models.device import resolve_device
+from sightql.registry import Registry
+from sightql.registry.specs import card_of, check_classifier
 from sightql.sql.duckdb_errors import clean_duckdb_error
+from sightql.sql.identifiers import quote_ident
+from sightql.sql.warehouse import Warehouse
 from sightql.sql.write_budget import WriteBudget
-
-if TYPE_CHECKING:
-    from sightql.session import Session
+from sightql.stages.catalog import StageCatalog
 
 DEFAULT_CHUNK_ROWS = 256
 GPU_BATCH_SIZE = 128
@@ -61,7 +62,9 @@ class PredictReport:
 
 
 def predict(
-    session: "Session",
+    warehouse: Warehouse,
+    registry: Registry,
+    stages: StageCatalog,
     model: str,
     source: str,
     *,
@@ -73,75 +76,63 @@ def predict(
     recompute: bool = False,
     batch_size: int | None = None,
     chunk_rows: int | None = None,
-    runner: str = "local",
-    scheduler: str | None = None,
-    workers: int | None = None,
+    runner: RunnerName | Runner = "local",
     device: str | None = None,
     progress: bool | None = None,
     on_write: WriteHook | None = None,
 ) -> PredictReport:
-    """See Session.predict; ``on_write(point, chunk)`` is told of each chunk's commit (for crash tests)."""
+    """Arguments as in docs/batch.md; ``on_write(point, chunk)`` is told of each chunk's commit (for crash tests)."""
     started = time.perf_counter()
-    _check_arguments(source, runner, top_k, batch_size, chunk_rows, where, scheduler)
-    spec = session.registry.spec(model, device)
+    _check_arguments(source, top_k, batch_size, chunk_rows, where)
+    chosen = resolve_runner(runner, warehouse.settings)
+    spec = registry.spec(model, device)
     # For the bundled model this loads it here, so it is exported once, not by every Dask worker at once.
     check_classifier(card_of(spec), spec.model_version)
-    con = session.con
-    src = resolve_stage(session, source) if source.startswith("@") else resolve_table(con, source, image)
-    target = prepare_target(con, src, into, top_k)
-    bound = Params(params)
-    resolved_device = _resolved_device(spec.device)
+    with warehouse.cursor() as cursor:
+        src = resolve_stage(stages, source) if source.startswith("@") else resolve_table(cursor, source, image)
+        target = prepare_target(cursor, src, into, top_k)
+    settings = warehouse.settings
     options = PredictOptions(
-        batch_size=batch_size or (GPU_BATCH_SIZE if resolved_device.startswith("cuda") else session.settings.batch_size),
+        batch_size=batch_size or (GPU_BATCH_SIZE if resolve_device(spec.device).startswith("cuda") else settings.batch_size),
         top_k=top_k,
-        limits=session.limits,
-        decode_threads=None if runner == "dask" else session.settings.decode_threads,  # Dask: each worker's own
+        limits=warehouse.limits,
+        decode_threads=settings.decode_threads,
     )
-    plan = PredictPlan(con, spec, src, target, options, where, bound, recompute, chunk_rows or DEFAULT_CHUNK_ROWS)
-    plan.run_bytes = WriteBudget.of(con, session.settings).batch_bytes
+    plan = PredictPlan(warehouse, spec, src, target, options, where, Params(params), recompute,
+                       chunk_rows or DEFAULT_CHUNK_ROWS)
+    plan.run_bytes = WriteBudget.of(warehouse.connection(), settings).batch_bytes
     try:
-        total, due = _count(session, plan)
+        total, due = _count(warehouse, plan)
     except duckdb.Error as exc:
         raise _sql_error(exc, where) from None
     skipped = [total - due]
-    writer = ResultWriter(con, target, spec.model_version, plan.db_lock, on_write)
-    try:
-        with progress_bar(due, f"{spec.model_version} on {src.label}", progress) as advance:
-            def on_skipped(rows: int) -> None:
-                skipped[0] += rows
-                advance(rows)
+    with warehouse.cursor() as write_cursor:
+        writer = ResultWriter(write_cursor, target, spec.model_version, plan.db_lock, on_write)
+        try:
+            with progress_bar(due, f"{spec.model_version} on {src.label}", progress) as advance:
+                def on_skipped(rows: int) -> None:
+                    skipped[0] += rows
+                    advance(rows)
 
-            plan.on_skipped = on_skipped
-            with closing(_run(plan, runner, scheduler, workers)) as stream:  # stops readers and clusters on error
-                for results in stream:
-                    writer.write(results)
-                    advance(results.num_rows)
-    except duckdb.Error as exc:
-        raise _sql_error(exc, where) from None
-    finally:
-        writer.close()
+                plan.on_skipped = on_skipped
+                stream = chosen.run(plan)
+                try:
+                    for results in stream:
+                        writer.write(results)
+                        advance(results.num_rows)
+                finally:
+                    getattr(stream, "close", lambda: None)()  # stops readers and clusters on error
+        except duckdb.Error as exc:
+            raise _sql_error(exc, where) from None
     return PredictReport(
-        src.label, target.table, spec.model_version, runner, due, writer.rows_written, writer.errors_written,
+        src.label, target.table, spec.model_version, chosen.name, due, writer.rows_written, writer.errors_written,
         skipped[0], time.perf_counter() - started,
     )
 
 
-def _run(plan: PredictPlan, runner: str, scheduler: str | None, workers: int | None) -> Any:
-    if runner == "dask":
-        from sightql.inference.runners.dask import run_dask
-
-        return run_dask(plan, scheduler, workers)
-    if workers is not None:
-        raise ConfigError("workers= applies to runner='dask'; the local runner uses SIGHTQL_DECODE_THREADS")
-    from sightql.inference.runners.local import run_local
-
-    return run_local(plan)
-
-
-def _count(session: "Session", plan: PredictPlan) -> tuple[int, int]:
+def _count(warehouse: Warehouse, plan: PredictPlan) -> tuple[int, int]:
     """(rows matching where, rows due); for a stage, also lists the paths and current predictions."""
-    cursor = session.con.cursor()
-    try:
+    with warehouse.cursor() as cursor:
         if isinstance(plan.source, StageSource):
             sql, values = plan.source.paths_query(plan.params, plan.where)
             plan.stage_paths = [row[0] for row in cursor.execute(sql, values).fetchall()]
@@ -153,13 +144,9 @@ def _count(session: "Session", plan: PredictPlan) -> tuple[int, int]:
         total = cursor.execute(total_sql, total_values).fetchone()[0]
         due = cursor.execute(due_sql, due_values).fetchone()[0]
         return int(total), int(due)
-    finally:
-        cursor.close()
 
 
 def _current_hashes(cursor: Any, plan: PredictPlan) -> dict[str, str]:
-    from sightql.sql.identifiers import quote_ident
-
     key = quote_ident(plan.target.key)
     topk = ""
     values: list[Any] = [plan.spec.model_version]
@@ -185,21 +172,9 @@ def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
     return SightQLError(f"the query failed: {text}")
 
 
-def _resolved_device(device: str) -> str:
-    from sightql.models.device import resolve_device
-
-    return resolve_device(device)
-
-
-def _check_arguments(
-    source: Any, runner: str, top_k: Any, batch_size: Any, chunk_rows: Any, where: Any, scheduler: Any
-) -> None:
+def _check_arguments(source: Any, top_k: Any, batch_size: Any, chunk_rows: Any, where: Any) -> None:
     if not isinstance(source, str) or not source:
         raise ConfigError(f"source must be a table name or '@stage/prefix', not {source!r}")
-    if runner not in RUNNERS:
-        raise ConfigError(f"runner {runner!r} is not known; use 'local' or 'dask'")
-    if scheduler is not None and runner != "dask":
-        raise ConfigError("scheduler= needs runner='dask'; pass both, e.g. runner='dask', scheduler='tcp://host:8786'")
     if not isinstance(top_k, int) or top_k < 0:
         raise ConfigError(f"top_k must be 0 (no list) or a positive number of labels, not {top_k!r}")
     for name, value in (("batch_size", batch_size), ("chunk_rows", chunk_rows)):

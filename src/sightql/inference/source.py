@@ -14,6 +14,8 @@ from sightql.errors import ConfigError, TableError
 from sightql.sql.catalog import STAGE_LISTING_SELECT
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import primary_key, table_columns
+from sightql.stages.catalog import StageCatalog
+from sightql.stages.paths import split_stage_ref
 
 # Output columns, in the order they are created. Names are fixed (see docs/batch.md).
 OUTPUT_COLUMNS: dict[str, str] = {
@@ -148,16 +150,6 @@ class TableSource:
             parts.append(("ORDER BY 1, 2", []))
         return params.build(parts)
 
-    def rows_at_query(self, rowids: Sequence[int]) -> tuple[str, list[Any]]:
-        """Row id, key and image of the rows at ``rowids`` (ascending). The range bounds let DuckDB
-        skip straight to those rows and read only their images, in storage order."""
-        marks = ", ".join("?" for _ in rowids)
-        return (
-            f"SELECT rowid, {quote_ident(self.key)} AS key, {quote_ident(self.image)} AS image FROM {self.quoted} "
-            f"WHERE rowid BETWEEN ? AND ? AND rowid IN ({marks})",
-            [rowids[0], rowids[-1], *rowids],
-        )
-
     def rows_by_key_query(self, keys: Sequence[Any]) -> tuple[str, list[Any]]:
         """Key and image of the rows with these keys (a few hundred at most, answered through the
         primary-key index; slower than reading by row id, so only the fallback for moved rows)."""
@@ -192,9 +184,9 @@ class StageSource:
         return params.build(parts)
 
 
-def resolve_table(con: Any, table: str, image: str) -> TableSource:
+def resolve_table(cursor: Any, table: str, image: str) -> TableSource:
     quoted = quote_ident(table, "table name")
-    columns = table_columns(con, table)
+    columns = table_columns(cursor, table)
     if not columns:
         raise TableError(f"no table named {table!r}; load images first with session.load_images({table!r}, 'folder/')")
     if image not in columns:
@@ -203,7 +195,7 @@ def resolve_table(con: Any, table: str, image: str) -> TableSource:
         )
     if columns[image] != "BLOB":
         raise TableError(f"column {image!r} of {table!r} is {columns[image]}, not BLOB; pass image= the column holding image bytes")
-    key = primary_key(con, table)
+    key = primary_key(cursor, table)
     if len(key) != 1:
         raise TableError(
             f"table {table!r} has no single-column primary key, so predictions cannot be written back by row; "
@@ -213,15 +205,13 @@ def resolve_table(con: Any, table: str, image: str) -> TableSource:
     return TableSource(table, quoted, key[0], columns[key[0]], image, columns.get("sha256") == "VARCHAR", not shadowed)
 
 
-def resolve_stage(session: Any, ref: str) -> StageSource:
-    from sightql.stages.paths import split_stage_ref
-
+def resolve_stage(stages: StageCatalog, ref: str) -> StageSource:
     name, prefix = split_stage_ref(ref)
-    stage = session.stage(name)  # raises naming the known stages
+    stage = stages.get(name)  # raises naming the known stages
     return StageSource(name, stage.url, prefix)
 
 
-def prepare_target(con: Any, source: TableSource | StageSource, into: str | None, top_k: int) -> Target:
+def prepare_target(cursor: Any, source: TableSource | StageSource, into: str | None, top_k: int) -> Target:
     """Create the output table or add the output columns; returns where to write."""
     if into is None:
         if isinstance(source, StageSource):
@@ -231,22 +221,22 @@ def prepare_target(con: Any, source: TableSource | StageSource, into: str | None
     wanted = {c: t for c, t in OUTPUT_COLUMNS.items() if c != "top_k" or top_k > 0}
     same = isinstance(source, TableSource) and quoted == source.quoted
     if same:
-        columns = table_columns(con, into)
+        columns = table_columns(cursor, into)
         clash = [c for c in wanted if c in columns and c != "top_k" and columns[c] != wanted[c]]
     else:
         key_sql = quote_ident(source.key)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({key_sql} {source.key_type} PRIMARY KEY)")
-        if primary_key(con, into) != [source.key]:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({key_sql} {source.key_type} PRIMARY KEY)")
+        if primary_key(cursor, into) != [source.key]:
             raise TableError(
                 f"table {into!r} exists but is not keyed by {source.key!r}; pick a new into= table name"
             )
-        columns = table_columns(con, into)
+        columns = table_columns(cursor, into)
         clash = [c for c in wanted if c in columns and columns[c] != wanted[c] and c != "top_k"]
     if clash:
         raise TableError(
             f"table {into!r} already has column(s) {', '.join(clash)} of another type; predict into a new table with into="
         )
     for column, sql_type in wanted.items():
-        con.execute(f"ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {sql_type}")
-    has_top_k = "top_k" in table_columns(con, into)
+        cursor.execute(f"ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {sql_type}")
+    has_top_k = "top_k" in table_columns(cursor, into)
     return Target(into, quoted, same, source.key, has_top_k)

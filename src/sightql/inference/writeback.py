@@ -26,10 +26,10 @@ WriteHook = Callable[[str, int], None]
 
 class ResultWriter:
     def __init__(
-        self, con: Any, target: Target, model_version: str, lock: threading.Lock | None = None,
+        self, cursor: Any, target: Target, model_version: str, lock: threading.Lock | None = None,
         on_write: WriteHook | None = None,
     ):
-        self._cursor = con.cursor()
+        self._cursor = cursor  # the writer's own (the caller's, closed by the caller)
         self._lock = lock  # shared with the reader (see PredictPlan.db_lock)
         self.target = target
         self.model_version = model_version
@@ -82,7 +82,3 @@ class ResultWriter:
         self.errors_written += results.num_rows - results.column("prediction_error").null_count
         if self._on_write is not None:
             self._on_write("after-commit", self.chunks_written)
-
-    def close(self) -> None:
-        self._cursor.close()
-

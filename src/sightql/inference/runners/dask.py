@@ -15,12 +15,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from sightql.config import Settings, decode_threads
 from sightql.errors import ConfigError, MissingDependencyError
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
 from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_run_chunk, table_runs
@@ -46,10 +47,6 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | S
     """On a worker: read one range's images, predict them; returns (results, rows skipped as unchanged)."""
     import pyarrow.parquet as pq
 
-    from dataclasses import replace
-
-    from sightql.config import decode_threads
-
     predictor = load_model(spec)  # its ONNX Runtime threads: this worker's SIGHTQL_ORT_THREADS
     if options.decode_threads is None:
         options = replace(options, decode_threads=decode_threads())
@@ -64,64 +61,85 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | S
     return predict_chunk(predictor, chunk, options), skipped
 
 
-def _client(scheduler: str | None, workers: int | None) -> tuple[Any, Any]:
-    try:
-        from dask.distributed import Client
-    except ImportError:
-        raise MissingDependencyError("dask[distributed]", "dask") from None
-    if scheduler is not None:
-        if workers is not None:
+@dataclass(frozen=True)
+class DaskRunner:
+    """A Dask cluster: the one at ``scheduler`` ('tcp://host:8786'), or a local cluster of ``workers``
+    single-thread worker processes (default: the CPU count). Left both None, the warehouse's settings
+    ``dask_scheduler`` and ``dask_workers`` (SIGHTQL_DASK_SCHEDULER, SIGHTQL_DASK_WORKERS) choose."""
+
+    scheduler: str | None = None
+    workers: int | None = None
+    name: ClassVar[str] = "dask"
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.scheduler is not None and self.workers is not None:
             raise ConfigError("workers= applies to the local cluster only; size a remote cluster where it is started")
-        return Client(scheduler, set_as_default=False), None
-    from sightql.inference.runners.dask_cluster import local_cluster  # imports distributed
 
-    cluster = local_cluster(workers or max(1, os.cpu_count() or 1))
-    return Client(cluster, set_as_default=False), cluster
+    def configured(self, settings: Settings) -> "DaskRunner":
+        """This runner, or, when it names neither a scheduler nor a worker count, the settings' cluster."""
+        if self.scheduler is not None or self.workers is not None:
+            return self
+        if settings.dask_scheduler is not None and settings.dask_workers is not None:
+            raise ConfigError("dask_workers applies to a local cluster only, and dask_scheduler is set too; "
+                              "unset one of them (SIGHTQL_DASK_WORKERS or SIGHTQL_DASK_SCHEDULER, or the config file's keys)")
+        return DaskRunner(settings.dask_scheduler, settings.dask_workers)
 
+    def run(self, plan: PredictPlan) -> Iterator[pa.Table]:
+        """Result tables as ranges finish (in any order); at most two ranges per worker are exported at once."""
+        from dask.distributed import as_completed
 
-def run_dask(plan: PredictPlan, scheduler: str | None = None, workers: int | None = None) -> Iterator[pa.Table]:
-    """Result tables as ranges finish (in any order); at most two ranges per worker are exported at once."""
-    from dask.distributed import as_completed
+        client, cluster = self._client()
+        scratch = Path(tempfile.mkdtemp(prefix="sightql-predict-"))
+        options = replace(plan.options, decode_threads=None)  # each worker decodes with its own share of the cores
+        try:
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})) or (self.workers or 1))
+            tasks = _tasks(plan, scratch)
+            spec = client.scatter(plan.spec, broadcast=True, hash=False)
+            submitted: dict[Any, TableRangeTask | StageRangeTask] = {}
 
-    if workers is not None and workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}")
-    client, cluster = _client(scheduler, workers)
-    scratch = Path(tempfile.mkdtemp(prefix="sightql-predict-"))
-    try:
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})) or (workers or 1))
-        tasks = _tasks(plan, scratch)
-        spec = client.scatter(plan.spec, broadcast=True, hash=False)
-        submitted: dict[Any, TableRangeTask | StageRangeTask] = {}
+            def submit_next() -> Any:
+                task = next(tasks, None)
+                if task is None:
+                    return None
+                future = client.submit(run_range, spec, options, task, pure=False)
+                submitted[future] = task
+                return future
 
-        def submit_next() -> Any:
-            task = next(tasks, None)
-            if task is None:
-                return None
-            future = client.submit(run_range, spec, plan.options, task, pure=False)
-            submitted[future] = task
-            return future
+            first = [f for f in (submit_next() for _ in range(2 * n_workers)) if f is not None]
+            if not first:
+                return
+            running = as_completed(first, loop=client.loop)
+            for future in running:
+                results, skipped = future.result()
+                task = submitted.pop(future)
+                if isinstance(task, TableRangeTask):
+                    os.unlink(task.parquet_path)
+                future.release()
+                following = submit_next()
+                if following is not None:
+                    running.add(following)
+                if skipped:
+                    plan.on_skipped(skipped)
+                yield results
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            shutil.rmtree(scratch, ignore_errors=True)
 
-        first = [f for f in (submit_next() for _ in range(2 * n_workers)) if f is not None]
-        if not first:
-            return
-        running = as_completed(first, loop=client.loop)
-        for future in running:
-            results, skipped = future.result()
-            task = submitted.pop(future)
-            if isinstance(task, TableRangeTask):
-                os.unlink(task.parquet_path)
-            future.release()
-            following = submit_next()
-            if following is not None:
-                running.add(following)
-            if skipped:
-                plan.on_skipped(skipped)
-            yield results
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+    def _client(self) -> tuple[Any, Any]:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise MissingDependencyError("dask[distributed]", "dask") from None
+        if self.scheduler is not None:
+            return Client(self.scheduler, set_as_default=False), None
+        from sightql.inference.runners.dask_cluster import local_cluster  # imports distributed
+
+        cluster = local_cluster(self.workers or max(1, os.cpu_count() or 1))
+        return Client(cluster, set_as_default=False), cluster
 
 
 def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[TableRangeTask | StageRangeTask]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Iterator
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import ClassVar, TypeVar
 
 import pyarrow as pa
 
@@ -18,15 +19,24 @@ T = TypeVar("T")
 _DONE = object()
 
 
-def run_local(plan: PredictPlan) -> Iterator[pa.Table]:
-    """Result tables, one per chunk, in the source's order."""
-    predictor = load_model(plan.spec)
-    chunks = table_chunks(plan) if isinstance(plan.source, TableSource) else stage_chunks(plan)
-    yield from stream_results(predictor, prefetch(chunks, depth=1), plan.options)
+@dataclass(frozen=True)
+class LocalRunner:
+    """This process: chunks read one ahead in a background thread, decoded in the engine's pool beside the model."""
+
+    name: ClassVar[str] = "local"
+
+    def run(self, plan: PredictPlan) -> Iterator[pa.Table]:
+        """Result tables, one per chunk, in the source's order."""
+        predictor = load_model(plan.spec)
+        chunks = table_chunks(plan) if isinstance(plan.source, TableSource) else stage_chunks(plan)
+        yield from stream_results(predictor, prefetch(chunks, depth=1), plan.options)
 
 
 def prefetch(items: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """Pull ``items`` in a background thread, at most ``depth`` ahead, so reading overlaps the model."""
+    """Pull ``items`` in a background thread, at most ``depth`` ahead, so reading overlaps the model.
+
+    Not the engine's pool: this thread reads the warehouse (holding the plan's ``db_lock``) for the
+    whole run, while the pool's threads decode the rows already read (:func:`sightql.engine.run_batches`)."""
     slots: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
