@@ -12,11 +12,12 @@ import pyarrow as pa
 
 
 def table_columns(cursor: Any, table: str) -> dict[str, str]:
-    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'), in order; empty when it does not exist."""
+    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'), in order; empty when it does not exist.
+    Names match case-insensitively, as DuckDB resolves them."""
     schema, _, name = table.rpartition(".")
     rows = cursor.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = ? AND schema_name = ? "
-        "AND NOT internal ORDER BY column_index",
+        "SELECT column_name, data_type FROM duckdb_columns() "
+        "WHERE lower(table_name) = lower(?) AND lower(schema_name) = lower(?) AND NOT internal ORDER BY column_index",
         [name, schema or "main"],
     ).fetchall()
     return dict(rows)
@@ -26,8 +27,8 @@ def primary_key(cursor: Any, table: str) -> list[str]:
     """The primary key's columns of ``table``; empty when it has none."""
     schema, _, name = table.rpartition(".")
     rows = cursor.execute(
-        "SELECT constraint_column_names FROM duckdb_constraints() WHERE table_name = ? AND schema_name = ? "
-        "AND constraint_type = 'PRIMARY KEY'",
+        "SELECT constraint_column_names FROM duckdb_constraints() "
+        "WHERE lower(table_name) = lower(?) AND lower(schema_name) = lower(?) AND constraint_type = 'PRIMARY KEY'",
         [name, schema or "main"],
     ).fetchall()
     return list(rows[0][0]) if rows else []
