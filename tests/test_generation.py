@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from sightql.errors import ConfigError, GenerationError
-from sightql.generation import GENERATED_TABLE, generate_image, provider_from_env, store_generated
+from sightql.generation import generate_image, provider_from_env
+from sightql.ingest.generated import GENERATED_TABLE, store_generated
 from sightql.generation.provider import OPENAI_BASE
 from tests.fake_image_api import FakeImagesAPI
 
@@ -155,8 +156,8 @@ def test_empty_prompt_is_refused_before_any_request(monkeypatch, fake):
 
 def test_stored_with_its_prompt_once_by_content(monkeypatch, fake, session):
     provider = compatible(monkeypatch, fake.base_url)
-    first = store_generated(session, generate_image("a cat", provider, max_bytes=MAX_BYTES))
-    again = store_generated(session, generate_image("a cat", provider, max_bytes=MAX_BYTES))
+    first = store_generated(session.warehouse, generate_image("a cat", provider, max_bytes=MAX_BYTES))
+    again = store_generated(session.warehouse, generate_image("a cat", provider, max_bytes=MAX_BYTES))
     assert first.new and not again.new and first.relative_path == again.relative_path
     assert first.relative_path.startswith("generated/") and first.relative_path.endswith(".jpg")
     [row] = session.sql(
@@ -178,4 +179,4 @@ def test_provider_bytes_that_are_no_image_are_refused(monkeypatch, session):
     finally:
         fake.close()
     with pytest.raises(GenerationError, match="sent an unusable image: not an image"):
-        store_generated(session, generated)
+        store_generated(session.warehouse, generated)

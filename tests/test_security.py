@@ -50,3 +50,10 @@ def test_the_cli_reads_query_values_as_bound_parameters(warehouse, photos_dir, t
         check=True, capture_output=True, text=True,
     ).stdout
     assert HOSTILE in out
+
+
+def test_a_table_name_in_another_case_names_the_same_table_as_duckdb_resolves_it(session, photos_dir):
+    session.store_images("images", [("coffee.jpg", (photos_dir / "coffee.jpg").read_bytes())])
+    report = session.store_images("Images", [("chelsea.jpg", (photos_dir / "chelsea.jpg").read_bytes())])
+    assert [image.relative_path for image in report.added] == ["chelsea.jpg"]
+    assert session.sql("SELECT count(*) AS n FROM IMAGES").to_pylist() == [{"n": 2}]

@@ -10,7 +10,7 @@ from PIL import Image
 
 from sightql.errors import ConfigError, SightQLError
 from sightql.images.thumbnails import thumbnail_data_uri
-from sightql.sql.console import run_console_query
+from sightql.explore.console import run_console_query
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def decoded(uri: str) -> Image.Image:
 
 def test_image_columns_become_thumbnails_and_other_bytes_a_count(photos):
     result = run_console_query(
-        photos,
+        photos.warehouse,
         "SELECT relative_path, image, 'abc'::BLOB AS raw, classify('imagenet', image) AS top FROM photos "
         "WHERE relative_path IN ('chelsea.jpg', 'coffee.jpg') ORDER BY relative_path",
     )
@@ -41,21 +41,21 @@ def test_image_columns_become_thumbnails_and_other_bytes_a_count(photos):
 
 
 def test_only_the_first_rows_are_computed_and_the_cut_is_said(photos):
-    result = run_console_query(photos, "SELECT range AS i FROM range(1000)", max_rows=200)
+    result = run_console_query(photos.warehouse, "SELECT range AS i FROM range(1000)", max_rows=200)
     assert result.table.num_rows == 200 and result.truncated
     assert result.summary(200).startswith("Showing the first 200 rows; the query returns more")
-    exact = run_console_query(photos, "SELECT range AS i FROM range(200)", max_rows=200)
+    exact = run_console_query(photos.warehouse, "SELECT range AS i FROM range(200)", max_rows=200)
     assert exact.table.num_rows == 200 and not exact.truncated
 
 
 def test_statements_and_awkward_types_and_duplicate_names(photos):
-    made = run_console_query(photos, "CREATE TABLE t (x INTEGER)")  # DuckDB 2 answers DDL with an empty Count
+    made = run_console_query(photos.warehouse, "CREATE TABLE t (x INTEGER)")  # DuckDB 2 answers DDL with an empty Count
     assert made.table.num_rows == 0 and made.summary() == "0 row(s)."
-    inserted = run_console_query(photos, "INSERT INTO t VALUES (1), (2)")
+    inserted = run_console_query(photos.warehouse, "INSERT INTO t VALUES (1), (2)")
     assert inserted.table.to_pylist() == [{"Count": 2}]
     assert photos.sql("SELECT count(*) AS n FROM t").to_pylist() == [{"n": 2}]  # run once, not again for the limit
     result = run_console_query(
-        photos,
+        photos.warehouse,
         "SELECT 1 AS a, 2 AS a, INTERVAL 3 DAY AS span, 12345678901234567890.5::DECIMAL(38,1) AS big, "
         "MAP {'k': 1} AS m, [1, 2] AS l, NULL AS nothing, 'x'::BLOB IS NULL AS flag, DATE '2024-01-02' AS d",
     )
@@ -77,13 +77,13 @@ def test_statements_and_awkward_types_and_duplicate_names(photos):
 )
 def test_bad_queries_are_one_error_sentence(photos, query, sentence):
     with pytest.raises(SightQLError) as raised:
-        run_console_query(photos, query)
+        run_console_query(photos.warehouse, query)
     assert sentence.lower() in str(raised.value).lower() and "Traceback" not in str(raised.value)
 
 
 def test_an_empty_query_names_what_to_type(session):
     with pytest.raises(ConfigError, match="the query is empty; type some SQL"):
-        run_console_query(session, "  \n ")
+        run_console_query(session.warehouse, "  \n ")
 
 
 def test_thumbnail_of_something_that_is_no_image_is_none():

@@ -1,4 +1,4 @@
-"""Stage sampling (sightql.inference.sampling) and the Stage explorer page, on real photos and the real model."""
+"""Stage sampling (sightql.explore.sampling) and the Stage explorer page, on real photos and the real model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 import sightql
 from sightql.errors import ConfigError, StageError
-from sightql.inference.sampling import MAX_SAMPLE, SampledImage, sample_stage, summarize
+from sightql.explore.sampling import MAX_SAMPLE, SampledImage, sample_stage, summarize
 from tests.registry_models import tiny_classifier, write_onnx
 
 PAGE = Path(sightql.__file__).parent / "app" / "views" / "stage_explorer.py"
@@ -18,6 +18,10 @@ XRAY = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray"
 # folder's name, except the astronaut, which it calls a bobsled.
 FOLDERS = {"tripod": "camera.png", "espresso": "coffee.jpg", "tiger cat": "chelsea.jpg", "palace": "china.jpg",
            "daisy": "flower.jpg", "missile": "rocket.jpg", "football helmet": "astronaut.jpg"}
+
+
+def sample_of(session, *args, **kwargs):
+    return sample_stage(session.warehouse, session.registry, session.stages, *args, **kwargs)
 
 
 @pytest.fixture
@@ -48,7 +52,7 @@ def _metrics(at: AppTest) -> dict[str, str]:
 
 # ---- library ------------------------------------------------------------------------
 def test_sample_classifies_staged_files_and_scores_them_against_their_folders(session, labelled_stage):
-    sample = sample_stage(session, "@pics/set", n=MAX_SAMPLE, seed=0, model="imagenet")
+    sample = sample_of(session, "@pics/set", n=MAX_SAMPLE, seed=0, model="imagenet")
     assert sample.files_under_prefix == 7 and len(sample.rows) == 7
     by_folder = {r.truth: r for r in sample.rows}
     assert by_folder["espresso"].label == "espresso" and by_folder["espresso"].score > 0.5
@@ -62,26 +66,26 @@ def test_sample_classifies_staged_files_and_scores_them_against_their_folders(se
 
 
 def test_sample_is_reproducible_with_a_seed_and_bounded(session, labelled_stage):
-    first = [r.relative_path for r in sample_stage(session, "@pics/set", 3, seed=1).rows]
-    assert first == [r.relative_path for r in sample_stage(session, "@pics/set", 3, seed=1).rows]
+    first = [r.relative_path for r in sample_of(session, "@pics/set", 3, seed=1).rows]
+    assert first == [r.relative_path for r in sample_of(session, "@pics/set", 3, seed=1).rows]
     assert len(first) == 3 and first == sorted(first)
-    others = {tuple(r.relative_path for r in sample_stage(session, "@pics/set", 3, seed=s).rows) for s in range(2, 6)}
+    others = {tuple(r.relative_path for r in sample_of(session, "@pics/set", 3, seed=s).rows) for s in range(2, 6)}
     assert len(others | {tuple(first)}) > 1  # other seeds pick other files
     with pytest.raises(ConfigError, match=f"between 1 and {MAX_SAMPLE}"):
-        sample_stage(session, "@pics/set", MAX_SAMPLE + 1)
+        sample_of(session, "@pics/set", MAX_SAMPLE + 1)
     with pytest.raises(ConfigError, match="between 1"):
-        sample_stage(session, "@pics/set", 0)
+        sample_of(session, "@pics/set", 0)
     with pytest.raises(StageError, match="no files under @pics/nothing"):
-        sample_stage(session, "@pics/nothing", 3)
+        sample_of(session, "@pics/nothing", 3)
     with pytest.raises(StageError, match="no stage named 'nope'"):
-        sample_stage(session, "@nope/set", 3)
+        sample_of(session, "@nope/set", 3)
 
 
 def test_bad_files_get_their_error_and_the_others_are_classified(session, labelled_stage, photos_dir):
     good = (photos_dir / "coffee.jpg").read_bytes()
     labelled_stage.write_bytes("set/espresso/truncated.jpg", good[: len(good) // 3])
     labelled_stage.write_bytes("set/espresso/notes.txt", b"not an image")
-    sample = sample_stage(session, "@pics/set", 9, seed=0)
+    sample = sample_of(session, "@pics/set", 9, seed=0)
     errors = {r.relative_path: r.error for r in sample.rows if r.error}
     assert set(errors) == {"set/espresso/truncated.jpg", "set/espresso/notes.txt"}
     assert "truncated" in errors["set/espresso/truncated.jpg"] and "not an image" in errors["set/espresso/notes.txt"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sightql.errors import ConfigError, TableError
-from sightql.sql.topk import classify_stored
-from sightql.sql.uploads import stored_images, upload_name
+from sightql.explore.topk import classify_stored
+from sightql.ingest.uploads import stored_images, upload_name
 from tests.conftest import CAT_CLASSES
 
 
@@ -82,14 +82,14 @@ def test_bad_table_names_and_non_image_tables_are_refused(session, chelsea):
 def test_classify_stored_gives_top_k_from_the_table(session, chelsea, photos_dir):
     session.store_images("uploads", [("chelsea.jpg", chelsea), ("coffee.jpg", (photos_dir / "coffee.jpg").read_bytes())])
     session.sql("INSERT INTO uploads SELECT 'broken.jpg', image[:500], 500, 'x', 1, 1, 'JPEG', now() FROM uploads LIMIT 1")
-    results = classify_stored(session, "uploads", ["chelsea.jpg", "coffee.jpg", "broken.jpg", "absent.jpg"], "imagenet", 5)
+    results = classify_stored(session.warehouse, "uploads", ["chelsea.jpg", "coffee.jpg", "broken.jpg", "absent.jpg"], "imagenet", 5)
     assert set(results) == {"chelsea.jpg", "coffee.jpg", "broken.jpg"}
     chelsea_top = results["chelsea.jpg"]["top"]
     assert len(chelsea_top) == 5 and chelsea_top[0]["label"] in CAT_CLASSES and results["chelsea.jpg"]["error"] is None
     assert [s["score"] for s in chelsea_top] == sorted((s["score"] for s in chelsea_top), reverse=True)
     assert results["coffee.jpg"]["top"][0]["label"] == "espresso"
     assert results["broken.jpg"]["top"] is None and "Truncated" in results["broken.jpg"]["error"]
-    table = stored_images(session, "uploads", ["coffee.jpg", "chelsea.jpg"])
+    table = stored_images(session.warehouse, "uploads", ["coffee.jpg", "chelsea.jpg"])
     assert table.column("relative_path").to_pylist() == ["chelsea.jpg", "coffee.jpg"]
     assert table.column("image")[0].as_py() == chelsea
 
@@ -104,7 +104,7 @@ def test_classify_runs_the_model_once_per_image(session, chelsea):
         seen.append(len(images))
         return original(predictor, images, **kwargs)
 
-    import sightql.sql.functions as functions
+    import sightql.functions.image_functions as functions
 
     functions.predict_rows, saved = counting, functions.predict_rows
     try:

@@ -20,9 +20,12 @@ from sightql.inference.predict import PredictReport, predict
 from sightql.inference.runners import Runner, RunnerName
 from sightql.models.base import LoadedModel
 from sightql.registry import Registry
+from sightql.explore.topk import top_k_sql
+from sightql.functions.named import create_model_function, drop_model_function, list_model_functions
+from sightql.functions.register import register_functions
+from sightql.ingest.loading import LoadReport, load_images
+from sightql.ingest.uploads import StoreReport, store_images
 from sightql.registry.specs import card_of, check_classifier
-from sightql.sql.functions import register_functions
-from sightql.sql.loading import LoadReport, load_images
 from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.stage import Stage
@@ -30,7 +33,6 @@ from sightql.train.options import TrainOptions
 
 if TYPE_CHECKING:
     from sightql.train.result import TrainResult
-    from sightql.sql.uploads import StoreReport
 
 _open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
@@ -171,17 +173,15 @@ class Session:
         Each file is checked; non-images and over-limit files are listed in the
         report's ``skipped`` and loading goes on. Reloading a path replaces its row.
         """
-        return load_images(self, table, str(source))
+        return load_images(self.warehouse, self.stages, table, str(source))
 
-    def store_images(self, table: str, items: Sequence[tuple[str, bytes]]) -> "StoreReport":
+    def store_images(self, table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
         """Store ``(name, bytes)`` pairs (uploads) in ``table``, checked like ``load_images``.
 
         Idempotent by content: bytes whose sha256 is already in the table are reported with their
         existing row, never inserted twice; a name taken by other bytes gets a ``-<sha8>`` suffix.
         """
-        from sightql.sql.uploads import store_images
-
-        return store_images(self, table, items)
+        return store_images(self.warehouse, table, items)
 
     # ---- stages ----------------------------------------------------------------
     def create_stage(self, name: str, url: str | None = None, *, exist_ok: bool = False) -> Stage:
@@ -254,21 +254,15 @@ class Session:
         giving FLOAT[] like ``embed_text``. The reference is resolved on
         every query, so ``'name@prod'`` follows the alias.
         """
-        from sightql.sql.model_functions import create_model_function
-
-        create_model_function(self, self._functions, sql_name, ref, replace=replace)
+        create_model_function(self.warehouse, self.registry, self._functions, sql_name, ref, replace=replace)
 
     def functions(self) -> list[dict[str, str]]:
         """The functions made with :meth:`create_function`, by name: ``{"name", "model_ref", "task"}``."""
-        from sightql.sql.model_functions import list_model_functions
-
-        return list_model_functions(self.con)
+        return list_model_functions(self.registry)
 
     def drop_function(self, sql_name: str) -> None:
         """Remove a function made with :meth:`create_function`."""
-        from sightql.sql.model_functions import drop_model_function
-
-        drop_model_function(self, sql_name)
+        drop_model_function(self.warehouse, self.registry, sql_name)
 
     def predict(
         self,
@@ -311,8 +305,6 @@ class Session:
         moved meanwhile changes nothing). Each result is ``{"top": [{"label", "score"}, ...] or None,
         "error": None or one sentence, "model_version": e.g. 'defects@v3'}``.
         """
-        from sightql.sql.topk import top_k_sql
-
         if not isinstance(k, int) or k < 1:
             raise ConfigError(f"k must be a whole number of at least 1, got {k!r}; pass e.g. k=5")
         spec = self.registry.spec(model)

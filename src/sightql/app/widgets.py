@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import streamlit as st
 
-from sightql.inference.sampling import SampledImage, SampleSummary
+from sightql.explore.sampling import SampledImage, SampleSummary
 
 GRID_COLUMNS = 4
 

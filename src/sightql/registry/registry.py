@@ -124,7 +124,7 @@ class Registry:
         """Remove a model, all its versions, aliases and metrics, and its files."""
         model = self.get_model(name)
         users = [
-            fn for fn, ref in self.store.function_refs() if parse_ref(ref).name == model.name
+            fn for fn, ref, _ in self.store.functions() if parse_ref(ref).name == model.name
         ]
         if users:
             raise RegistryError(

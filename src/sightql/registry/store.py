@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from sightql.errors import RegistryError
 from sightql.registry.records import VERSION_COLUMNS, VersionRecord
+from sightql.sql.tables import table_columns
 
 if TYPE_CHECKING:
     from sightql.sql.warehouse import Warehouse
@@ -177,9 +178,14 @@ class RegistryStore:
         )
 
     # ---- saved SQL functions (create_function) ------------------------------------
-    def function_refs(self) -> list[tuple[str, str]]:
-        """(function name, model reference) of each function made with create_function."""
-        return [(r[0], r[1]) for r in self._rows("SELECT name, model_ref FROM sightql_functions", [])]
+    def functions(self) -> list[tuple[str, str, str]]:
+        """(name, model reference, task) of each function made with create_function, by name; none when the
+        table is missing (a warehouse opened read-only before this version created it)."""
+        with self._warehouse.cursor() as cursor:
+            if not table_columns(cursor, "sightql_functions"):
+                return []
+            rows = cursor.execute("SELECT name, model_ref, task FROM sightql_functions ORDER BY name").fetchall()
+        return [(name, ref, task) for name, ref, task in rows]
 
     def save_function(self, sql_name: str, ref: str, task: str) -> None:
         """Replace any function of that name (case-insensitive), in one transaction."""

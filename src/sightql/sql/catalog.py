@@ -108,7 +108,7 @@ TRAINING_DDL = [
 CATALOG_DDL += TRAINING_DDL
 
 # The files of a stage reference ('@stage' or '@stage/prefix'), listed live through the stage's
-# own filesystem by the SQL function _sightql_stage_listing (sightql.sql.stage_listing): the
+# own filesystem by the SQL function _sightql_stage_listing (sightql.functions.stage_listing): the
 # listing is current in every query, and the function is found whatever the caller's casing.
 # {ref} is the SQL expression giving the reference.
 STAGE_LISTING_SELECT = """SELECT f.relative_path, f.file_url, f.size, f.last_modified, f.etag
@@ -123,7 +123,7 @@ CREATE OR REPLACE TEMP MACRO directory(stage_ref) AS TABLE
 
 
 def ensure_catalog(con: Any, read_only: bool) -> None:
-    """Create the catalog tables (``directory()`` is made with its listing function, by sightql.sql.stage_listing)."""
+    """Create the catalog tables (``directory()`` is made with its listing function, by sightql.functions.stage_listing)."""
     if not read_only:
         for ddl in CATALOG_DDL:
             con.execute(ddl)

@@ -12,7 +12,8 @@ import pyarrow as pa
 
 
 def table_columns(cursor: Any, table: str) -> dict[str, str]:
-    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'), in order; empty when it does not exist."""
+    """Column name -> DuckDB type of ``table`` (optionally 'schema.table'), in order; empty when it does not exist.
+    Names match case-insensitively, as DuckDB resolves them."""
     return dict(_about(cursor, table, "column_name, data_type FROM duckdb_columns()", "NOT internal ORDER BY column_index"))
 
 
@@ -26,7 +27,8 @@ def _about(cursor: Any, table: str, select: str, condition: str) -> list[tuple[A
     """Rows of one of DuckDB's catalog functions (``select``: columns FROM it) for ``table``."""
     schema, _, name = table.rpartition(".")
     return cursor.execute(
-        f"SELECT {select} WHERE table_name = ? AND schema_name = ? AND {condition}", [name, schema or "main"]
+        f"SELECT {select} WHERE lower(table_name) = lower(?) AND lower(schema_name) = lower(?) AND {condition}",
+        [name, schema or "main"],
     ).fetchall()
 
 

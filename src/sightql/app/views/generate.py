@@ -7,10 +7,10 @@ import streamlit as st
 from sightql.app.common import model_picker, open_session, shown_errors
 from sightql.app.labels import show_recognized
 from sightql.config import Settings
-from sightql.generation import GENERATED_TABLE, SETUP_HELP, generate_image, provider_from_env, store_generated
-from sightql.generation.store import GENERATED_COLUMNS
-from sightql.sql.topk import classify_stored
-from sightql.sql.uploads import stored_images
+from sightql.explore.topk import classify_stored
+from sightql.generation import SETUP_HELP, generate_image, provider_from_env
+from sightql.ingest.generated import GENERATED_COLUMNS, GENERATED_TABLE, store_generated
+from sightql.ingest.uploads import stored_images
 
 TOP_K = 5
 LAST = "generate_last_path"
@@ -35,13 +35,13 @@ with shown_errors():
     with open_session() as session:
         model = model_picker(session)
         if generated is not None:
-            st.session_state[LAST] = store_generated(session, generated).relative_path
+            st.session_state[LAST] = store_generated(session.warehouse, generated).relative_path
         path = st.session_state.get(LAST)
         if path:
-            rows = stored_images(session, GENERATED_TABLE, [path], GENERATED_COLUMNS).to_pylist()
+            rows = stored_images(session.warehouse, GENERATED_TABLE, [path], GENERATED_COLUMNS).to_pylist()
             if rows:
                 row = rows[0]
-                result = classify_stored(session, GENERATED_TABLE, [path], model, TOP_K).get(path)
+                result = classify_stored(session.warehouse, GENERATED_TABLE, [path], model, TOP_K).get(path)
                 note = f"prompt: {row['prompt']}" + (
                     f" · provider's revised prompt: {row['revised_prompt']}" if row["revised_prompt"] else ""
                 )

@@ -8,8 +8,8 @@ import streamlit as st
 
 from sightql.app.common import model_picker, open_session, shown_errors
 from sightql.app.labels import show_recognized
-from sightql.sql.topk import classify_stored
-from sightql.sql.uploads import stored_images
+from sightql.explore.topk import classify_stored
+from sightql.ingest.uploads import stored_images
 
 UPLOADS = "uploads"
 TOP_K = 5
@@ -36,8 +36,8 @@ with shown_errors(), open_session() as session:
         for name, reason in report.skipped:
             st.error(f"{name}: {reason}")
         paths = list(dict.fromkeys(image.relative_path for image in report.stored))
-        results = classify_stored(session, UPLOADS, paths, model, TOP_K)
-        rows = {row["relative_path"]: row for row in stored_images(session, UPLOADS, paths).to_pylist()}
+        results = classify_stored(session.warehouse, UPLOADS, paths, model, TOP_K)
+        rows = {row["relative_path"]: row for row in stored_images(session.warehouse, UPLOADS, paths).to_pylist()}
         notes = {i.relative_path: ("stored in" if i.new else "already in") for i in reversed(report.stored)}
         for path in paths:
             show_recognized(rows[path]["image"], path, results.get(path), f"{notes[path]} `{UPLOADS}` as `{path}` · model `{model}`")

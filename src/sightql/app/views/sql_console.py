@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from sightql.app.common import open_session, shown_errors
-from sightql.sql.console import MAX_ROWS, run_console_query
+from sightql.explore.console import MAX_ROWS, run_console_query
 
 RESULT = "sql_console_result"
 
@@ -18,7 +18,7 @@ query = st.text_area("SQL", key="sql_console_query", height=160, placeholder="SE
 if st.button("Run", type="primary"):
     st.session_state.pop(RESULT, None)
     with shown_errors(), open_session() as session:
-        st.session_state[RESULT] = run_console_query(session, query)
+        st.session_state[RESULT] = run_console_query(session.warehouse, query)
 result = st.session_state.get(RESULT)
 if result is not None:
     st.caption(result.summary(MAX_ROWS))

@@ -6,7 +6,7 @@ import streamlit as st
 
 from sightql.app.common import model_picker, open_session, shown_errors
 from sightql.app.widgets import image_grid, sample_summary
-from sightql.inference.sampling import MAX_SAMPLE, sample_stage
+from sightql.explore.sampling import MAX_SAMPLE, sample_stage
 
 st.title("Stage explorer")
 st.caption(
@@ -32,7 +32,7 @@ with shown_errors(), open_session() as session:
     if submitted:
         ref = f"@{stage}/{prefix.strip().lstrip('/')}"
         with st.spinner(f"classifying {n} file(s) from {ref} with {model}"):
-            sample = sample_stage(session, ref, int(n), int(seed), model)
+            sample = sample_stage(session.warehouse, session.registry, session.stages, ref, int(n), int(seed), model)
         st.subheader(f"{len(sample.rows)} of {sample.files_under_prefix} file(s) under {sample.ref}")
         st.caption(f"model {sample.model_version}, seed {sample.seed}")
         sample_summary(sample.summary)

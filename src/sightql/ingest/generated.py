@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sightql.errors import GenerationError, ImageError
-from sightql.generation.provider import GeneratedImage
-from sightql.sql.loading import IMAGE_COLUMN_DEFS, checked_row
-from sightql.sql.uploads import StoredImage
+from sightql.ingest.loading import IMAGE_COLUMN_DEFS, checked_row
+from sightql.ingest.uploads import StoredImage
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
 
 GENERATED_TABLE = "generated_images"
 GENERATED_DDL = f"""CREATE TABLE IF NOT EXISTS {GENERATED_TABLE} (
@@ -27,19 +26,31 @@ GENERATED_COLUMNS = ("relative_path", "image", "prompt", "revised_prompt", "prov
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 
 
-def store_generated(session: "Session", generated: GeneratedImage) -> StoredImage:
+class Generated(Protocol):
+    """What ``store_generated`` keeps of an image provider's answer (``sightql.generation.GeneratedImage``)."""
+
+    prompt: str
+    data: bytes
+    provider: str
+    endpoint: str
+    model: str
+    revised_prompt: str | None
+
+
+def store_generated(warehouse: "Warehouse", generated: Generated) -> StoredImage:
     """Check the provider's bytes like any image and keep them, keyed by content: ``generated/<sha256[:16]>.png``.
 
     The same bytes stored twice keep their first row (``new`` is False).
     """
     try:
-        row = checked_row("", len(generated.data), lambda: generated.data, session.limits)
+        row = checked_row("", len(generated.data), lambda: generated.data, warehouse.limits)
     except ImageError as exc:
         raise GenerationError(f"the image provider at {generated.endpoint} sent an unusable image: {exc}") from None
     extension = _EXTENSIONS.get(row["format"], row["format"].lower())
     path = f"generated/{row['sha256'][:16]}.{extension}"
-    session.con.execute(GENERATED_DDL)
-    inserted = session.con.execute(
+    con = warehouse.connection()
+    con.execute(GENERATED_DDL)
+    inserted = con.execute(
         f"""INSERT INTO {GENERATED_TABLE} (relative_path, image, size, sha256, width, height, format, prompt,
                 revised_prompt, provider, endpoint, model, created_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (relative_path) DO NOTHING RETURNING 1""",

@@ -1,4 +1,4 @@
-"""SQL functions over image bytes and text, registered on every session's DuckDB connection.
+"""The bodies of the SQL functions over image bytes and text (registered by :mod:`sightql.functions.register`).
 
 Each function is an Arrow UDF: DuckDB hands it up to 2,048 rows at a time, and
 it runs them through the model in full batches, decoding beside the model.
@@ -22,7 +22,6 @@ from sightql.errors import ImageError, SightQLError
 from sightql.images.decode import probe_image
 from sightql.engine import RowResult, best_label, predict_rows, top_labels, worker_pool
 from sightql.models.base import Predictor, TextModel
-from sightql.sql.stage_listing import register_stage_listing
 
 if TYPE_CHECKING:
     from sightql.registry import Registry
@@ -39,7 +38,8 @@ INFO_ARROW = pa.struct(
 )
 
 
-def _sql_types() -> dict[str, Any]:
+def sql_types() -> dict[str, Any]:
+    """The DuckDB return type of each function (classify, topk, embed, info)."""
     label_score = duckdb.struct_type({"label": T.VARCHAR, "score": T.DOUBLE})
     return {
         "classify": duckdb.struct_type({"label": T.VARCHAR, "score": T.DOUBLE, "error": T.VARCHAR}),
@@ -198,7 +198,7 @@ class ImageFunctions:
                 vectors.append(None)
         return vectors
 
-    # ---- functions made with Session.create_function ------------------------------
+    # ---- functions made with create_function (sightql.functions.named) ------------------------------
     def bound_to(self, ref: str, task: str) -> Any:
         """``fn(image)`` calling classify or embed (``fn(text)`` calling embed_text) with a fixed model reference."""
         method = {"embedding": self.embed, TEXT_EMBEDDING: self.embed_text}.get(task, self.classify)
@@ -240,32 +240,3 @@ class ImageFunctions:
 
         pool = worker_pool(max(8, self.warehouse.settings.decode_threads))
         return pa.array(list(pool.map(read, pairs)), type=pa.binary())
-
-
-def register_functions(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog") -> ImageFunctions:
-    """Register the SQL functions (and the named ones saved in the catalog) on the warehouse's connection."""
-    con = warehouse.connection()
-    funcs = ImageFunctions(warehouse, registry, stages)
-    types = _sql_types()
-    common = {"type": "arrow", "null_handling": "special", "side_effects": False}
-    con.create_function("classify", funcs.classify, [T.VARCHAR, T.BLOB], types["classify"], **common)
-    con.create_function("classify_topk", funcs.classify_topk, [T.VARCHAR, T.BLOB, T.INTEGER], types["topk"], **common)
-    con.create_function("embed", funcs.embed, [T.VARCHAR, T.BLOB], types["embed"], **common)
-    con.create_function("embed_text", funcs.embed_text, [T.VARCHAR, T.VARCHAR], types["embed"], **common)
-    con.create_function("image_info", funcs.image_info, [T.BLOB], types["info"], **common)
-    con.create_function("stage_file", funcs.stage_file, [T.VARCHAR, T.VARCHAR], T.BLOB, **common)
-    register_stage_listing(con, stages)
-    from sightql.sql.model_functions import register_saved_functions
-
-    register_saved_functions(con, funcs)
-    return funcs
-
-
-def register_model_function(con: Any, funcs: ImageFunctions, sql_name: str, ref: str, task: str) -> None:
-    """Register ``sql_name(image)`` (``sql_name(text)`` for a text model) on ``con`` (see Session.create_function)."""
-    types = _sql_types()
-    returns = types["classify"] if task == "classification" else types["embed"]
-    argument = T.VARCHAR if task == TEXT_EMBEDDING else T.BLOB
-    con.create_function(
-        sql_name, funcs.bound_to(ref, task), [argument], returns, type="arrow", null_handling="special", side_effects=False
-    )

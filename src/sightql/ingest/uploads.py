@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 import pyarrow as pa
 
 from sightql.errors import ImageError
+from sightql.ingest.loading import checked_row, ensure_image_table, insert_rows
 from sightql.sql.identifiers import quote_ident
-from sightql.sql.loading import checked_row, ensure_image_table, insert_rows
-from sightql.sql.transactions import transaction
 from sightql.sql.write_budget import WriteBudget
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
 
 _UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -69,27 +68,27 @@ def _free_path(name: str, sha256: str, taken: set[str]) -> str:
     return f"{pure.stem}-{sha256[:8]}{pure.suffix}"
 
 
-def store_images(session: "Session", table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
+def store_images(warehouse: "Warehouse", table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
     """Check each ``(name, bytes)`` and add the new ones to ``table`` (created if missing) in one transaction.
 
-    Each image passes the session's size and header checks; a bad one is listed in ``skipped``
+    Each image passes the warehouse's size and header checks; a bad one is listed in ``skipped``
     with the reason and the rest are stored. An image whose sha256 is already in the table is
     reported with its existing row and not inserted again. A name already used by different
     bytes gets ``-<sha256[:8]>`` before its extension, so no stored image is ever replaced.
     """
-    quoted = ensure_image_table(session.con, table)
+    quoted = ensure_image_table(warehouse.connection(), table)
     report = StoreReport(table)
     checked: list[tuple[str, dict[str, Any]]] = []
     for raw_name, data in items:
         name = upload_name(raw_name)
         try:
-            checked.append((name, checked_row(name, len(data), lambda d=data: d, session.limits)))
+            checked.append((name, checked_row(name, len(data), lambda d=data: d, warehouse.limits)))
         except ImageError as exc:
             report.skipped.append((name, str(exc)))
     if not checked:
         return report
     hashes = sorted({row["sha256"] for _, row in checked})
-    with transaction(session.con) as cursor:
+    with warehouse.transaction() as cursor:
         existing = dict(
             cursor.execute(
                 f"SELECT sha256, min(relative_path) FROM {quoted} WHERE list_contains(?, sha256) GROUP BY sha256",
@@ -114,7 +113,7 @@ def store_images(session: "Session", table: str, items: Sequence[tuple[str, byte
             new_rows.append(row)
             report.stored.append(StoredImage(name, row["relative_path"], sha, True))
         if new_rows:
-            budget = WriteBudget.of(cursor, session.settings)
+            budget = WriteBudget.of(cursor, warehouse.settings)
             budget.check_table(cursor, quoted, table, [(row["relative_path"], row["size"]) for row in new_rows])
             insert_rows(cursor, quoted, new_rows)
     return report
@@ -124,12 +123,12 @@ STORED_COLUMNS = ("relative_path", "image", "sha256", "width", "height", "format
 
 
 def stored_images(
-    session: "Session", table: str, relative_paths: Sequence[str], columns: Sequence[str] = STORED_COLUMNS
+    warehouse: "Warehouse", table: str, relative_paths: Sequence[str], columns: Sequence[str] = STORED_COLUMNS
 ) -> pa.Table:
     """The rows of ``table`` at ``relative_paths``, in path order, with ``columns``."""
     quoted = quote_ident(table, "table name")
     selected = ", ".join(quote_ident(column, "column name") for column in columns)
-    return session.sql(
+    return warehouse.sql(
         f"SELECT {selected} FROM {quoted} WHERE list_contains(?, relative_path) ORDER BY relative_path",
         [list(relative_paths)],
     )

@@ -1,6 +1,6 @@
 """Sample images from a stage, classify them in SQL where they lie, and score them against their folders.
 
-``sample_stage(session, '@xray/test', n=12, seed=0, model='xray@prod')`` picks ``n`` files under
+``sample_stage(warehouse, registry, stages, '@xray/test', n=12, seed=0, model='xray@prod')`` picks ``n`` files under
 the prefix (the same files for the same seed and listing), runs
 ``classify(model, stage_file(stage, path))`` on them in one query (no copy into a table), and
 compares each label with the file's parent folder name, as training with ``label='folder'``
@@ -12,17 +12,19 @@ in its row; the others are classified.
 
 from __future__ import annotations
 
-import io
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sightql.errors import ConfigError, ImageError, StageError
+from sightql.errors import ConfigError, StageError
+from sightql.images.thumbnails import thumbnail
 from sightql.stages.paths import split_stage_ref
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.registry import Registry
+    from sightql.sql.warehouse import Warehouse
+    from sightql.stages.catalog import StageCatalog
 
 MAX_SAMPLE = 64  # images per sample: a grid a person can look at, and a bounded query
 THUMBNAIL_PX = 256
@@ -90,45 +92,34 @@ def choose(paths: list[str], n: int, seed: int) -> list[str]:
     return sorted(random.Random(seed).sample(ordered, min(n, len(ordered))))
 
 
-def thumbnail(data: bytes | None, session: "Session") -> bytes | None:
-    """A JPEG at most ``THUMBNAIL_PX`` on a side, decoded as classify decodes (EXIF orientation, modes)."""
-    from sightql.images.decode import decode_image
-
-    try:
-        image = decode_image(data, session.limits, min_size=THUMBNAIL_PX)
-    except ImageError:
-        return None
-    image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
-    return buffer.getvalue()
-
-
-def _classifier_labels(session: "Session", model: str) -> tuple[str, tuple[str, ...]]:
-    predictor = session.predictor(model)
+def _classifier_labels(registry: "Registry", model: str) -> tuple[str, tuple[str, ...]]:
+    predictor = registry.predictor(model)
     card = predictor.card
     if card.modality != "image" or card.task != "classification":
         raise ConfigError(f"{model!r} is not an image classifier ({card.modality} {card.task}); pick a classification model")
     return predictor.model_version, card.labels
 
 
-def sample_stage(session: "Session", ref: str, n: int = 12, seed: int = 0, model: str = "imagenet") -> StageSample:
+def sample_stage(
+    warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", ref: str, n: int = 12, seed: int = 0,
+    model: str = "imagenet",
+) -> StageSample:
     """Classify ``n`` files sampled from ``'@stage/prefix'`` with ``model`` and score them against their folders."""
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLE:
         raise ConfigError(f"n={n!r} is not valid; sample between 1 and {MAX_SAMPLE} images")
     name, prefix = split_stage_ref(ref)
-    files = session.stage(name).list(prefix)
+    files = stages.get(name).list(prefix)
     if not files:
         raise StageError(f"no files under @{name}/{prefix}; check the prefix with `sightql stage ls {name}`")
     chosen = choose([f.relative_path for f in files], n, seed)
-    model_version, labels = _classifier_labels(session, model)
-    found = session.sql(_QUERY, {"model": model, "stage": f"@{name}", "paths": chosen}).to_pylist()
+    model_version, labels = _classifier_labels(registry, model)
+    found = warehouse.sql(_QUERY, {"model": model, "stage": f"@{name}", "paths": chosen}).to_pylist()
     by_folded = {label.casefold(): label for label in labels}
-    rows = [_row(r, by_folded, session) for r in found]
+    rows = [_row(r, by_folded, warehouse) for r in found]
     return StageSample(f"@{name}/{prefix}", model, model_version, seed, len(files), rows, summarize(rows, labels))
 
 
-def _row(found: dict[str, Any], by_folded: dict[str, str], session: "Session") -> SampledImage:
+def _row(found: dict[str, Any], by_folded: dict[str, str], warehouse: "Warehouse") -> SampledImage:
     c = found["c"] or {}
     label, error = c.get("label"), c.get("error")
     if error is None and label is None:
@@ -138,7 +129,7 @@ def _row(found: dict[str, Any], by_folded: dict[str, str], session: "Session") -
     if error is None and truth is not None and truth.casefold() in by_folded:
         correct = label.casefold() == truth.casefold()
     return SampledImage(found["relative_path"], truth, label, c.get("score"), error, correct,
-                        thumbnail(found["image"], session))
+                        thumbnail(found["image"], warehouse.limits, THUMBNAIL_PX, quality=85))
 
 
 def summarize(rows: list[SampledImage], labels: tuple[str, ...] | list[str]) -> SampleSummary:

@@ -22,11 +22,14 @@ from sightql.errors import ImageError, SightQLError, StageError, TableError
 from sightql.images.decode import ImageLimits, probe_image
 from sightql.sql.duckdb_errors import clean_duckdb_error
 from sightql.sql.identifiers import quote_ident
-from sightql.sql.transactions import transaction
+from sightql.sql.tables import table_columns
 from sightql.sql.write_budget import WriteBudget
+from sightql.stages.local_files import local_sources
+from sightql.stages.paths import split_stage_ref
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
+    from sightql.stages.catalog import StageCatalog
 
 IMAGE_COLUMNS = ("relative_path", "image", "size", "sha256", "width", "height", "format", "loaded_at")
 # The columns every image table starts with (``generated_images`` adds its own after them).
@@ -67,17 +70,13 @@ Source = Iterator[tuple[str, int, Callable[[], bytes]]]
 
 
 def local_source(source: str) -> Source:
-    from sightql.stages.local_files import local_sources
-
     for local, rel in local_sources(source):
         yield rel, os.path.getsize(local), (lambda p=local: open(p, "rb").read())
 
 
-def stage_source(session: "Session", ref: str) -> Source:
-    from sightql.stages.paths import split_stage_ref
-
+def stage_source(stages: "StageCatalog", ref: str) -> Source:
     name, prefix = split_stage_ref(ref)
-    stage = session.stage(name)
+    stage = stages.get(name)
     files = stage.list(prefix)
     if not files:
         raise SightQLError(f"nothing in @{name} under {prefix or '/'!r}; put files there first")
@@ -101,7 +100,7 @@ def checked_row(rel: str, size: int, read: Callable[[], bytes], limits: ImageLim
 def ensure_image_table(con, table: str) -> str:
     quoted = quote_ident(table, "table name")
     con.execute(IMAGE_TABLE_DDL.format(table=quoted))
-    columns = {row[0] for row in con.execute(f"DESCRIBE {quoted}").fetchall()}
+    columns = table_columns(con, table)
     missing = [c for c in IMAGE_COLUMNS if c not in columns]
     if missing:
         raise TableError(
@@ -110,10 +109,11 @@ def ensure_image_table(con, table: str) -> str:
     return quoted
 
 
-def load_images(session: "Session", table: str, source: str) -> LoadReport:
+def load_images(warehouse: "Warehouse", stages: "StageCatalog", table: str, source: str) -> LoadReport:
+    """Load a file, folder (recursive), glob or ``'@stage/prefix'`` (from ``stages``) into ``table``."""
     report = LoadReport(table)
     try:
-        _load(session, table, source, report)
+        _load(warehouse, stages, table, source, report)
     except duckdb.Error as exc:
         error = clean_duckdb_error(exc)
         kept = f" ({len(report.loaded)} image(s) loaded before it are kept)" if report.loaded else ""
@@ -121,34 +121,33 @@ def load_images(session: "Session", table: str, source: str) -> LoadReport:
     return report
 
 
-def _load(session: "Session", table: str, source: str, report: LoadReport) -> None:
-    quoted = ensure_image_table(session.con, table)
-    files = list(stage_source(session, source) if source.startswith("@") else local_source(source))
-    budget = WriteBudget.of(session.con, session.settings)
-    budget.check_table(
-        session.con, quoted, table, [(rel, size) for rel, size, _ in files if size <= session.limits.max_bytes]
-    )
+def _load(warehouse: "Warehouse", stages: "StageCatalog", table: str, source: str, report: LoadReport) -> None:
+    con, limits = warehouse.connection(), warehouse.limits
+    quoted = ensure_image_table(con, table)
+    files = list(stage_source(stages, source) if source.startswith("@") else local_source(source))
+    budget = WriteBudget.of(con, warehouse.settings)
+    budget.check_table(con, quoted, table, [(rel, size) for rel, size, _ in files if size <= limits.max_bytes])
     batch: list[dict] = []
     batch_bytes = 0
     for rel, size, read in files:
         if batch and batch_bytes + size > budget.batch_bytes:
-            _write(session.con, quoted, batch, report)
+            _write(warehouse, quoted, batch, report)
             batch, batch_bytes = [], 0
         try:
-            row = checked_row(rel, size, read, session.limits)
+            row = checked_row(rel, size, read, limits)
         except (ImageError, StageError, OSError) as exc:  # StageError: a staged file gone or moved out meanwhile
             report.skipped.append((rel, str(exc)))
             continue
         batch.append(row)
         batch_bytes += row["size"]
     if batch:
-        _write(session.con, quoted, batch, report)
+        _write(warehouse, quoted, batch, report)
 
 
-def _write(con, quoted: str, rows: list[dict], report: LoadReport) -> None:
+def _write(warehouse: "Warehouse", quoted: str, rows: list[dict], report: LoadReport) -> None:
     """One transaction: a reload of a path replaces its row (no INSERT OR REPLACE: see write_budget)."""
     paths = [row["relative_path"] for row in rows]
-    with transaction(con) as cursor:
+    with warehouse.transaction() as cursor:
         cursor.execute(f"DELETE FROM {quoted} WHERE relative_path IN (SELECT unnest(?::VARCHAR[]))", [paths])
         insert_rows(cursor, quoted, rows)
     report.loaded += paths

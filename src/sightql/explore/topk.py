@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 from sightql.sql.identifiers import quote_ident
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
 
 _TOPK_SQL = """SELECT {key} AS key, top, CASE WHEN top IS NULL THEN classify($model, image).error END AS error
 FROM (SELECT {key}, image, classify_topk($model, image, $k) AS top FROM {source} {where})
@@ -24,9 +24,9 @@ def top_k_sql(source: str, key: str, where: str = "") -> str:
 
 
 def classify_stored(
-    session: "Session", table: str, relative_paths: Sequence[str], model: str = "imagenet", k: int = 5
+    warehouse: "Warehouse", table: str, relative_paths: Sequence[str], model: str = "imagenet", k: int = 5
 ) -> dict[str, dict[str, Any]]:
     """``{relative_path: {"top": [{label, score}, ...] or None, "error": str or None}}`` for those rows."""
     query = top_k_sql(quote_ident(table, "table name"), "relative_path", "WHERE list_contains($paths, relative_path)")
-    rows = session.sql(query, {"model": model, "k": k, "paths": list(relative_paths)}).to_pylist()
+    rows = warehouse.sql(query, {"model": model, "k": k, "paths": list(relative_paths)}).to_pylist()
     return {row["key"]: {"top": row["top"], "error": row["error"]} for row in rows}

@@ -17,7 +17,7 @@ from sightql.errors import ConfigError
 from sightql.images.thumbnails import THUMBNAIL_PX, thumbnail_data_uri
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
 
 MAX_ROWS = 200
 
@@ -38,12 +38,12 @@ class ConsoleResult:
 
 
 def run_console_query(
-    session: "Session", query: str, *, max_rows: int = MAX_ROWS, thumbnail_px: int = THUMBNAIL_PX
+    warehouse: "Warehouse", query: str, *, max_rows: int = MAX_ROWS, thumbnail_px: int = THUMBNAIL_PX
 ) -> ConsoleResult:
     """Run ``query`` and return at most ``max_rows`` rows ready to show."""
     if not query.strip():
         raise ConfigError("the query is empty; type some SQL, e.g. SELECT * FROM uploads")
-    result = session.sql(query, limit=max_rows + 1)
+    result = warehouse.sql(query, limit=max_rows + 1)
     if result.num_columns == 0:
         return ConsoleResult(result, statement=True)
     truncated = result.num_rows > max_rows
@@ -52,7 +52,7 @@ def run_console_query(
     columns: list[pa.Array] = []
     image_columns: list[str] = []
     for name, column in zip(names, result.columns):
-        shown, is_image = _displayable(column, session, thumbnail_px)
+        shown, is_image = _displayable(column, warehouse, thumbnail_px)
         columns.append(shown)
         if is_image:
             image_columns.append(name)
@@ -67,14 +67,14 @@ def _is_plain(kind: pa.DataType) -> bool:
     )
 
 
-def _displayable(column: pa.ChunkedArray, session: "Session", thumbnail_px: int) -> tuple[pa.Array, bool]:
+def _displayable(column: pa.ChunkedArray, warehouse: "Warehouse", thumbnail_px: int) -> tuple[pa.Array, bool]:
     """The column as a table widget can show it, and whether it holds images."""
     kind = column.type
     if _is_plain(kind):
         return column.combine_chunks(), False
     values = column.to_pylist()
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
-        thumbnails = [thumbnail_data_uri(v, session.limits, thumbnail_px) for v in values]
+        thumbnails = [thumbnail_data_uri(v, warehouse.limits, thumbnail_px) for v in values]
         if any(thumbnails):
             return pa.array(thumbnails, pa.string()), True
         return pa.array([None if v is None else _byte_count(v) for v in values], pa.string()), False

@@ -1,0 +1,7 @@
+"""The SQL functions SightQL registers on a warehouse's connection (a job over the warehouse context).
+
+``register.py`` registers them; ``image_functions.py`` holds the bodies of ``classify``,
+``classify_topk``, ``embed``, ``embed_text``, ``image_info`` and ``stage_file``;
+``stage_listing.py`` the function under ``directory()``; ``named.py`` the functions made with
+``create_function`` and kept in ``sightql_functions``.
+"""
