@@ -157,3 +157,22 @@ def test_dask_workers_keep_thread_counts_the_file_sets(clean_env, monkeypatch, t
     monkeypatch.setenv("SIGHTQL_CONFIG", str(write_config(tmp_path / "c.toml", "ort_threads = 3\n")))
     env = worker_env(1)
     assert (env["SIGHTQL_ORT_THREADS"], env["SIGHTQL_DECODE_THREADS"]) == ("3", str(os.cpu_count() or 1))
+
+
+def test_the_thread_helpers_read_the_settings_once_until_the_environment_changes(clean_env, monkeypatch, tmp_path):
+    import sightql.config_sources as sources
+    from sightql.config import clear_settings_cache, decode_threads, onnx_threads
+
+    clear_settings_cache()
+    reads = []
+    real_load = sources.load
+    monkeypatch.setattr(sources, "load", lambda *args: reads.append(args) or real_load(*args))
+    monkeypatch.setenv("SIGHTQL_CONFIG", str(write_config(tmp_path / "c.toml", "ort_threads = 3\n")))
+    monkeypatch.setenv("SIGHTQL_DECODE_THREADS", "2")
+    assert (decode_threads(), onnx_threads(), decode_threads(), onnx_threads()) == (2, 3, 2, 3)
+    assert len(reads) == 1  # the file is read once, not per call
+    monkeypatch.setenv("SIGHTQL_DECODE_THREADS", "5")  # a changed environment is seen
+    assert (decode_threads(), onnx_threads()) == (5, 3)
+    assert len(reads) == 2
+    clear_settings_cache()
+    assert decode_threads() == 5 and len(reads) == 3

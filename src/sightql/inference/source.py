@@ -174,6 +174,7 @@ class StageSource:
     name: str
     url: str
     prefix: str
+    endpoint_url: str | None = None  # an s3:// stage's endpoint (Stage.endpoint_url)
     key: str = "relative_path"
     key_type: str = "VARCHAR"
 
@@ -218,7 +219,7 @@ def resolve_stage(session: Any, ref: str) -> StageSource:
 
     name, prefix = split_stage_ref(ref)
     stage = session.stage(name)  # raises naming the known stages
-    return StageSource(name, stage.url, prefix)
+    return StageSource(name, stage.url, prefix, stage.endpoint_url)
 
 
 def prepare_target(con: Any, source: TableSource | StageSource, into: str | None, top_k: int) -> Target:
