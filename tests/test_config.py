@@ -172,3 +172,22 @@ def test_the_dask_runners_cluster_comes_from_the_file_or_the_environment(clean_e
     monkeypatch.setenv("SIGHTQL_DASK_WORKERS", "0")
     with pytest.raises(ConfigError, match="SIGHTQL_DASK_WORKERS must be positive; set it to e.g. 4"):
         Settings.from_env()
+
+
+def test_the_thread_helpers_read_the_settings_once_until_the_environment_changes(clean_env, monkeypatch, tmp_path):
+    import sightql.config_sources as sources
+    from sightql.config import clear_settings_cache, decode_threads, onnx_threads
+
+    clear_settings_cache()
+    reads = []
+    real_load = sources.load
+    monkeypatch.setattr(sources, "load", lambda *args: reads.append(args) or real_load(*args))
+    monkeypatch.setenv("SIGHTQL_CONFIG", str(write_config(tmp_path / "c.toml", "ort_threads = 3\n")))
+    monkeypatch.setenv("SIGHTQL_DECODE_THREADS", "2")
+    assert (decode_threads(), onnx_threads(), decode_threads(), onnx_threads()) == (2, 3, 2, 3)
+    assert len(reads) == 1  # the file is read once, not per call
+    monkeypatch.setenv("SIGHTQL_DECODE_THREADS", "5")  # a changed environment is seen
+    assert (decode_threads(), onnx_threads()) == (5, 3)
+    assert len(reads) == 2
+    clear_settings_cache()
+    assert decode_threads() == 5 and len(reads) == 3

@@ -145,7 +145,7 @@ def test_keras_runs_with_keras_when_the_onnx_export_fails(keras_defects, session
     def broken_export(*args, **kwargs):
         raise RuntimeError("no ONNX for this layer")
 
-    monkeypatch.setattr(keras_export, "export_keras_onnx", broken_export)
+    monkeypatch.setattr(keras_export, "export_keras_model_onnx", broken_export)
     model, paths = keras_defects
     with pytest.warns(UserWarning, match=r"defects@v1 could not be exported to ONNX .*run with Keras on the CPU"):
         version = session.registry.log_model(paths[".h5"], "defects", labels=DEFECTS, input=KERAS_INPUT)
@@ -154,6 +154,44 @@ def test_keras_runs_with_keras_when_the_onnx_export_fails(keras_defects, session
     assert isinstance(predictor, KerasPredictor)
     batch = photo_batch(photos_dir, version.card.input)
     assert float(np.abs(predictor.predict(batch) - keras_outputs(model, batch)).max()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_logging_a_keras_file_builds_the_model_once(keras_defects, session, monkeypatch):
+    """The safety check, the card's defaults, the probe and the ONNX export share one built model."""
+    from sightql.models.keras.backend import import_keras
+
+    keras = import_keras()
+    builds = []
+    real_load = keras.models.load_model
+
+    def counting_load(*args, **kwargs):
+        builds.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(keras.models, "load_model", counting_load)
+    _, paths = keras_defects
+    version = session.registry.log_model(paths[".keras"], "defects", labels=DEFECTS, input=KERAS_INPUT)
+    assert version.record.derived_onnx_path is not None
+    assert len(builds) == 1
+
+
+def test_logging_a_torch_state_dict_reads_it_once(session, tmp_path, monkeypatch):
+    import torch
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(resnet18(classes=2).state_dict(), path)
+    reads = []
+    real_load = torch.load
+
+    def counting_load(*args, **kwargs):
+        reads.append(args[0])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    version = session.registry.log_model(path, "net", architecture="resnet18", labels=["a", "b"], input=SIZE64)
+    assert version.framework == "torch" and version.record.derived_onnx_path is not None
+    assert len(reads) == 1
 
 
 @pytest.mark.slow
@@ -413,7 +451,7 @@ def test_builtin_names_and_bad_names_are_refused(session, tmp_path):
 
 def test_framework_detection_and_the_keras_dispatch(session, tmp_path):
     from sightql.registry.loading import LOADERS, load_keras, load_sentence_transformers
-    from sightql.registry.log import detect_framework
+    from sightql.registry.intake import detect_framework
 
     assert detect_framework(Path("defects.h5"), trust=False) == "keras"
     assert detect_framework(Path("m.keras"), trust=False) == "keras"

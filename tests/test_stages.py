@@ -89,7 +89,7 @@ def moto_s3(monkeypatch):
     server.stop()
 
 
-def test_s3_stage_against_a_loopback_moto_server(session, photos_dir, moto_s3, warehouse):
+def test_s3_stage_against_a_loopback_moto_server(moto_s3, session, photos_dir, warehouse):  # endpoint set before connect
     stage = session.create_stage("cloud", "s3://images/raw")
     assert sorted(stage.put(photos_dir, prefix="in")) == sorted(f"in/{p.name}" for p in photos_dir.iterdir())
     assert stage.read_bytes("in/coffee.jpg") == (photos_dir / "coffee.jpg").read_bytes()
@@ -108,6 +108,20 @@ def test_s3_stage_against_a_loopback_moto_server(session, photos_dir, moto_s3, w
     session.close()
     with sightql.connect(warehouse) as reopened:  # the stage survives a reopen
         assert len(reopened.stage("cloud").list("in")) == 8
+
+
+def test_s3_stages_get_their_endpoint_from_the_warehouse_settings(warehouse, monkeypatch):
+    pytest.importorskip("s3fs")
+    from sightql.config import Settings
+    from sightql.stages.stage import Stage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    with sightql.connect(warehouse, settings=Settings(s3_endpoint_url="http://127.0.0.1:1")) as s:
+        stage = s.create_stage("cloud", "s3://images/raw")  # opening an s3 stage contacts nothing yet
+        assert stage.endpoint_url == "http://127.0.0.1:1" and stage.fs.client_kwargs == {"endpoint_url": "http://127.0.0.1:1"}
+    with sightql.connect(warehouse, settings=Settings()) as s:
+        assert s.stage("cloud").endpoint_url == "http://127.0.0.1:2"  # no setting: AWS_ENDPOINT_URL
+    assert Stage("direct", "s3://images/raw").fs.client_kwargs == {}  # built directly: the endpoint given, here none
 
 
 def test_stage_name_and_url_are_checked(session):

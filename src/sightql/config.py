@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from pathlib import Path
 
 from sightql.errors import ConfigError
@@ -122,17 +123,36 @@ def config_file() -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
+def cached_settings() -> Settings:
+    """:meth:`Settings.from_env`, read once per process: again only when a ``SIGHTQL_*`` variable,
+    ``HOME`` or the config file (its path, size or time) changes, so a test's ``monkeypatch.setenv``
+    and a Dask worker's own variables are seen. :func:`clear_settings_cache` forgets what was read."""
+    path = config_file()
+    stat = path.stat() if path is not None else None
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("SIGHTQL_") or k == "HOME"))
+    stamp = (str(path), stat.st_mtime_ns, stat.st_size) if stat is not None else None
+    return _settings_for(env, stamp)
+
+
+@lru_cache(maxsize=8)
+def _settings_for(env: tuple[tuple[str, str], ...], config_stamp: tuple[str, int, int] | None) -> Settings:
+    return Settings.from_env()
+
+
+clear_settings_cache = _settings_for.cache_clear
+
+
 def decode_threads() -> int:
     """Threads decoding images beside the model (decode_threads, SIGHTQL_DECODE_THREADS)."""
-    return Settings.from_env().decode_threads
+    return cached_settings().decode_threads
 
 
 def onnx_threads() -> int:
     """Intra-op threads per ONNX Runtime session (ort_threads, SIGHTQL_ORT_THREADS). Read when a model
     loads, so a Dask worker process started with its share of the cores gets that share."""
-    return Settings.from_env().ort_threads
+    return cached_settings().ort_threads
 
 
 def default_home() -> Path:
     """The warehouse used when ``connect()`` gets no path (home, SIGHTQL_HOME)."""
-    return Settings.from_env().home
+    return cached_settings().home

@@ -195,12 +195,14 @@ def stage_path_chunks(plan: PredictPlan) -> Iterator[list[str]]:
         yield paths[start : start + plan.chunk_rows]
 
 
-def read_stage_chunk(stage_name: str, url: str, paths: list[str], known: dict[str, str]) -> tuple[Chunk, int]:
+def read_stage_chunk(
+    stage_name: str, url: str, paths: list[str], known: dict[str, str], endpoint_url: str | None = None,
+) -> tuple[Chunk, int]:
     """Read staged files (in parallel), drop those whose bytes match their current prediction.
 
     Returns the chunk to predict and how many files were skipped as unchanged.
     """
-    stage = Stage(stage_name, url)
+    stage = Stage(stage_name, url, endpoint_url)
 
     def read(path: str) -> tuple[bytes | None, str | None]:
         try:
@@ -227,7 +229,9 @@ def read_stage_chunk(stage_name: str, url: str, paths: list[str], known: dict[st
 def stage_chunks(plan: PredictPlan) -> Iterator[Chunk]:
     assert isinstance(plan.source, StageSource)
     for paths in stage_path_chunks(plan):
-        chunk, skipped = read_stage_chunk(plan.source.name, plan.source.url, paths, plan.stage_known)
+        chunk, skipped = read_stage_chunk(
+            plan.source.name, plan.source.url, paths, plan.stage_known, plan.source.endpoint_url
+        )
         if skipped:
             plan.on_skipped(skipped)
         if len(chunk):

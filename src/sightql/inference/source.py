@@ -166,6 +166,7 @@ class StageSource:
     name: str
     url: str
     prefix: str
+    endpoint_url: str | None = None  # an s3:// stage's endpoint (Stage.endpoint_url)
     key: str = "relative_path"
     key_type: str = "VARCHAR"
 
@@ -208,7 +209,7 @@ def resolve_table(cursor: Any, table: str, image: str) -> TableSource:
 def resolve_stage(stages: StageCatalog, ref: str) -> StageSource:
     name, prefix = split_stage_ref(ref)
     stage = stages.get(name)  # raises naming the known stages
-    return StageSource(name, stage.url, prefix)
+    return StageSource(name, stage.url, prefix, stage.endpoint_url)
 
 
 def prepare_target(cursor: Any, source: TableSource | StageSource, into: str | None, top_k: int) -> Target:

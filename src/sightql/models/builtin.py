@@ -11,6 +11,7 @@ from filelock import FileLock
 
 from sightql.models.card import ModelCard
 from sightql.models.torch import efficientnet_lite
+from sightql.models.torch.export import export_onnx
 from sightql.partial_files import remove_dead_partials
 
 BUILTIN_NAMES = ("imagenet", "minilm")
@@ -49,8 +50,6 @@ def cached_imagenet_onnx(models_dir: Path) -> tuple[Path, ModelCard]:
         for leftover in folder.glob("tmp*.onnx"):  # older versions' temp names; only the lock holder writes here
             leftover.unlink(missing_ok=True)
         if not (onnx_path.exists() and card_path.exists()):
-            from sightql.models.torch.export import export_onnx
-
             card = imagenet_card()
             diff = export_onnx(imagenet_torch_module(), card, onnx_path)
             meta = {"max_abs_diff_vs_torch": diff}

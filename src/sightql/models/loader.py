@@ -14,7 +14,12 @@ from typing import Any, Callable
 
 from sightql.errors import MissingDependencyError, ModelNotFoundError
 from sightql.models.base import LoadedModel
+from sightql.models import builtin
 from sightql.models.builtin import BUILTIN_NAMES
+from sightql.models.onnx.runtime import OnnxPredictor
+from sightql.models.text_embedder import load_minilm, minilm_sha256
+from sightql.models.torch import efficientnet_lite
+from sightql.models.torch.runtime import TorchPredictor
 from sightql.models.device import resolve_device
 
 _lock = threading.Lock()
@@ -65,11 +70,7 @@ def is_builtin(ref: str) -> bool:
 
 def builtin_version(name: str) -> str:
     """'imagenet@builtin-<sha256 of its weights>': which exact weights answered."""
-    if name == "minilm":
-        from sightql.models.text_embedder import minilm_sha256 as weights_sha256
-    else:
-        from sightql.models.torch.efficientnet_lite import weights_sha256
-
+    weights_sha256 = minilm_sha256 if name == "minilm" else efficientnet_lite.weights_sha256
     return f"{name}@builtin-{weights_sha256()[:12]}"
 
 
@@ -94,20 +95,12 @@ def describe_builtins() -> list[dict[str, Any]]:
 
 
 def load_builtin(name: str, models_dir: Path, device: str) -> LoadedModel:
-    from sightql.models import builtin
-
     if name == "minilm":
-        from sightql.models.text_embedder import load_minilm
-
         return load_minilm(device)
     if name != "imagenet":
         raise ModelNotFoundError(f"no built-in model {name!r}; built-in models are: {', '.join(BUILTIN_NAMES)}")
     if device.startswith("cuda"):
-        from sightql.models.torch.runtime import TorchPredictor
-
         return TorchPredictor(builtin.imagenet_torch_module(), builtin.imagenet_card(), device)
-    from sightql.models.onnx.runtime import OnnxPredictor
-
     path, card = builtin.cached_imagenet_onnx(models_dir)
     return OnnxPredictor(path, card)
 

@@ -7,13 +7,10 @@ import dataclasses
 import json
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from sightql.errors import ConfigError
 from sightql.images.spec import InputSpec
-
-if TYPE_CHECKING:
-    from sightql.models.keras.introspect import KerasInfo
 
 InputArg = InputSpec | Mapping[str, Any] | None
 LabelsArg = Sequence[str] | str | Path | None
@@ -118,24 +115,9 @@ def parse_rescale(value: float | str) -> float:
         raise ConfigError(f"rescale {value!r} is not a number; use e.g. '1/255' or 1.0") from None
 
 
-def keras_input(info: "KerasInfo") -> dict[str, Any]:
-    """A Keras image model's defaults: its own size, channels and layout; squash to size, pixels * 1/255.
-
-    That is what ``ImageDataGenerator(rescale=1/255)`` / ``Rescaling(1/255)`` training feeds a model:
-    no mean or std. The caller's ``input`` overrides any of it; the adapter then refuses a card
-    whose size, channels or layout disagree with the model.
-    """
-    fields: dict[str, Any] = {"layout": info.layout, "resize": "squash", "scale": 1.0 / 255.0}
-    for key in ("height", "width", "channels"):
-        if getattr(info, key) is not None:
-            fields[key] = getattr(info, key)
-    channels = info.channels or 3
-    fields.update(mean=(0.0,) * channels, std=(1.0,) * channels)
-    return fields
-
-
 def build_input_spec(user: InputArg, from_file: Mapping[str, Any] | None = None) -> InputSpec:
-    """Defaults (ImageNet mean/std at 224), then what the file says, then what the caller says."""
+    """Defaults (ImageNet mean/std at 224), then what the file says (``from_file``: the framework module's
+    defaults, e.g. :meth:`sightql.models.keras.introspect.KerasInfo.card_input`), then what the caller says."""
     if isinstance(user, InputSpec):
         return user
     fields: dict[str, Any] = dict(from_file or {})

@@ -13,6 +13,12 @@ from typing import Callable
 
 from sightql.errors import ConfigError
 from sightql.models.base import LoadedModel, Predictor, TextModel
+from sightql.models.keras.runtime import load_keras_predictor
+from sightql.models.loader import cached_predictor, version_key
+from sightql.models.onnx.runtime import OnnxPredictor
+from sightql.models.text_embedder import load_text_embedder
+from sightql.models.torch.files import load_module
+from sightql.models.torch.runtime import TorchPredictor
 from sightql.registry.artifacts import verify
 from sightql.registry.records import VersionRecord
 
@@ -20,8 +26,6 @@ Loader = Callable[[VersionRecord, Path, str, bool], LoadedModel]
 
 
 def load_onnx(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
-    from sightql.models.onnx.runtime import OnnxPredictor
-
     if device.startswith("cuda"):
         warnings.warn(f"{record.ref} is an ONNX model; it runs on the CPU with ONNX Runtime, not on {device}", stacklevel=2)
     path = verify(record.artifact(home), record.sha256, record.ref)
@@ -33,8 +37,6 @@ def _derived_onnx(record: VersionRecord, home: Path, device: str) -> Predictor |
     derived = record.derived_onnx(home)
     if device != "cpu" or derived is None or not record.derived_onnx_sha256:
         return None
-    from sightql.models.onnx.runtime import OnnxPredictor
-
     return OnnxPredictor(verify(derived, record.derived_onnx_sha256, record.ref), record.card)
 
 
@@ -43,9 +45,6 @@ def load_torch(record: VersionRecord, home: Path, device: str, trust: bool) -> P
     derived = _derived_onnx(record, home, device)
     if derived is not None:
         return derived
-    from sightql.models.torch.runtime import TorchPredictor
-    from sightql.models.torch.files import load_module
-
     options = record.options
     path = verify(record.artifact(home), record.sha256, record.ref)
     module = load_module(path, options["format"], options.get("architecture"), trusted=trust, device=device)
@@ -57,16 +56,12 @@ def load_keras(record: VersionRecord, home: Path, device: str, trust: bool) -> P
     derived = _derived_onnx(record, home, device)
     if derived is not None:
         return derived
-    from sightql.models.keras.runtime import load_keras_predictor
-
     path = verify(record.artifact(home), record.sha256, record.ref)
     return load_keras_predictor(path, record.card, trust=trust, device=device)
 
 
 def load_sentence_transformers(record: VersionRecord, home: Path, device: str, trust: bool) -> TextModel:
     """A sentence-transformers folder: text in, unit vectors out (``embed_text`` in SQL)."""
-    from sightql.models.text_embedder import load_text_embedder
-
     folder = verify(record.artifact(home), record.sha256, record.ref)
     return load_text_embedder(folder, record.name, device=device, trust=trust)
 
@@ -83,8 +78,6 @@ FRAMEWORKS = tuple(LOADERS)
 def cached_version(record: VersionRecord, home: Path, device: str) -> LoadedModel:
     """``record`` loaded through the process's one model cache (models.loader), keyed by its exact
     version, hashes and the resolved ``device``: loaded and its sha256 checked once per process."""
-    from sightql.models.loader import cached_predictor, version_key
-
     key = version_key(str(home), record.ref, record.sha256, record.derived_onnx_sha256, device)
     return cached_predictor(key, lambda: load_version(record, home, device))
 

@@ -17,6 +17,7 @@ from sightql.errors import ConfigError, ModelNotFoundError, RegistryError
 from sightql.models.card import ModelCard
 from sightql.registry.artifacts import REGISTRY_DIR
 from sightql.registry.inputs import InputArg, LabelsArg
+from sightql.registry.log import log_model
 from sightql.registry.records import VersionRecord
 from sightql.registry.refs import ModelRef, check_alias, parse_ref
 from sightql.registry.resolve import known_model, resolve
@@ -67,8 +68,6 @@ class Registry:
         ``output``: 'logits', 'probabilities' or 'embedding'; guessed when None.
         Pickles are refused unless ``trust=True``. Returns the new :class:`ModelVersion`.
         """
-        from sightql.registry.log import log_model
-
         record = log_model(
             self, model_or_path, name, version=version, framework=framework, task=task, labels=labels,
             input=input, metrics=metrics, description=description, trust=trust, architecture=architecture,

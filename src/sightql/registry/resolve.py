@@ -7,6 +7,7 @@ versions and aliases.
 from __future__ import annotations
 
 from sightql.errors import ModelNotFoundError
+from sightql.models.builtin import BUILTIN_NAMES
 from sightql.registry.records import VersionRecord
 from sightql.registry.refs import LATEST, ModelRef, check_model_name, parse_ref
 from sightql.registry.store import RegistryStore
@@ -17,8 +18,6 @@ def known_model(store: RegistryStore, name: str) -> tuple[str, str]:
     check_model_name(name)
     row = store.model_row(name)
     if row is None:
-        from sightql.models.builtin import BUILTIN_NAMES
-
         known = store.model_names()
         raise ModelNotFoundError(
             f"no model named {name!r} in the registry; "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sightql.errors import ConfigError, StageError
 from sightql.stages.paths import check_stage_name
-from sightql.stages.stage import Stage
+from sightql.stages.stage import Stage, s3_endpoint
 
 if TYPE_CHECKING:
     from sightql.sql.warehouse import Warehouse
@@ -45,12 +45,16 @@ class StageCatalog:
                 return self.get(name)
             raise StageError(f"stage {name!r} already exists ({existing}); pick another name or remove it first")
         stored = url or _IN_WAREHOUSE + name
-        stage = Stage(name, self._resolve(stored))
+        stage = self._opened(name, stored)
         with self._warehouse.cursor() as cursor:
             cursor.execute("INSERT INTO sightql_stages (name, url) VALUES (?, ?)", [name, stored])
         self._stored[name] = stored
         self._open[name] = stage
         return stage
+
+    def _opened(self, name: str, stored: str) -> Stage:
+        """A Stage over the stored address; an s3:// one at the endpoint the warehouse's settings name."""
+        return Stage(name, self._resolve(stored), s3_endpoint(self._warehouse.settings))
 
     def _resolve(self, stored: str) -> str:
         """The URL a stored address means: a stage inside this warehouse becomes its folder's file:// URI."""
@@ -67,7 +71,7 @@ class StageCatalog:
             if stored is None:
                 known = ", ".join(self.names()) or "none yet"
                 raise StageError(f"no stage named {name!r} (stages: {known}); create it with `sightql stage create {name}`")
-            stage = self._open.setdefault(name, Stage(name, self._resolve(stored)))
+            stage = self._open.setdefault(name, self._opened(name, stored))
         return stage
 
     def names(self) -> list[str]:

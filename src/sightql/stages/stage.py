@@ -27,15 +27,14 @@ class StageFile:
     file_url: str
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
-    """(fsspec filesystem, root path without protocol) for a stage URL."""
+def _filesystem(url: str, endpoint_url: str | None) -> tuple[Any, str]:
+    """(fsspec filesystem, root path without protocol) for a stage URL (s3://: at ``endpoint_url``, else AWS's)."""
     if url.startswith("s3://"):
         try:
             import s3fs
         except ImportError:
             raise MissingDependencyError("s3fs", "s3") from None
-        endpoint = Settings.from_env().s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-        client_kwargs = {"endpoint_url": endpoint} if endpoint else {}
+        client_kwargs = {"endpoint_url": endpoint_url} if endpoint_url else {}
         fs = s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True)
         return fs, url[len("s3://") :].rstrip("/")
     from fsspec.implementations.local import LocalFileSystem
@@ -43,6 +42,11 @@ def _filesystem(url: str) -> tuple[Any, str]:
     root = Path(url.removeprefix("file://")).resolve()
     root.mkdir(parents=True, exist_ok=True)
     return LocalFileSystem(), root.as_posix()
+
+
+def s3_endpoint(settings: Settings) -> str | None:
+    """The S3-compatible endpoint of s3:// stages: the ``s3_endpoint_url`` setting, else ``AWS_ENDPOINT_URL``."""
+    return settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:
@@ -64,12 +68,16 @@ def _etag(info: dict[str, Any]) -> str:
 
 class Stage:
     """Files under ``url``. Every path is checked with :func:`safe_relative_path`; a local stage's
-    paths also by their real location (see :mod:`sightql.stages.sandbox`), so no link leads out."""
+    paths also by their real location (see :mod:`sightql.stages.sandbox`), so no link leads out.
 
-    def __init__(self, name: str, url: str):
+    ``endpoint_url``: the S3-compatible endpoint of an s3:// stage (None: AWS's); the
+    :class:`~sightql.stages.catalog.StageCatalog` passes :func:`s3_endpoint` of the warehouse's settings."""
+
+    def __init__(self, name: str, url: str, endpoint_url: str | None = None):
         self.name = name
         self.url = url
-        self.fs, self.root = _filesystem(url)
+        self.endpoint_url = endpoint_url
+        self.fs, self.root = _filesystem(url, endpoint_url)
         self.protocol = "s3" if url.startswith("s3://") else "file"
         self._local = LocalRoot(self.root, f"@{name}") if self.protocol == "file" else None
 

@@ -41,6 +41,7 @@ class StageRangeTask:
     url: str
     paths: tuple[str, ...]
     known: dict[str, str]
+    endpoint_url: str | None = None
 
 
 def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | StageRangeTask) -> tuple[pa.Table, int]:
@@ -55,7 +56,7 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | S
         chunk = Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
         skipped = 0
     else:
-        chunk, skipped = read_stage_chunk(task.stage_name, task.url, list(task.paths), task.known)
+        chunk, skipped = read_stage_chunk(task.stage_name, task.url, list(task.paths), task.known, task.endpoint_url)
     if len(chunk) == 0:
         return pa.Table.from_batches([], result_schema(chunk.keys.type)), skipped
     return predict_chunk(predictor, chunk, options), skipped
@@ -157,4 +158,4 @@ def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[TableRangeTask | StageR
         assert isinstance(plan.source, StageSource)
         for paths in stage_path_chunks(plan):
             known = {p: plan.stage_known[p] for p in paths if p in plan.stage_known}
-            yield StageRangeTask(plan.source.name, plan.source.url, tuple(paths), known)
+            yield StageRangeTask(plan.source.name, plan.source.url, tuple(paths), known, plan.source.endpoint_url)

@@ -5,7 +5,7 @@ legacy patches), ``load`` builds it, ``introspect`` reads its shapes, ``runtime`
 predictions and ``export`` writes ONNX. Keras itself is imported only when a model is built.
 """
 
-from sightql.models.keras.export import export_keras_onnx
+from sightql.models.keras.export import export_keras_model_onnx, export_keras_onnx
 from sightql.models.keras.files import check_safe, code_layers, keras_config, keras_format, needs_input_layer, with_input_layer
 from sightql.models.keras.introspect import KerasInfo, describe_model, inspect_keras
 from sightql.models.keras.runtime import KerasPredictor, load_keras_predictor
@@ -16,6 +16,7 @@ __all__ = [
     "check_safe",
     "code_layers",
     "describe_model",
+    "export_keras_model_onnx",
     "export_keras_onnx",
     "inspect_keras",
     "keras_config",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,13 +14,17 @@ from sightql.models.keras.runtime import run_model
 
 
 def export_keras_onnx(path: Path, card: ModelCard, destination: Path, *, trust: bool = False) -> float:
-    """Export a Keras model to ONNX and return the largest difference from Keras on a random batch.
+    """Export a Keras model file to ONNX and return the largest difference from Keras on a random batch.
 
     The ONNX file then runs on ONNX Runtime like every other image model, without Keras.
     """
+    return export_keras_model_onnx(load_model(Path(path), trust, "cpu"), card, destination)
+
+
+def export_keras_model_onnx(model: Any, card: ModelCard, destination: Path) -> float:
+    """:func:`export_keras_onnx` for a Keras model already built (on the CPU)."""
     import onnxruntime as ort
 
-    model = load_model(Path(path), trust, "cpu")
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     sample = np.random.default_rng(0).random(card.input.shape(4), dtype=np.float32)

@@ -30,6 +30,22 @@ class KerasInfo:
         """A softmax last layer already gives probabilities; otherwise SightQL applies softmax."""
         return "probabilities" if self.softmax else "logits"
 
+    def card_input(self) -> dict[str, Any]:
+        """The card's input defaults for this model: its own size, channels and layout; squash to
+        size, pixels * 1/255.
+
+        That is what ``ImageDataGenerator(rescale=1/255)`` / ``Rescaling(1/255)`` training feeds a model:
+        no mean or std. A caller's ``input`` overrides any of it; the adapter then refuses a card
+        whose size, channels or layout disagree with the model.
+        """
+        fields: dict[str, Any] = {"layout": self.layout, "resize": "squash", "scale": 1.0 / 255.0}
+        for key in ("height", "width", "channels"):
+            if getattr(self, key) is not None:
+                fields[key] = getattr(self, key)
+        channels = self.channels or 3
+        fields.update(mean=(0.0,) * channels, std=(1.0,) * channels)
+        return fields
+
     def input_spec(self, **overrides: Any) -> InputSpec:
         """An InputSpec with the model's size, channels and layout; mean/std/scale etc. from ``overrides``."""
         if self.height is None or self.width is None or self.channels is None:

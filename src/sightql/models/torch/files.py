@@ -69,24 +69,25 @@ def read_state_dict(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def detect_format(path: Path, trust: bool) -> TorchFormat:
+def detect_format(path: Path, trust: bool) -> tuple[TorchFormat, dict[str, Any] | None]:
+    """The file's format and, for a state dict, its tensors (read here once; pass them to :func:`load_module`)."""
     if path.suffix in PICKLE_SUFFIXES:
         if not trust:
             raise UnsafeModelError(unsafe_message(path))
-        return "pickled_module"
+        return "pickled_module", None
     if path.suffix != ".safetensors" and is_torchscript(path):
-        return "torchscript"
+        return "torchscript", None
     try:
         state = read_state_dict(path)
     except UnsafeModelError:
         if not trust:
             raise
-        return "pickled_module"
+        return "pickled_module", None
     if state is None:
         raise ConfigError(
             f"{path.name} holds neither a state dict nor TorchScript; save model.state_dict() or torch.jit.script(model)"
         )
-    return "state_dict"
+    return "state_dict", state
 
 
 def torchvision_architectures() -> list[str]:
@@ -181,8 +182,11 @@ def build_architecture(architecture: str, state: dict[str, Any]) -> Any:
     return module.eval()
 
 
-def load_module(path: Path, fmt: TorchFormat, architecture: str | None, trusted: bool, device: str = "cpu") -> Any:
-    """The eval-mode torch module stored at ``path``."""
+def load_module(
+    path: Path, fmt: TorchFormat, architecture: str | None, trusted: bool, device: str = "cpu",
+    state: dict[str, Any] | None = None,
+) -> Any:
+    """The eval-mode torch module stored at ``path`` (a state dict's tensors: ``state`` when already read)."""
     import torch
 
     if fmt == "torchscript":
@@ -193,7 +197,7 @@ def load_module(path: Path, fmt: TorchFormat, architecture: str | None, trusted:
             raise ConfigError(
                 f"{path.name} is a state dict, which needs its architecture; pass architecture='resnet18' (CLI: --arch) or similar"
             )
-        state = read_state_dict(path)
+        state = state if state is not None else read_state_dict(path)
         if state is None:
             raise ConfigError(f"{path.name} is not a state dict; save model.state_dict() instead")
         return build_architecture(architecture, state)
