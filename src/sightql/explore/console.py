@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from sightql.errors import ConfigError
 from sightql.images.thumbnails import THUMBNAIL_PX, thumbnail_data_uri
+from sightql.sql.warehouse import Warehouse
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 MAX_ROWS = 200
 
@@ -38,7 +37,7 @@ class ConsoleResult:
 
 
 def run_console_query(
-    warehouse: "Warehouse", query: str, *, max_rows: int = MAX_ROWS, thumbnail_px: int = THUMBNAIL_PX
+    warehouse: Warehouse, query: str, *, max_rows: int = MAX_ROWS, thumbnail_px: int = THUMBNAIL_PX
 ) -> ConsoleResult:
     """Run ``query`` and return at most ``max_rows`` rows ready to show."""
     if not query.strip():
@@ -67,7 +66,7 @@ def _is_plain(kind: pa.DataType) -> bool:
     )
 
 
-def _displayable(column: pa.ChunkedArray, warehouse: "Warehouse", thumbnail_px: int) -> tuple[pa.Array, bool]:
+def _displayable(column: pa.ChunkedArray, warehouse: Warehouse, thumbnail_px: int) -> tuple[pa.Array, bool]:
     """The column as a table widget can show it, and whether it holds images."""
     kind = column.type
     if _is_plain(kind):

@@ -15,16 +15,15 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sightql.errors import ConfigError, StageError
 from sightql.images.thumbnails import thumbnail
+from sightql.registry import Registry
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
 from sightql.stages.paths import split_stage_ref
 
-if TYPE_CHECKING:
-    from sightql.registry import Registry
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
 
 MAX_SAMPLE = 64  # images per sample: a grid a person can look at, and a bounded query
 THUMBNAIL_PX = 256
@@ -92,7 +91,7 @@ def choose(paths: list[str], n: int, seed: int) -> list[str]:
     return sorted(random.Random(seed).sample(ordered, min(n, len(ordered))))
 
 
-def _classifier_labels(registry: "Registry", model: str) -> tuple[str, tuple[str, ...]]:
+def _classifier_labels(registry: Registry, model: str) -> tuple[str, tuple[str, ...]]:
     predictor = registry.predictor(model)
     card = predictor.card
     if card.modality != "image" or card.task != "classification":
@@ -101,7 +100,7 @@ def _classifier_labels(registry: "Registry", model: str) -> tuple[str, tuple[str
 
 
 def sample_stage(
-    warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", ref: str, n: int = 12, seed: int = 0,
+    warehouse: Warehouse, registry: Registry, stages: StageCatalog, ref: str, n: int = 12, seed: int = 0,
     model: str = "imagenet",
 ) -> StageSample:
     """Classify ``n`` files sampled from ``'@stage/prefix'`` with ``model`` and score them against their folders."""
@@ -119,7 +118,7 @@ def sample_stage(
     return StageSample(f"@{name}/{prefix}", model, model_version, seed, len(files), rows, summarize(rows, labels))
 
 
-def _row(found: dict[str, Any], by_folded: dict[str, str], warehouse: "Warehouse") -> SampledImage:
+def _row(found: dict[str, Any], by_folded: dict[str, str], warehouse: Warehouse) -> SampledImage:
     c = found["c"] or {}
     label, error = c.get("label"), c.get("error")
     if error is None and label is None:

@@ -6,12 +6,11 @@ The model runs once per image: ``classify`` (for the error message) runs only on
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from sightql.sql.identifiers import quote_ident
+from sightql.sql.warehouse import Warehouse
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 _TOPK_SQL = """SELECT {key} AS key, top, CASE WHEN top IS NULL THEN classify($model, image).error END AS error
 FROM (SELECT {key}, image, classify_topk($model, image, $k) AS top FROM {source} {where})
@@ -24,7 +23,7 @@ def top_k_sql(source: str, key: str, where: str = "") -> str:
 
 
 def classify_stored(
-    warehouse: "Warehouse", table: str, relative_paths: Sequence[str], model: str = "imagenet", k: int = 5
+    warehouse: Warehouse, table: str, relative_paths: Sequence[str], model: str = "imagenet", k: int = 5
 ) -> dict[str, dict[str, Any]]:
     """``{relative_path: {"top": [{label, score}, ...] or None, "error": str or None}}`` for those rows."""
     query = top_k_sql(quote_ident(table, "table name"), "relative_path", "WHERE list_contains($paths, relative_path)")

@@ -11,22 +11,21 @@ to ``embed_text``) fails the query with one sentence naming the right function.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 from duckdb import sqltypes as T
 
+from sightql.engine import RowResult, best_label, predict_rows, top_labels, worker_pool
 from sightql.errors import ImageError, SightQLError
 from sightql.images.decode import probe_image
-from sightql.engine import RowResult, best_label, predict_rows, top_labels, worker_pool
 from sightql.models.base import Predictor, TextModel
+from sightql.registry import Registry
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
 
-if TYPE_CHECKING:
-    from sightql.registry import Registry
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
 
 # The task stored in sightql_functions for a function over a text model: ``fn(text) -> FLOAT[]``.
 TEXT_EMBEDDING = "text-embedding"
@@ -74,7 +73,7 @@ class RowsOf(Sequence):
 class ImageFunctions:
     """The UDF bodies, bound to one warehouse (its settings and limits), its registry and its stages."""
 
-    def __init__(self, warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog"):
+    def __init__(self, warehouse: Warehouse, registry: Registry, stages: StageCatalog):
         self.warehouse = warehouse
         self.registry = registry
         self.stages = stages

@@ -6,18 +6,17 @@ registered again on every connect, so they survive reopening the warehouse.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from duckdb import sqltypes as T
 
 from sightql.errors import RegistryError
 from sightql.functions.image_functions import TEXT_EMBEDDING, ImageFunctions, sql_types
 from sightql.models.loader import is_builtin
+from sightql.registry import Registry
 from sightql.sql.identifiers import quote_ident
+from sightql.sql.warehouse import Warehouse
 
-if TYPE_CHECKING:
-    from sightql.registry import Registry
-    from sightql.sql.warehouse import Warehouse
 
 SIGHTQL_FUNCTIONS = ("classify", "classify_topk", "embed", "embed_text", "image_info", "stage_file", "directory")
 
@@ -32,16 +31,16 @@ def register_model_function(con: Any, funcs: ImageFunctions, sql_name: str, ref:
     )
 
 
-def list_model_functions(registry: "Registry") -> list[dict[str, str]]:
+def list_model_functions(registry: Registry) -> list[dict[str, str]]:
     return [{"name": name, "model_ref": ref, "task": task} for name, ref, task in registry.store.functions()]
 
 
-def register_saved_functions(con: Any, registry: "Registry", funcs: ImageFunctions) -> None:
+def register_saved_functions(con: Any, registry: Registry, funcs: ImageFunctions) -> None:
     for name, ref, task in registry.store.functions():
         register_model_function(con, funcs, name, ref, task)
 
 
-def _check_name(registry: "Registry", sql_name: str, replace: bool) -> str:
+def _check_name(registry: Registry, sql_name: str, replace: bool) -> str:
     quote_ident(sql_name, "function name")
     if "." in sql_name:
         raise RegistryError(f"function name {sql_name!r} may not contain a schema; use a plain name")
@@ -59,7 +58,7 @@ def _check_name(registry: "Registry", sql_name: str, replace: bool) -> str:
 
 
 def create_model_function(
-    warehouse: "Warehouse", registry: "Registry", funcs: ImageFunctions, sql_name: str, ref: str, *,
+    warehouse: Warehouse, registry: Registry, funcs: ImageFunctions, sql_name: str, ref: str, *,
     replace: bool = False,
 ) -> None:
     _check_name(registry, sql_name, replace)
@@ -78,7 +77,7 @@ def create_model_function(
     register_model_function(con, funcs, sql_name, ref, task)
 
 
-def drop_model_function(warehouse: "Warehouse", registry: "Registry", sql_name: str) -> None:
+def drop_model_function(warehouse: Warehouse, registry: Registry, sql_name: str) -> None:
     saved = {name.lower(): name for name, _, _ in registry.store.functions()}
     if sql_name.lower() not in saved:
         raise RegistryError(f"no function {sql_name!r} made with create_function; saved: {', '.join(saved.values()) or 'none'}")

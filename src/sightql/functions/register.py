@@ -3,21 +3,17 @@ and the named ones saved with ``create_function``."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from duckdb import sqltypes as T
 
 from sightql.functions.image_functions import ImageFunctions, sql_types
 from sightql.functions.named import register_saved_functions
 from sightql.functions.stage_listing import register_stage_listing
-
-if TYPE_CHECKING:
-    from sightql.registry import Registry
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
+from sightql.registry import Registry
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
 
 
-def register_functions(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog") -> ImageFunctions:
+def register_functions(warehouse: Warehouse, registry: Registry, stages: StageCatalog) -> ImageFunctions:
     """Register the SQL functions (and the named ones saved in the catalog) on the warehouse's connection."""
     con = warehouse.connection()
     funcs = ImageFunctions(warehouse, registry, stages)

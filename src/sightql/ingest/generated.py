@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sightql.errors import GenerationError, ImageError
 from sightql.ingest.loading import IMAGE_COLUMN_DEFS, checked_row
 from sightql.ingest.uploads import StoredImage
+from sightql.sql.warehouse import Warehouse
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 GENERATED_TABLE = "generated_images"
 GENERATED_DDL = f"""CREATE TABLE IF NOT EXISTS {GENERATED_TABLE} (
@@ -37,7 +36,7 @@ class Generated(Protocol):
     revised_prompt: str | None
 
 
-def store_generated(warehouse: "Warehouse", generated: Generated) -> StoredImage:
+def store_generated(warehouse: Warehouse, generated: Generated) -> StoredImage:
     """Check the provider's bytes like any image and keep them, keyed by content: ``generated/<sha256[:16]>.png``.
 
     The same bytes stored twice keep their first row (``new`` is False).

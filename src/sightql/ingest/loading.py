@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import duckdb
 import pyarrow as pa
@@ -23,13 +23,12 @@ from sightql.images.decode import ImageLimits, probe_image
 from sightql.sql.duckdb_errors import clean_duckdb_error
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import table_columns
+from sightql.sql.warehouse import Warehouse
 from sightql.sql.write_budget import WriteBudget
+from sightql.stages.catalog import StageCatalog
 from sightql.stages.local_files import local_sources
 from sightql.stages.paths import split_stage_ref
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
 
 IMAGE_COLUMNS = ("relative_path", "image", "size", "sha256", "width", "height", "format", "loaded_at")
 # The columns every image table starts with (``generated_images`` adds its own after them).
@@ -74,7 +73,7 @@ def local_source(source: str) -> Source:
         yield rel, os.path.getsize(local), (lambda p=local: open(p, "rb").read())
 
 
-def stage_source(stages: "StageCatalog", ref: str) -> Source:
+def stage_source(stages: StageCatalog, ref: str) -> Source:
     name, prefix = split_stage_ref(ref)
     stage = stages.get(name)
     files = stage.list(prefix)
@@ -109,7 +108,7 @@ def ensure_image_table(con, table: str) -> str:
     return quoted
 
 
-def load_images(warehouse: "Warehouse", stages: "StageCatalog", table: str, source: str) -> LoadReport:
+def load_images(warehouse: Warehouse, stages: StageCatalog, table: str, source: str) -> LoadReport:
     """Load a file, folder (recursive), glob or ``'@stage/prefix'`` (from ``stages``) into ``table``."""
     report = LoadReport(table)
     try:
@@ -121,7 +120,7 @@ def load_images(warehouse: "Warehouse", stages: "StageCatalog", table: str, sour
     return report
 
 
-def _load(warehouse: "Warehouse", stages: "StageCatalog", table: str, source: str, report: LoadReport) -> None:
+def _load(warehouse: Warehouse, stages: StageCatalog, table: str, source: str, report: LoadReport) -> None:
     con, limits = warehouse.connection(), warehouse.limits
     quoted = ensure_image_table(con, table)
     files = list(stage_source(stages, source) if source.startswith("@") else local_source(source))
@@ -144,7 +143,7 @@ def _load(warehouse: "Warehouse", stages: "StageCatalog", table: str, source: st
         _write(warehouse, quoted, batch, report)
 
 
-def _write(warehouse: "Warehouse", quoted: str, rows: list[dict], report: LoadReport) -> None:
+def _write(warehouse: Warehouse, quoted: str, rows: list[dict], report: LoadReport) -> None:
     """One transaction: a reload of a path replaces its row (no INSERT OR REPLACE: see write_budget)."""
     paths = [row["relative_path"] for row in rows]
     with warehouse.transaction() as cursor:

@@ -10,17 +10,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import pyarrow as pa
 
 from sightql.errors import ImageError
 from sightql.ingest.loading import checked_row, ensure_image_table, insert_rows
 from sightql.sql.identifiers import quote_ident
+from sightql.sql.warehouse import Warehouse
 from sightql.sql.write_budget import WriteBudget
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 _UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -68,7 +67,7 @@ def _free_path(name: str, sha256: str, taken: set[str]) -> str:
     return f"{pure.stem}-{sha256[:8]}{pure.suffix}"
 
 
-def store_images(warehouse: "Warehouse", table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
+def store_images(warehouse: Warehouse, table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
     """Check each ``(name, bytes)`` and add the new ones to ``table`` (created if missing) in one transaction.
 
     Each image passes the warehouse's size and header checks; a bad one is listed in ``skipped``
@@ -123,7 +122,7 @@ STORED_COLUMNS = ("relative_path", "image", "sha256", "width", "height", "format
 
 
 def stored_images(
-    warehouse: "Warehouse", table: str, relative_paths: Sequence[str], columns: Sequence[str] = STORED_COLUMNS
+    warehouse: Warehouse, table: str, relative_paths: Sequence[str], columns: Sequence[str] = STORED_COLUMNS
 ) -> pa.Table:
     """The rows of ``table`` at ``relative_paths``, in path order, with ``columns``."""
     quoted = quote_ident(table, "table name")

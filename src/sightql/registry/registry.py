@@ -9,11 +9,12 @@ from __future__ import annotations
 import shutil
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import pyarrow as pa
 
 from sightql.errors import ConfigError, ModelNotFoundError, RegistryError
+from sightql.models.base import LoadedModel
 from sightql.models.card import ModelCard
 from sightql.registry.artifacts import REGISTRY_DIR
 from sightql.registry.inputs import InputArg, LabelsArg
@@ -23,16 +24,13 @@ from sightql.registry.refs import ModelRef, check_alias, parse_ref
 from sightql.registry.resolve import known_model, resolve
 from sightql.registry.specs import ModelSpec, load_model, spec_for
 from sightql.registry.store import RegistryStore
-
-if TYPE_CHECKING:
-    from sightql.models.base import LoadedModel
-    from sightql.sql.warehouse import Warehouse
+from sightql.sql.warehouse import Warehouse
 
 
 class Registry:
     """``session.registry``: log models, list them, and resolve references such as 'defects@prod'."""
 
-    def __init__(self, warehouse: "Warehouse"):
+    def __init__(self, warehouse: Warehouse):
         self.warehouse = warehouse
         self.store = RegistryStore(warehouse)
 
@@ -141,7 +139,7 @@ class Registry:
         'minilm') or a registry version; ``device`` defaults to the warehouse's."""
         return spec_for(self.resolve, self.home, ref, device or self.warehouse.device)
 
-    def predictor(self, ref: str) -> "LoadedModel":
+    def predictor(self, ref: str) -> LoadedModel:
         """The loaded model ``ref`` names now (a built-in or a registry version), through the one model cache:
         loaded once per process per exact version and device."""
         return load_model(self.spec(ref))
@@ -263,5 +261,5 @@ class ModelVersion:
             raise ConfigError("a metric needs a name, e.g. set_metric('accuracy', 0.93)")
         self.registry.store.set_metric(self.name, self.version, name, float(value))
 
-    def predictor(self) -> "LoadedModel":
+    def predictor(self) -> LoadedModel:
         return self.registry.predictor(self.ref)

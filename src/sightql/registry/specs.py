@@ -11,17 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from sightql.errors import ConfigError
 from sightql.models.base import LoadedModel
+from sightql.models.card import ModelCard
 from sightql.models.device import resolve_device
 from sightql.models.loader import builtin_version, cache_stats, is_builtin, load_predictor
 from sightql.registry.loading import cached_version
 from sightql.registry.records import VersionRecord
-
-if TYPE_CHECKING:
-    from sightql.models.card import ModelCard
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     return cached_version(record, Path(spec.home), device)  # verifies the sha256
 
 
-def check_classifier(card: "ModelCard", version: str) -> None:
+def check_classifier(card: ModelCard, version: str) -> None:
     if card.modality == "text":
         raise ConfigError(f"{version} reads text, not images; predict needs an image classification model")
     if not card.labels:
@@ -70,7 +68,7 @@ def loaded_model_count() -> int:
     return cache_stats()["loads"]
 
 
-def card_of(spec: ModelSpec) -> "ModelCard":
+def card_of(spec: ModelSpec) -> ModelCard:
     """The model's card without loading the model (so a wrong model fails before any work)."""
     if spec.builtin is not None:
         if spec.builtin != "imagenet":

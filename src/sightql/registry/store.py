@@ -8,16 +8,15 @@ inside a running SQL function). Values are bound parameters; table names are con
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import pyarrow as pa
 
 from sightql.errors import RegistryError
 from sightql.registry.records import VERSION_COLUMNS, VersionRecord
 from sightql.sql.tables import table_columns
+from sightql.sql.warehouse import Warehouse
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 # created_at is read as UTC without a zone: fetching TIMESTAMPTZ into Python needs pytz.
 _SELECT_VERSION = "SELECT " + ", ".join(
@@ -30,7 +29,7 @@ _MODEL_TABLES = ("sightql_model_aliases", "sightql_model_metrics", "sightql_mode
 class RegistryStore:
     """The registry tables of one warehouse; each call uses a short-lived cursor of its own."""
 
-    def __init__(self, warehouse: "Warehouse"):
+    def __init__(self, warehouse: Warehouse):
         self._warehouse = warehouse
 
     # ---- plumbing -----------------------------------------------------------------

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sightql.errors import ConfigError, StageError
+from sightql.sql.warehouse import Warehouse
 from sightql.stages.paths import check_stage_name
 from sightql.stages.stage import Stage, s3_endpoint
-
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 
 # A local stage's address is kept relative to the warehouse, so a copied or moved warehouse
@@ -27,7 +24,7 @@ _IN_WAREHOUSE = "warehouse:stages/"
 
 
 class StageCatalog:
-    def __init__(self, warehouse: "Warehouse"):
+    def __init__(self, warehouse: Warehouse):
         self._warehouse = warehouse
         self._dir = warehouse.stages_dir
         # name -> stored address, as in sightql_stages; and the stages opened so far
