@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from sightql.errors import ConfigError, RegistryError
 from sightql.models.loader import is_builtin
@@ -25,9 +25,8 @@ from sightql.registry.loading import FRAMEWORKS
 from sightql.registry.probe import build_record
 from sightql.registry.records import VersionRecord
 from sightql.registry.refs import LATEST, check_model_name, check_tag, version_number
-
-if TYPE_CHECKING:
-    from sightql.registry.registry import Registry
+from sightql.registry.store import RegistryStore
+from sightql.sql.warehouse import Warehouse
 
 TASKS = ("classification", "embedding")
 
@@ -37,8 +36,8 @@ def next_version(existing: list[str]) -> str:
     return f"v{max(numbers, default=0) + 1}"
 
 
-def choose_version(registry: "Registry", name: str, version: str | None) -> str:
-    existing = registry.store.version_names(name)
+def choose_version(store: RegistryStore, name: str, version: str | None) -> str:
+    existing = store.version_names(name)
     if version is None:
         return next_version(existing)
     check_tag(version, "version")
@@ -48,13 +47,14 @@ def choose_version(registry: "Registry", name: str, version: str | None) -> str:
         raise ConfigError(f"version {version!r} has the form of an unfinished copy's name; pick another version name")
     if version in existing:
         raise RegistryError(f"{name}@{version} already exists; leave version=None for the next number or pick another name")
-    if version in registry.store.alias_names(name):
+    if version in store.alias_names(name):
         raise RegistryError(f"{version!r} is an alias of {name}; pick a version name that is not an alias")
     return version
 
 
 def log_model(
-    registry: "Registry",
+    warehouse: Warehouse,
+    store: RegistryStore,
     model_or_path: Any,
     name: str,
     version: str | None = None,
@@ -80,9 +80,9 @@ def log_model(
     if task == "classification" and not label_list and not text_model:
         raise ConfigError("a classification model needs labels= (a list or a text file, one per line), or pass task='embedding'")
     metric_values = {str(k): float(v) for k, v in (metrics or {}).items()}
-    version = choose_version(registry, name, version)
+    version = choose_version(store, name, version)
 
-    home = registry.home
+    home = warehouse.home
     model_dir = home / REGISTRY_DIR / name
     created = [folder for folder in (model_dir, model_dir.parent, model_dir.parent.parent) if not folder.exists()]
     remove_dead_partials(model_dir)  # a log that was killed outright left its staging folder
@@ -90,14 +90,14 @@ def log_model(
     staging = partial_path(final)
     staging.mkdir(parents=True)
     try:
-        record = _stage(registry, staging, model_or_path, name, version, framework, task, label_list,
+        record = _stage(warehouse, staging, model_or_path, name, version, framework, task, label_list,
                         input, description, trust, architecture, output)
         record = _relocate(record, staging, final, home)
-        if version in registry.store.version_names(name):
+        if version in store.version_names(name):
             raise RegistryError(f"{name}@{version} was logged meanwhile by another process; log again for the next number")
         publish_folder(staging, final)
         try:
-            registry.store.insert_version(record, metric_values, description)
+            store.insert_version(record, metric_values, description)
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
             raise
@@ -122,7 +122,7 @@ def _relocate(record: VersionRecord, staging: Path, final: Path, home: Path) -> 
 
 
 def _stage(
-    registry: "Registry", staging: Path, model_or_path: Any, name: str, version: str, framework: str, task: str,
+    warehouse: Warehouse, staging: Path, model_or_path: Any, name: str, version: str, framework: str, task: str,
     labels: tuple[str, ...], input: InputArg, description: str, trust: bool, architecture: str | None,
     output: str | None,
 ) -> VersionRecord:
@@ -130,7 +130,7 @@ def _stage(
 
     The model is opened once (:func:`take_in`) and that one object is probed and exported.
     """
-    home, limit = registry.home, registry.settings.max_model_bytes
+    home, limit = warehouse.home, warehouse.settings.max_model_bytes
     intake = take_in(staging, model_or_path, framework, task, input, trust, architecture, output, limit)
     record, card = build_record(intake, home, name, version, task, labels, description, trust, limit)
     return derive_onnx(record, intake, card, staging, home)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from sightql.registry.registry import Model
+from sightql.registry.registry import Model
 
 
-def version_rows(model: "Model") -> list[dict[str, Any]]:
+def version_rows(model: Model) -> list[dict[str, Any]]:
     """One row per version, oldest first: version, when, framework, task, labels, aliases, default, metrics."""
     default = model.default_version
     aliases = model.aliases()

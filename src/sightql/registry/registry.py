@@ -67,7 +67,7 @@ class Registry:
         Pickles are refused unless ``trust=True``. Returns the new :class:`ModelVersion`.
         """
         record = log_model(
-            self, model_or_path, name, version=version, framework=framework, task=task, labels=labels,
+            self.warehouse, self.store, model_or_path, name, version=version, framework=framework, task=task, labels=labels,
             input=input, metrics=metrics, description=description, trust=trust, architecture=architecture,
             output=output,
         )
