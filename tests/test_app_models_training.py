@@ -42,7 +42,8 @@ def registered(warehouse, session, tmp_path):
     v2 = session.registry.log_model(onnx, "tiny", labels=["cat", "dog"], metrics={"val_accuracy": 0.8})
     targets = np.array([0, 0, 0, 1, 1])
     probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]])
-    RunStore(session.warehouse).add_evaluation("run-fixture", "validation", v2.ref, report(targets, probabilities, ["cat", "dog"]))
+    RunStore(session.warehouse).add_evaluation("run-fixture", "validation", v2.ref,
+                                               report(targets, probabilities, ["cat", "dog"]))
     session.close()
     return warehouse
 

@@ -39,7 +39,7 @@ def read_rowids(cursor: Any, quoted_table: str, columns_sql: str, rowids: Sequen
     if not rowids:
         return pa.table({"rowid": pa.array([], pa.int64())})
     marks = ", ".join("?" for _ in rowids)
-    return cursor.execute(
+    return cursor.sql(  # a relation straight to Arrow (execute() then Arrow copies the rows, and DuckDB warns)
         f"SELECT rowid, {columns_sql} FROM {quoted_table} WHERE rowid BETWEEN ? AND ? AND rowid IN ({marks})",
-        [min(rowids), max(rowids), *rowids],
+        params=[min(rowids), max(rowids), *rowids],
     ).to_arrow_table()

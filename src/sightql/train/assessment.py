@@ -25,8 +25,9 @@ def evaluate_rows(model: Any, rows: list[Any], reader: Any, class_index: dict[st
     return evaluate.report(targets, probabilities, labels) | {"loss": loss}
 
 
-def evaluate_test(warehouse: "Warehouse", stages: "StageCatalog", model: Any, options: TrainOptions, spec: Any, class_index: dict[str, int],
-                  labels: list[str], device: str, training_examples: list[Any]) -> dict[str, Any]:
+def evaluate_test(warehouse: "Warehouse", stages: "StageCatalog", model: Any, options: TrainOptions, spec: Any,
+                  class_index: dict[str, int], labels: list[str], device: str,
+                  training_examples: list[Any]) -> dict[str, Any]:
     """The report on ``options.test``; a test image that is an exact copy of a training image is left out, with a warning."""
     assert options.test is not None
     test_examples, reader = load_examples(warehouse, stages, options.test, options.image, options.label)

@@ -83,7 +83,8 @@ def start(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", 
     if group is None and distributed_env() is not None:
         raise ConfigError(
             "this process is one of several started by torchrun, and only rank 0 may open the warehouse; "
-            "run `sightql train ...` under torchrun, or call sightql.cli.train_launch.train_warehouse(path, ...) on every rank"
+            "run `sightql train ...` under torchrun, or call sightql.cli.train_launch.train_warehouse(path, ...) "
+            "on every rank"
         )
     store = RunStore(warehouse)
     if resume is not None:
@@ -98,7 +99,8 @@ def start(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", 
         store.start(run_id, options.name, options.to_json_dict())
     reporter.begin(run_id, options.name, options.epochs)
     try:
-        return lead_run(warehouse, registry, stages, store, run_id, options, resume is not None, progress, group, reporter)
+        return lead_run(warehouse, registry, stages, store, run_id, options, resume is not None, progress, group,
+                        reporter)
     except KeyboardInterrupt:
         if group is not None:
             group.stop_listening()
@@ -140,8 +142,8 @@ def lead_run(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog
         inner = prepared.base.module
         inner.load_state_dict(checkpoints.load_best_weights(warehouse.home, run_id))
         class_index = {label: i for i, label in enumerate(labels)}
-        val_report = evaluate_rows(inner, prepared.val_rows, reader, class_index, labels, spec, warehouse.limits, device,
-                                   options)
+        val_report = evaluate_rows(inner, prepared.val_rows, reader, class_index, labels, spec, warehouse.limits,
+                                   device, options)
         val_report |= {"dataset": "validation"}
     finally:
         if isinstance(reader, SharedRowsReader) and prepared.rows_path is not None:
@@ -149,7 +151,8 @@ def lead_run(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog
             prepared.rows_path.unlink(missing_ok=True)
     test_report = None
     if options.test:
-        test_report = evaluate_test(warehouse, stages, inner, options, spec, class_index, labels, device, prepared.examples)
+        test_report = evaluate_test(warehouse, stages, inner, options, spec, class_index, labels, device,
+                                    prepared.examples)
 
     registered = None
     if options.register:

@@ -42,7 +42,8 @@ class Prepared:
 def prepare(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", store: RunStore, run_id: str,
             options: TrainOptions, resuming: bool, group: "Group | None") -> Prepared:
     """Read the source, split it, build the base; record what the run learned about its data in its params."""
-    examples, reader = load_examples(warehouse, stages, options.source, options.image, options.label, options.split_column)
+    examples, reader = load_examples(warehouse, stages, options.source, options.image, options.label,
+                                     options.split_column)
     split = (split_by_column(examples, options.split_column) if options.split_column
              else split_by_content(examples, options.val_fraction, options.seed))
     if not split.val:

@@ -75,7 +75,7 @@ class StageReader:
 def table_examples(
     warehouse: "Warehouse", table: str, image: str, label: str, split_column: str | None = None
 ) -> tuple[list[Example], TableReader]:
-    quote_ident(table, "table name")  # a name that cannot be a table is refused with its own sentence
+    q_table = quote_ident(table, "table name")  # a name that cannot be a table is refused with its own sentence
     with warehouse.cursor() as cursor:
         columns = table_columns(cursor, table)
     if not columns:
@@ -87,7 +87,7 @@ def table_examples(
             )
     if columns[image] != "BLOB":
         raise TableError(f"column {image!r} of {table!r} is {columns[image]}, not BLOB; pass the column holding image bytes")
-    q_table, q_image, q_label = quote_ident(table), quote_ident(image), quote_ident(label)
+    q_image, q_label = quote_ident(image), quote_ident(label)
     name_sql = quote_ident("relative_path") if "relative_path" in columns else "'row ' || rowid"
     hash_sql = quote_ident("sha256") if "sha256" in columns and image == "image" else f"sha256({q_image})"
     split_sql = f"CAST({quote_ident(split_column)} AS VARCHAR)" if split_column else "NULL"
