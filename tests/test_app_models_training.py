@@ -42,7 +42,8 @@ def registered(warehouse, session, tmp_path):
     v2 = session.registry.log_model(onnx, "tiny", labels=["cat", "dog"], metrics={"val_accuracy": 0.8})
     targets = np.array([0, 0, 0, 1, 1])
     probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]])
-    RunStore(session).add_evaluation("run-fixture", "validation", v2.ref, report(targets, probabilities, ["cat", "dog"]))
+    RunStore(session.warehouse).add_evaluation("run-fixture", "validation", v2.ref,
+                                               report(targets, probabilities, ["cat", "dog"]))
     session.close()
     return warehouse
 
@@ -197,8 +198,8 @@ def test_training_page_starts_a_run_follows_it_and_shows_the_registered_result(t
     assert "Registered tex@v1" in at.success[1].value
     (job,) = list_jobs(textile_warehouse)
     with sightql.connect(textile_warehouse) as s:
-        log = RunStore(s).epochs(job.run_id).to_pylist()
-        (evaluation,) = RunStore(s).evaluations(job.run_id)
+        log = RunStore(s.warehouse).epochs(job.run_id).to_pylist()
+        (evaluation,) = RunStore(s.warehouse).evaluations(job.run_id)
         assert s.registry.get_model("tex").version("v1").card.labels == ("local", "nominal")
     assert len(log) == 1 and job.history[0]["train_loss"] == pytest.approx(log[0]["train_loss"])
     shown = at.dataframe[0].value

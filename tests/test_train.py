@@ -106,7 +106,7 @@ def test_split_column_drops_validation_copies_of_training_images():
 
 
 def test_stage_split_puts_renamed_copies_on_one_side(session, textile_stage):
-    examples, _ = stage_examples(session, "@tex/train", "folder")
+    examples, _ = stage_examples(session.warehouse, session.stages, "@tex/train", "folder")
     assert len(examples) == 14 and len({e.sha256 for e in examples}) == 10
     for seed in range(5):
         split = split_by_content(examples, 0.4, seed)
@@ -312,15 +312,15 @@ def test_torchvision_base_offline_without_weights_says_how_to_fix(session, tmp_p
     from sightql.train.bases import build_base
 
     with pytest.raises(ConfigError, match=r"cannot download the pretrained resnet18 weights .*pass weights_path="):
-        build_base(session, "resnet18", 2)
+        build_base(session.warehouse, session.registry, "resnet18", 2)
     with pytest.raises(ConfigError, match="is not known"):
-        build_base(session, "no_such_net", 2)
+        build_base(session.warehouse, session.registry, "no_such_net", 2)
 
 
 def test_freeze_backbone_trains_only_the_head(session):
     from sightql.train.bases import apply_freeze, build_base
 
-    base = build_base(session, "efficientnet_lite0", 3)
+    base = build_base(session.warehouse, session.registry, "efficientnet_lite0", 3)
     trainable = apply_freeze(base, "backbone")
     assert trainable == 2 and base.head.out_features == 3  # the new head's weight and bias
     partly = apply_freeze(base, 3)

@@ -60,7 +60,7 @@ def test_shards_cover_every_row_once_per_epoch_and_reshuffle():
 
 
 def test_shared_rows_hold_the_split_and_the_exact_bytes(session, stage_of_13, tmp_path):
-    examples, reader = stage_examples(session, "@tex/train", "folder")
+    examples, reader = stage_examples(session.warehouse, session.stages, "@tex/train", "folder")
     split = split_by_content(examples, 0.2, 0)
     write_rows(tmp_path / ROWS_FILE, split.train, split.val, reader)
     shared = SharedRowsReader(tmp_path / ROWS_FILE, reader.description)
@@ -114,7 +114,7 @@ def test_torchrun_two_ranks_train_one_run_and_register_a_model_sql_can_call(ware
 
 def _seed_putting_in_rank_1_shard(session, name: str) -> int:
     """A seed whose split trains on ``name`` and whose first epoch gives it to rank 1."""
-    examples, _ = stage_examples(session, "@tex/train", "folder")
+    examples, _ = stage_examples(session.warehouse, session.stages, "@tex/train", "folder")
     for seed in range(50):
         train = [e.name for e in split_by_content(examples, 0.2, seed).train]
         if name in train:

@@ -30,6 +30,7 @@ from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.stage import Stage
 from sightql.train.options import TrainOptions
+from sightql.train.run import train as run_training
 
 if TYPE_CHECKING:
     from sightql.train.result import TrainResult
@@ -219,18 +220,17 @@ class Session:
         processes that cannot open the warehouse meanwhile (the app). Returns a
         :class:`sightql.train.run.TrainResult`.
         """
-        from sightql.train.run import train
-
         if resume is not None:
             extra = sorted(set(overrides) - {"epochs"}) + (["name"] if name else []) + (["source"] if source else [])
             if options is not None or extra:
                 raise ConfigError(f"resume={resume!r} continues with the run's stored settings; "
                                   f"leave out {', '.join(extra) or 'options'} (only epochs= may be given)")
-            return train(self, resume=resume, epochs=overrides.get("epochs"), progress=progress,
-                         progress_file=progress_file)
+            return run_training(self.warehouse, self.registry, self.stages, resume=resume,
+                                epochs=overrides.get("epochs"), progress=progress, progress_file=progress_file)
         chosen = TrainOptions.build(options, **({"name": name} if name else {}),
                                     **({"source": source} if source else {}), **overrides)
-        return train(self, chosen, progress=progress, progress_file=progress_file)
+        return run_training(self.warehouse, self.registry, self.stages, chosen, progress=progress,
+                            progress_file=progress_file)
 
     # ---- models ----------------------------------------------------------------
     def predictor(self, ref: str) -> LoadedModel:

@@ -9,15 +9,16 @@ from typing import Annotated, Any, Optional
 import typer
 
 from sightql.cli.common import WarehouseOpt, open_session, print_table, read_text
+from sightql.cli.train_launch import train_warehouse
+from sightql.errors import ConfigError
 from sightql.train.options import DEFAULTS as D
 from sightql.train.options import Augment, Schedule, TrainOptions
+from sightql.train.runs import RunStore
 
 runs_app = typer.Typer(help="Training runs: their status, epochs and evaluations.")
 
 
 def _freeze(raw: str) -> str | int:
-    from sightql.errors import ConfigError
-
     if raw in ("backbone", "none"):
         return raw
     if raw.isdigit():
@@ -109,9 +110,6 @@ def train_command(
 
     Under torchrun only rank 0 opens the warehouse; see docs/training.md.
     """
-    from sightql.errors import ConfigError
-    from sightql.train.launch import train_warehouse
-
     if resume is not None:
         result = train_warehouse(warehouse, resume=resume, epochs=epochs, progress_file=progress_file)
     else:
@@ -142,10 +140,8 @@ def runs_ls(warehouse: WarehouseOpt = None) -> None:
 
         sightql runs ls
     """
-    from sightql.train.runs import RunStore
-
     with open_session(warehouse) as session:
-        print_table(RunStore(session).list_runs())
+        print_table(RunStore(session.warehouse).list_runs())
 
 
 @runs_app.command("show")
@@ -161,10 +157,8 @@ def runs_show(
 
         sightql sql "SELECT * FROM training_log WHERE run_id = ?" -p run-20250101-120000-abc123
     """
-    from sightql.train.runs import RunStore
-
     with open_session(warehouse) as session:
-        store = RunStore(session)
+        store = RunStore(session.warehouse)
         run = store.get(run_id)
         for key in ("run_id", "name", "status", "started_at", "finished_at", "best_epoch", "registered_version", "error"):
             typer.echo(f"{key + ':':20} {run[key] if run[key] is not None else '-'}")

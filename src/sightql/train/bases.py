@@ -15,9 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from sightql.errors import ConfigError
 from sightql.images.spec import InputSpec
+from sightql.models.torch import efficientnet_lite
+from sightql.models.torch.files import build_architecture, last_linear_name, read_state_dict, torchvision_architectures
+from sightql.train import checkpoints
+from sightql.train.runs import RunStore
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.registry import Registry
+    from sightql.sql.warehouse import Warehouse
 
 BUNDLED = "efficientnet_lite0"
 TORCHVISION_INPUT = InputSpec()  # ImageNet mean/std, resize shorter side, centre crop
@@ -41,8 +46,6 @@ def _set_submodule(root: Any, dotted: str, new: Any) -> None:
 def _replace_head(module: Any, num_classes: int) -> Any:
     import torch
 
-    from sightql.models.torch.files import last_linear_name
-
     head_name = last_linear_name(module)
     if head_name is None:
         raise ConfigError("the base has no final linear layer to replace; pick a classification architecture")
@@ -63,8 +66,6 @@ def _bundled(module: Any, num_classes: int) -> BaseModel:
     """An EfficientNet-Lite0 module with a fresh head of ``num_classes``, its blocks, set up for fine-tuning."""
     import torch
 
-    from sightql.models.torch import efficientnet_lite
-
     module._fc = torch.nn.Linear(module._fc.in_features, num_classes)
     track_batch_statistics(module)
     stem = torch.nn.ModuleList([module._conv_stem, module._bn0])
@@ -73,8 +74,6 @@ def _bundled(module: Any, num_classes: int) -> BaseModel:
 
 
 def _efficientnet_lite0(num_classes: int) -> BaseModel:
-    from sightql.models.torch import efficientnet_lite
-
     return _bundled(efficientnet_lite.build(num_classes=1000, pretrained=True), num_classes)
 
 
@@ -94,8 +93,6 @@ def rebuild(kind: str, num_classes: int) -> Any:
     import torchvision
 
     if kind == BUNDLED:
-        from sightql.models.torch import efficientnet_lite
-
         return efficientnet_lite.build(num_classes=num_classes, pretrained=False)
     module = torchvision.models.get_model(kind, weights=None)
     _replace_head(module, num_classes)
@@ -105,8 +102,6 @@ def rebuild(kind: str, num_classes: int) -> Any:
 def _torchvision(arch: str, num_classes: int, weights_path: str | None) -> BaseModel:
     import torch
     import torchvision
-
-    from sightql.models.torch.files import read_state_dict, torchvision_architectures
 
     if arch not in torchvision_architectures():
         raise ConfigError(
@@ -138,24 +133,20 @@ def _torchvision(arch: str, num_classes: int, weights_path: str | None) -> BaseM
     return BaseModel(module.train(), _torchvision_blocks(module, head), head, TORCHVISION_INPUT, arch)
 
 
-def _from_registry(session: "Session", ref: str, num_classes: int) -> BaseModel:
+def _from_registry(warehouse: "Warehouse", registry: "Registry", ref: str, num_classes: int) -> BaseModel:
     """A registered torchvision state dict, or a version registered by a training run."""
-    from sightql.models.torch.files import build_architecture, read_state_dict
-    from sightql.train import checkpoints
-    from sightql.train.runs import RunStore
-
-    record = session.registry.resolve(ref)
-    trained = RunStore(session).run_that_registered(record.ref)
+    record = registry.resolve(ref)
+    trained = RunStore(warehouse).run_that_registered(record.ref)
     if trained is not None:
         params = json.loads(trained["params"])
         kind = params["extra"]["base_kind"]
-        state = checkpoints.load_best_weights(session.home, trained["run_id"])
+        state = checkpoints.load_best_weights(warehouse.home, trained["run_id"])
         old_classes = len(json.loads(record.card_json)["labels"])
         module = rebuild(kind, old_classes)
         module.load_state_dict(state, strict=True)
     elif record.framework == "torch" and record.options.get("format") == "state_dict" and record.options.get("architecture"):
         kind = record.options["architecture"]
-        state = read_state_dict(record.artifact(session.home))
+        state = read_state_dict(record.artifact(warehouse.home))
         module = build_architecture(kind, state or {})
     else:
         raise ConfigError(
@@ -172,8 +163,6 @@ def build_unweighted(kind: str, num_classes: int, spec: InputSpec) -> BaseModel:
     """The architecture rank 0 built, without weights: under torchrun the other ranks build this and
     DistributedDataParallel copies rank 0's parameters and buffers into it (nothing read, nothing downloaded)."""
     if kind == BUNDLED:
-        from sightql.models.torch import efficientnet_lite
-
         return replace(_bundled(efficientnet_lite.build(num_classes=1000, pretrained=False), num_classes), input=spec)
     import torchvision
 
@@ -182,11 +171,13 @@ def build_unweighted(kind: str, num_classes: int, spec: InputSpec) -> BaseModel:
     return BaseModel(module.train(), _torchvision_blocks(module, head), head, spec, kind)
 
 
-def build_base(session: "Session", base: str, num_classes: int, weights_path: str | None = None) -> BaseModel:
+def build_base(warehouse: "Warehouse", registry: "Registry", base: str, num_classes: int,
+               weights_path: str | None = None) -> BaseModel:
+    """The base named ``base`` (bundled, a torchvision architecture, or a registry reference) with a fresh head."""
     if base == BUNDLED:
         return _efficientnet_lite0(num_classes)
-    if "@" in base or base in session.registry.model_names():
-        return _from_registry(session, base, num_classes)
+    if "@" in base or base in registry.model_names():
+        return _from_registry(warehouse, registry, base, num_classes)
     return _torchvision(base, num_classes, weights_path)
 
 

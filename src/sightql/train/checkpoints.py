@@ -2,18 +2,19 @@
 
 They hold tensors, numbers and dicts only (state dicts, epoch, RNG state), written with
 ``torch.save`` and read back with ``torch.load(weights_only=True)``: no pickled objects.
-Writes are atomic (temp file + rename). Only the newest epoch checkpoint is kept.
+Writes are atomic (a partial file of :mod:`sightql.partial_files`, then a rename). Only the newest
+epoch checkpoint is kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sightql.errors import SightQLError
+from sightql.partial_files import partial_path, remove_dead_partials
 
 TRAINING_DIR = "training"
 
@@ -26,13 +27,13 @@ def _atomic_save(obj: Any, destination: Path) -> str:
     import torch
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".tmp", dir=destination.parent)
-    os.close(handle)
+    remove_dead_partials(destination.parent)  # left by a run that was killed outright
+    tmp = partial_path(destination)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, destination)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     digest = hashlib.sha256()
     with open(destination, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

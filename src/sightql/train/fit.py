@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sightql.train import checkpoints, optimiser
+from sightql.train.bases import apply_freeze
+from sightql.train.dataset import ImageRowsDataset, make_loader
+from sightql.train.loop import Loop, LoopState, Progress
 from sightql.train.options import TrainOptions
 from sightql.train.writer import RunWriter
 
@@ -18,10 +21,6 @@ def fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: 
         show_progress: bool, resume_from: tuple[int, Path, str] | None) -> Any:
     """The epochs, the same on every rank: returns the final LoopState; ``writer`` is None on ranks other than 0."""
     import torch
-
-    from sightql.train.bases import apply_freeze
-    from sightql.train.dataset import ImageRowsDataset, make_loader
-    from sightql.train.loop import Loop, LoopState, Progress
 
     class_index = {label: i for i, label in enumerate(labels)}
     unfrozen = resume_from is not None and options.unfreeze_after is not None and resume_from[0] >= options.unfreeze_after

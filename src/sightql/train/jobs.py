@@ -29,6 +29,7 @@ from typing import Any
 
 from sightql.errors import ConfigError, SightQLError
 from sightql.processes import command_line, process_alive
+from sightql.registry.refs import check_model_name
 from sightql.train.options import TrainOptions
 from sightql.train.progress_file import FINAL_STATES
 
@@ -39,8 +40,6 @@ _LAUNCHED: dict[int, subprocess.Popen[bytes]] = {}  # our children, so their exi
 
 def check_request(options: TrainOptions) -> None:
     """What a run would refuse at once, refused with one sentence before any process starts."""
-    from sightql.registry.refs import check_model_name
-
     if not options.source.strip():
         raise ConfigError("say what to train on: a table name, or '@stage/prefix' with label 'folder'")
     if options.source.startswith("@") and options.label != "folder":

@@ -1,7 +1,7 @@
 """Every training setting in one checked, JSON-serialisable record (stored with the run).
 
 :class:`TrainOptions` is the one place the settings, their defaults and their checks are written.
-``Session.train``, ``sightql train``, the app's Training page, a background job and the ranks of a
+``session.train``, ``sightql train``, the app's Training page, a background job and the ranks of a
 torchrun job all build or receive one; a process hands it to another as JSON
 (:meth:`TrainOptions.to_json` / :meth:`TrainOptions.from_json`), never as rebuilt flags.
 """

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sightql.partial_files import partial_path
+
 FINAL_STATES = ("completed", "failed", "interrupted")
 
 
@@ -43,9 +45,12 @@ class ProgressFile:
         self._last_write = now
         self.data["updated_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps(self.data, default=str))
-        os.replace(partial, self.path)
+        partial = partial_path(self.path)
+        try:
+            partial.write_text(json.dumps(self.data, default=str))
+            os.replace(partial, self.path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     def begin(self, run_id: str, name: str, epochs: int) -> None:
         self.data.update(run_id=run_id, name=name, epochs=epochs, phase="loading images")

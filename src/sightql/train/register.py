@@ -6,17 +6,16 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from sightql.train.bases import BUNDLED
 from sightql.train.options import TrainOptions
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.registry import Registry
 
 
-def register_model(session: "Session", model: Any, kind: str, options: TrainOptions, labels: list[str], spec: Any,
+def register_model(registry: "Registry", model: Any, kind: str, options: TrainOptions, labels: list[str], spec: Any,
                    run_id: str, val_report: dict[str, Any], test_report: dict[str, Any] | None) -> str:
     """Log ``model`` under ``options.name`` and set its metrics; returns the version's reference ('name@vN')."""
-    from sightql.train.bases import BUNDLED
-
     metrics = {"val_accuracy": val_report["accuracy"], "val_loss": val_report["loss"], "val_macro_f1": val_report["macro_f1"]}
     if val_report.get("roc_auc") is not None:
         metrics["val_roc_auc"] = val_report["roc_auc"]
@@ -25,7 +24,7 @@ def register_model(session: "Session", model: Any, kind: str, options: TrainOpti
         if test_report.get("roc_auc") is not None:
             metrics["test_roc_auc"] = test_report["roc_auc"]
     model = model.eval().cpu()
-    version = session.registry.log_model(
+    version = registry.log_model(
         model, options.name, labels=labels, input=replace(spec), output="logits",
         architecture=None if kind == BUNDLED else kind,
         description=f"trained by session.train, run {run_id}, base {options.base}, from {options.source}",

@@ -1,4 +1,5 @@
-"""``session.train(...)``: a run's lifecycle on the process holding the warehouse, start or resume to the end.
+"""``train(warehouse, registry, stages, options)``, what ``session.train(...)`` calls: a run's lifecycle on the
+process holding the warehouse, start or resume to the end.
 
 The steps live in modules of their own: :mod:`~sightql.train.setup` (examples, split, base, shared
 rows), :mod:`~sightql.train.fit` (the epochs, on every rank), :mod:`~sightql.train.writer` (each
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sightql.errors import ConfigError, SightQLError
+from sightql.registry.refs import check_model_name
 from sightql.train import checkpoints
 from sightql.train.assessment import evaluate_rows, evaluate_test
 from sightql.train.distributed import distributed_env, failure_text
@@ -24,10 +26,13 @@ from sightql.train.register import register_model
 from sightql.train.result import TrainResult
 from sightql.train.runs import RunStore, new_run_id
 from sightql.train.setup import prepare, share_with_ranks
+from sightql.train.shared_rows import SharedRowsReader
 from sightql.train.writer import RunWriter
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.registry import Registry
+    from sightql.sql.warehouse import Warehouse
+    from sightql.stages.catalog import StageCatalog
     from sightql.train.distributed import Group
 
 __all__ = ["TrainResult", "train"]
@@ -48,15 +53,17 @@ def options_for_resume(store: RunStore, run_id: str, epochs: int | None) -> Trai
     return options
 
 
-def train(session: "Session", options: TrainOptions | None = None, *, resume: str | None = None,
-          epochs: int | None = None, progress: bool = True, group: "Group | None" = None,
+def train(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", options: TrainOptions | None = None,
+          *, resume: str | None = None, epochs: int | None = None, progress: bool = True, group: "Group | None" = None,
           progress_file: str | Path | None = None) -> TrainResult:
-    """See :meth:`sightql.session.Session.train`: a new run with ``options``, or ``resume=RUN_ID`` (``epochs``
-    extends it). ``group``: rank 0's place in a torchrun job (:func:`sightql.train.launch.train_warehouse`
-    passes it); ``progress_file``: :class:`ProgressFile`'s JSON file."""
+    """What ``session.train`` runs (its docstring describes the settings): a new run with ``options``, or
+    ``resume=RUN_ID`` (``epochs`` extends it), reading from ``warehouse``'s tables and ``stages``, registering
+    in ``registry``.
+    ``group``: rank 0's place in a torchrun job (:func:`sightql.cli.train_launch.train_warehouse` passes it);
+    ``progress_file``: :class:`ProgressFile`'s JSON file."""
     reporter = ProgressFile(progress_file)
     try:
-        result = start(session, options, resume, epochs, progress, group, reporter)
+        result = start(warehouse, registry, stages, options, resume, epochs, progress, group, reporter)
     except KeyboardInterrupt:
         run_id = reporter.data["run_id"]
         resume_hint = f"; resume with `sightql train --resume {run_id}`" if run_id else ""
@@ -69,15 +76,17 @@ def train(session: "Session", options: TrainOptions | None = None, *, resume: st
     return result
 
 
-def start(session: "Session", options: TrainOptions | None, resume: str | None, epochs: int | None, progress: bool,
-          group: "Group | None", reporter: ProgressFile) -> TrainResult:
+def start(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", options: TrainOptions | None,
+          resume: str | None, epochs: int | None, progress: bool, group: "Group | None",
+          reporter: ProgressFile) -> TrainResult:
     """Record the run (or take up ``resume``), train it, and mark it completed, interrupted or failed."""
     if group is None and distributed_env() is not None:
         raise ConfigError(
             "this process is one of several started by torchrun, and only rank 0 may open the warehouse; "
-            "run `sightql train ...` under torchrun, or call sightql.train.train_warehouse(path, ...) on every rank"
+            "run `sightql train ...` under torchrun, or call sightql.cli.train_launch.train_warehouse(path, ...) "
+            "on every rank"
         )
-    store = RunStore(session)
+    store = RunStore(warehouse)
     if resume is not None:
         options = options_for_resume(store, resume, epochs)
         run_id = resume
@@ -85,14 +94,13 @@ def start(session: "Session", options: TrainOptions | None, resume: str | None, 
     else:
         if options is None:
             raise ConfigError("train needs name= (the model to register) and source= (a table or '@stage/prefix')")
-        from sightql.registry.refs import check_model_name
-
         check_model_name(options.name)
         run_id = new_run_id()
         store.start(run_id, options.name, options.to_json_dict())
     reporter.begin(run_id, options.name, options.epochs)
     try:
-        return lead_run(session, store, run_id, options, resume is not None, progress, group, reporter)
+        return lead_run(warehouse, registry, stages, store, run_id, options, resume is not None, progress, group,
+                        reporter)
     except KeyboardInterrupt:
         if group is not None:
             group.stop_listening()
@@ -106,15 +114,14 @@ def start(session: "Session", options: TrainOptions | None, resume: str | None, 
         raise
 
 
-def lead_run(session: "Session", store: RunStore, run_id: str, options: TrainOptions, resuming: bool,
-             show_progress: bool, group: "Group | None", reporter: ProgressFile) -> TrainResult:
+def lead_run(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", store: RunStore, run_id: str,
+             options: TrainOptions, resuming: bool, show_progress: bool, group: "Group | None",
+             reporter: ProgressFile) -> TrainResult:
     """The recorded run from setup to registration, on the process holding the warehouse (rank 0 under torchrun)."""
     import torch
 
-    from sightql.train.shared_rows import SharedRowsReader
-
     torch.manual_seed(options.seed)
-    prepared = prepare(session, store, run_id, options, resuming, group)
+    prepared = prepare(warehouse, registry, stages, store, run_id, options, resuming, group)
     train_images = len(prepared.train_rows)
     resume_from = None
     if resuming:
@@ -122,21 +129,21 @@ def lead_run(session: "Session", store: RunStore, run_id: str, options: TrainOpt
         if resume_from is None:
             raise SightQLError(f"run {run_id} has no checkpoint to resume from; start a new run")
     if group is not None:
-        prepared = share_with_ranks(session, run_id, options, prepared, group, resume_from)
+        prepared = share_with_ranks(warehouse, run_id, options, prepared, group, resume_from)
     labels, spec, device, reader = prepared.labels, prepared.spec, prepared.device, prepared.reader
     try:
         state = fit(options, labels, prepared.base, spec, device, prepared.train_rows, prepared.val_rows, reader,
-                    session.limits, group, RunWriter(session, store, run_id, reporter), show_progress, resume_from)
+                    warehouse.limits, group, RunWriter(warehouse, store, run_id, reporter), show_progress, resume_from)
         if group is not None:
             group.phase = "final"
 
         # The best epoch's weights are the model: evaluated, then registered.
         reporter.phase("evaluating")
         inner = prepared.base.module
-        inner.load_state_dict(checkpoints.load_best_weights(session.home, run_id))
+        inner.load_state_dict(checkpoints.load_best_weights(warehouse.home, run_id))
         class_index = {label: i for i, label in enumerate(labels)}
-        val_report = evaluate_rows(inner, prepared.val_rows, reader, class_index, labels, spec, session.limits, device,
-                                   options)
+        val_report = evaluate_rows(inner, prepared.val_rows, reader, class_index, labels, spec, warehouse.limits,
+                                   device, options)
         val_report |= {"dataset": "validation"}
     finally:
         if isinstance(reader, SharedRowsReader) and prepared.rows_path is not None:
@@ -144,12 +151,13 @@ def lead_run(session: "Session", store: RunStore, run_id: str, options: TrainOpt
             prepared.rows_path.unlink(missing_ok=True)
     test_report = None
     if options.test:
-        test_report = evaluate_test(session, inner, options, spec, class_index, labels, device, prepared.examples)
+        test_report = evaluate_test(warehouse, stages, inner, options, spec, class_index, labels, device,
+                                    prepared.examples)
 
     registered = None
     if options.register:
         reporter.phase("registering")
-        registered = register_model(session, inner, prepared.base.kind, options, labels, spec, run_id, val_report,
+        registered = register_model(registry, inner, prepared.base.kind, options, labels, spec, run_id, val_report,
                                     test_report)
         store.set_registered(run_id, registered)
     store.add_evaluation(run_id, "validation", registered, val_report)

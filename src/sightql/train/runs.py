@@ -1,7 +1,8 @@
 """The training catalog: ``training_runs``, ``training_log``, ``training_checkpoints``, ``training_evaluations``.
 
-Every write is one short statement on its own cursor, so a row is durable as soon as the
-epoch ends, and what a crashed run wrote stays readable.
+Every write is one short statement (a checkpoint's record with its predecessor's removal: one
+transaction) on a short-lived cursor of the warehouse's, so a row is durable as soon as the epoch
+ends, and what a crashed run wrote stays readable.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pyarrow as pa
 from sightql.errors import SightQLError
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
@@ -32,22 +33,16 @@ def new_run_id() -> str:
 
 
 class RunStore:
-    def __init__(self, session: "Session"):
-        self.session = session
+    def __init__(self, warehouse: "Warehouse"):
+        self.warehouse = warehouse
 
     def _execute(self, query: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        cursor = self.session.con.cursor()
-        try:
+        with self.warehouse.cursor() as cursor:
             return cursor.execute(query, params).fetchall()
-        finally:
-            cursor.close()
 
     def _arrow(self, query: str, params: list[Any]) -> pa.Table:
-        cursor = self.session.con.cursor()
-        try:
+        with self.warehouse.cursor() as cursor:
             return cursor.sql(query, params=params).to_arrow_table()
-        finally:
-            cursor.close()
 
     # ---- runs ------------------------------------------------------------------
     def start(self, run_id: str, name: str, params: dict[str, Any]) -> None:
@@ -116,16 +111,21 @@ class RunStore:
 
     # ---- checkpoints -----------------------------------------------------------
     def add_checkpoint(self, run_id: str, epoch: int, path: Path, sha256: str) -> None:
-        rel = path.relative_to(self.session.home).as_posix()
-        old = self._execute("SELECT epoch, path FROM training_checkpoints WHERE run_id = ? AND epoch <> ?", [run_id, epoch])
-        self._execute(
-            "INSERT OR REPLACE INTO training_checkpoints (run_id, epoch, path, sha256, size_bytes, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [run_id, epoch, rel, sha256, path.stat().st_size, _now()],
-        )
-        for old_epoch, old_path in old:  # keep only the newest
-            self._execute("DELETE FROM training_checkpoints WHERE run_id = ? AND epoch = ?", [run_id, old_epoch])
-            (self.session.home / old_path).unlink(missing_ok=True)
+        """Record the checkpoint at ``path`` and forget the run's older one (only the newest is kept)."""
+        rel = path.relative_to(self.warehouse.home).as_posix()
+        with self.warehouse.transaction() as cursor:
+            old = cursor.execute(
+                "SELECT epoch, path FROM training_checkpoints WHERE run_id = ? AND epoch <> ?", [run_id, epoch]
+            ).fetchall()
+            cursor.execute(
+                "INSERT OR REPLACE INTO training_checkpoints (run_id, epoch, path, sha256, size_bytes, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, epoch, rel, sha256, path.stat().st_size, _now()],
+            )
+            for old_epoch, _ in old:
+                cursor.execute("DELETE FROM training_checkpoints WHERE run_id = ? AND epoch = ?", [run_id, old_epoch])
+        for _, old_path in old:  # the files go once the catalog no longer names them
+            (self.warehouse.home / old_path).unlink(missing_ok=True)
 
     def last_checkpoint(self, run_id: str) -> tuple[int, Path, str] | None:
         rows = self._execute(
@@ -134,7 +134,7 @@ class RunStore:
         if not rows:
             return None
         epoch, rel, sha = rows[0]
-        return int(epoch), self.session.home / rel, sha
+        return int(epoch), self.warehouse.home / rel, sha
 
     # ---- evaluations -----------------------------------------------------------
     def add_evaluation(self, run_id: str, dataset: str, model_version: str | None, report: dict[str, Any]) -> None:

@@ -8,12 +8,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sightql.errors import ConfigError
+from sightql.models.device import resolve_device
 from sightql.train import checkpoints
+from sightql.train.bases import BaseModel, build_base, train_input
 from sightql.train.options import TrainOptions
 from sightql.train.runs import RunStore
+from sightql.train.shared_rows import ROWS_FILE, SharedRowsReader, fresh_shared_dir, write_rows
+from sightql.train.sources import load_examples
+from sightql.train.splits import split_by_column, split_by_content
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.registry import Registry
+    from sightql.sql.warehouse import Warehouse
+    from sightql.stages.catalog import StageCatalog
     from sightql.train.distributed import Group
 
 
@@ -27,20 +34,16 @@ class Prepared:
     reader: Any  # reads the rows' image bytes
     labels: list[str]
     device: str
-    base: Any  # sightql.train.bases.BaseModel
+    base: BaseModel
     spec: Any  # the training InputSpec
     rows_path: Path | None = None  # under torchrun: the rows copied for every rank
 
 
-def prepare(session: "Session", store: RunStore, run_id: str, options: TrainOptions, resuming: bool,
-            group: "Group | None") -> Prepared:
+def prepare(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", store: RunStore, run_id: str,
+            options: TrainOptions, resuming: bool, group: "Group | None") -> Prepared:
     """Read the source, split it, build the base; record what the run learned about its data in its params."""
-    from sightql.models.device import resolve_device
-    from sightql.train.bases import build_base, train_input
-    from sightql.train.sources import load_examples
-    from sightql.train.splits import split_by_column, split_by_content
-
-    examples, reader = load_examples(session, options.source, options.image, options.label, options.split_column)
+    examples, reader = load_examples(warehouse, stages, options.source, options.image, options.label,
+                                     options.split_column)
     split = (split_by_column(examples, options.split_column) if options.split_column
              else split_by_content(examples, options.val_fraction, options.seed))
     if not split.val:
@@ -52,7 +55,7 @@ def prepare(session: "Session", store: RunStore, run_id: str, options: TrainOpti
     device = resolve_device(options.device)
     if group is not None:
         device = group.device(device)
-    base = build_base(session, options.base, len(labels), options.weights_path)
+    base = build_base(warehouse, registry, options.base, len(labels), options.weights_path)
     spec = train_input(base, options.image_size, options.resize)
 
     if not resuming:  # what the run learned about its data, for `runs show`
@@ -68,19 +71,17 @@ def prepare(session: "Session", store: RunStore, run_id: str, options: TrainOpti
     return Prepared(examples, split.train, split.val, reader, labels, device, base, spec)
 
 
-def share_with_ranks(session: "Session", run_id: str, options: TrainOptions, prepared: Prepared, group: "Group",
+def share_with_ranks(warehouse: "Warehouse", run_id: str, options: TrainOptions, prepared: Prepared, group: "Group",
                      resume_from: tuple[int, Path, str] | None) -> Prepared:
     """Copy the rows for every rank, then tell the others the plan (options as JSON); returns the rows as shared."""
-    from sightql.train.shared_rows import ROWS_FILE, SharedRowsReader, fresh_shared_dir, write_rows
-
-    shared = fresh_shared_dir(checkpoints.run_dir(session.home, run_id))
+    shared = fresh_shared_dir(checkpoints.run_dir(warehouse.home, run_id))
     rows_path = shared / ROWS_FILE
     write_rows(rows_path, prepared.train_rows, prepared.val_rows, prepared.reader)
     reader = SharedRowsReader(rows_path, prepared.reader.description)
     train_rows, val_rows = reader.split()
     group.share_plan({
         "run_id": run_id, "options": options.to_json_dict(), "labels": prepared.labels, "base_kind": prepared.base.kind,
-        "input": json.loads(json.dumps(prepared.spec.__dict__)), "limits": session.limits.__dict__,
+        "input": json.loads(json.dumps(prepared.spec.__dict__)), "limits": warehouse.limits.__dict__,
         "shared_dir": str(shared), "rows": str(rows_path), "source": reader.description,
         "resume": None if resume_from is None else [resume_from[0], str(resume_from[1]), resume_from[2]],
     })

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from sightql.partial_files import partial_path
 from sightql.train.sources import READ_CHUNK, ByteReader, Example
 
 SHARED_DIR = "shared"
@@ -36,18 +37,21 @@ def fresh_shared_dir(run_dir: Path) -> Path:
 
 
 def write_rows(path: Path, train: Sequence[Example], val: Sequence[Example], reader: ByteReader) -> None:
-    """Copy the rows, ``READ_CHUNK`` at a time, to ``path`` (written to a temporary name, then renamed)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
-        for split, examples in (("train", train), ("val", val)):
-            for start in range(0, len(examples), READ_CHUNK):
-                chunk = examples[start : start + READ_CHUNK]
-                blobs = reader.read([e.key for e in chunk])
-                writer.write_batch(pa.record_batch([
-                    [e.name for e in chunk], [e.label for e in chunk], [e.sha256 for e in chunk],
-                    [split] * len(chunk), blobs,
-                ], schema=SCHEMA))
-    os.replace(tmp, path)
+    """Copy the rows, ``READ_CHUNK`` at a time, to ``path`` (written as a partial file, then renamed)."""
+    tmp = partial_path(path)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
+            for split, examples in (("train", train), ("val", val)):
+                for start in range(0, len(examples), READ_CHUNK):
+                    chunk = examples[start : start + READ_CHUNK]
+                    blobs = reader.read([e.key for e in chunk])
+                    writer.write_batch(pa.record_batch([
+                        [e.name for e in chunk], [e.label for e in chunk], [e.sha256 for e in chunk],
+                        [split] * len(chunk), blobs,
+                    ], schema=SCHEMA))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class SharedRowsReader:

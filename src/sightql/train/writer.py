@@ -11,20 +11,20 @@ from sightql.train.progress_file import ProgressFile
 from sightql.train.runs import RunStore
 
 if TYPE_CHECKING:
-    from sightql.session import Session
+    from sightql.sql.warehouse import Warehouse
 
 
 @dataclass
 class RunWriter:
     """What only the process holding the warehouse does each epoch: the log, checkpoints, the best weights."""
 
-    session: "Session"
+    warehouse: "Warehouse"
     store: RunStore
     run_id: str
     reporter: ProgressFile  # the JSON progress file other processes read (a no-op without a path)
 
     def checkpoint(self, epoch: int, state: dict[str, Any]) -> None:
-        path, sha = checkpoints.save_checkpoint(self.session.home, self.run_id, epoch, state)
+        path, sha = checkpoints.save_checkpoint(self.warehouse.home, self.run_id, epoch, state)
         self.store.add_checkpoint(self.run_id, epoch, path, sha)
 
     def epoch(self, result: Any) -> None:
@@ -36,7 +36,7 @@ class RunWriter:
             self.store.update_params(self.run_id, params)
 
     def best(self, result: Any, module: Any) -> None:
-        checkpoints.save_best_weights(self.session.home, self.run_id, module)
+        checkpoints.save_best_weights(self.warehouse.home, self.run_id, module)
         self.store.set_best(self.run_id, result.epoch)
 
     def resumed(self, epoch: int) -> None:

@@ -48,7 +48,7 @@ with shown_errors(), open_session() as session:
                 column.metric(metric, f"{value:.4g}")
         if not metrics:
             st.caption("No metrics recorded for this version.")
-        evaluations = RunStore(session).evaluations_of_version(chosen.ref)
+        evaluations = RunStore(session.warehouse).evaluations_of_version(chosen.ref)
         for evaluation in evaluations:
             confusion_heatmap(evaluation["report"], f"{evaluation['dataset']} set of run {evaluation['run_id']}")
         if not evaluations:

@@ -84,7 +84,7 @@ elif latest is not None:
     st.error(f"Job {latest.job_id} {latest.state}: {latest.error}")
 
 with shown_errors(), open_session() as session:
-    store = RunStore(session)
+    store = RunStore(session.warehouse)
     runs = store.list_runs().to_pylist()
     if not runs:
         st.caption("No training runs in this warehouse yet.")

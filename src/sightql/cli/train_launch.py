@@ -5,22 +5,29 @@
 alone opens the warehouse and leads the run (see :mod:`sightql.train.distributed`); the other
 ranks follow its plan, which carries the options as JSON, without ever opening the DuckDB file,
 which allows one writer process.
+
+A process entry point like the CLI (it opens the warehouse with :func:`sightql.connect`), so it
+lives with the adapters, above the Session; the training library below takes the warehouse, the
+registry and the stages the Session composed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sightql.config import Settings
+from sightql.session import connect
+from sightql.train.distributed import Group, distributed_env
+from sightql.train.follower import train_worker
 from sightql.train.options import TrainOptions
-
-if TYPE_CHECKING:
-    from sightql.train.result import TrainResult
+from sightql.train.result import TrainResult
+from sightql.train.run import train
 
 
 def train_warehouse(path: str | Path | None = None, options: TrainOptions | None = None, *, resume: str | None = None,
                     progress: bool = True, progress_file: str | Path | None = None,
-                    **overrides: Any) -> "TrainResult":
+                    **overrides: Any) -> TrainResult:
     """``sightql.connect(path).train(options=options, **overrides)``, and the same on every rank of a torchrun job.
 
     ``overrides`` are :class:`TrainOptions` fields, as for ``Session.train``. Under torchrun every
@@ -28,15 +35,9 @@ def train_warehouse(path: str | Path | None = None, options: TrainOptions | None
     :class:`~sightql.train.result.TrainResult`, the others' carry ``rank`` and the registered version.
     A failure on any rank marks the run failed and raises on every rank.
     """
-    import sightql
-    from sightql.config import Settings
-    from sightql.train.distributed import Group, distributed_env
-    from sightql.train.follower import train_worker
-    from sightql.train.run import train
-
     env = distributed_env()
     if env is None:
-        with sightql.connect(path) as session:
+        with connect(path) as session:
             return session.train(options=options, resume=resume, progress=progress, progress_file=progress_file,
                                  **overrides)
     if resume is None:
@@ -45,9 +46,10 @@ def train_warehouse(path: str | Path | None = None, options: TrainOptions | None
     try:
         try:
             if group.is_lead:
-                with sightql.connect(path) as session:
-                    result = train(session, options, resume=resume, epochs=overrides.get("epochs"), progress=progress,
-                                   group=group, progress_file=progress_file)
+                with connect(path) as session:
+                    result = train(session.warehouse, session.registry, session.stages, options, resume=resume,
+                                   epochs=overrides.get("epochs"), progress=progress, group=group,
+                                   progress_file=progress_file)
             else:
                 result = train_worker(group)
         except BaseException as exc:
