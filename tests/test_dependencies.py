@@ -132,7 +132,7 @@ def test_every_imported_package_is_declared_and_optional_ones_are_guarded():
 
 def test_the_scan_sees_the_imports_it_judges():
     found = {(module, path) for module, path, _, _ in imports()}
-    assert {("duckdb", "session.py"), ("streamlit", "app/common.py"), ("fastapi", "api/app.py")} <= found
+    assert {("duckdb", "sql/warehouse.py"), ("streamlit", "app/common.py"), ("fastapi", "api/app.py")} <= found
     assert ("fastapi", "api/__init__.py") not in found  # under `if TYPE_CHECKING:` only
     core, extras = declared()
     assert {"duckdb", "torch", "pillow"} <= core and "distributed" in extras["dask"]  # dask[distributed]
