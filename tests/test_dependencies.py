@@ -138,7 +138,7 @@ def test_the_scan_sees_the_imports_it_judges():
     assert {"duckdb", "torch", "pillow"} <= core and "distributed" in extras["dask"]  # dask[distributed]
     assert {"streamlit", "s3fs", "keras"} <= extras["all"]
     guards = guarded_extras()
-    assert "app" in guards["app"] and "s3" in guards["stages"] and "demo" in guards["demo.py"]
+    assert "app" in guards["app"] and "s3" in guards["stages"] and "demo" in guards["cli"]
 
 
 def test_training_evaluation_runs_without_scikit_learn():
