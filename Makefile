@@ -19,7 +19,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/sightql demo --warehouse demo-warehouse
 
+# The layer contracts of docs/architecture.md (pyproject.toml) first: an import that points up fails.
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

@@ -77,3 +77,25 @@ def test_images_import_nothing_above_them():
         and not node.module.startswith(allowed)
     ]
     assert found == []
+
+
+ADAPTERS = ("cli/", "app/", "api/")
+
+
+def test_no_module_below_the_session_names_it():
+    """Only the session and the adapters above it know the Session; lower layers get the narrow Warehouse.
+
+    ``lint-imports`` (in ``make test``) refuses an import that points up; this also catches a Session
+    passed down untyped and used by name in an annotation or a docstring-free signature.
+    """
+    found = [
+        f"{path}:{node.lineno}"
+        for path, tree in _trees()
+        if path != "session.py" and path != "__init__.py" and not path.startswith(ADAPTERS)
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Name) and node.id == "Session")
+        or (isinstance(node, ast.arg) and node.arg == "session")
+        or (isinstance(node, ast.Constant) and node.value == "Session")
+        or (isinstance(node, ast.ImportFrom) and node.module in ("sightql", "sightql.session"))
+    ]
+    assert found == []

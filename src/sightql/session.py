@@ -9,31 +9,30 @@ from __future__ import annotations
 import atexit
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import pyarrow as pa
 
 from sightql.config import Settings, default_home
 from sightql.errors import ConfigError
+from sightql.explore.topk import classify_images
+from sightql.functions.named import create_model_function, drop_model_function, list_model_functions
+from sightql.functions.register import register_functions
 from sightql.images.decode import ImageLimits
 from sightql.inference.predict import PredictReport, predict
 from sightql.inference.runners import Runner, RunnerName
-from sightql.models.base import LoadedModel
-from sightql.registry import Registry
-from sightql.explore.topk import top_k_sql
-from sightql.functions.named import create_model_function, drop_model_function, list_model_functions
-from sightql.functions.register import register_functions
 from sightql.ingest.loading import LoadReport, load_images
 from sightql.ingest.uploads import StoreReport, store_images
-from sightql.registry.specs import card_of, check_classifier
+from sightql.models.base import LoadedModel
+from sightql.models.loader import describe_builtins
+from sightql.registry import Registry
 from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.stage import Stage
 from sightql.train.options import TrainOptions
+from sightql.train.result import TrainResult
 from sightql.train.run import train as run_training
 
-if TYPE_CHECKING:
-    from sightql.train.result import TrainResult
 
 _open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
@@ -203,7 +202,7 @@ class Session:
         progress: bool = True,
         progress_file: str | Path | None = None,
         **overrides: Any,
-    ) -> "TrainResult":
+    ) -> TrainResult:
         """Fine-tune a base on labelled images and register the best epoch as the next version of ``name``.
 
         ``source``: a table (``image`` BLOB column, ``label`` column) or ``'@stage/prefix'`` with
@@ -241,8 +240,6 @@ class Session:
 
     def models(self) -> list[dict[str, Any]]:
         """Every model a reference can name: the built-ins, then the registry's models with versions and aliases."""
-        from sightql.models.loader import describe_builtins
-
         builtins = [{**b, "source": "builtin"} for b in describe_builtins()]
         return builtins + [{**m, "source": "registry"} for m in self.registry.describe()]
 
@@ -305,15 +302,4 @@ class Session:
         moved meanwhile changes nothing). Each result is ``{"top": [{"label", "score"}, ...] or None,
         "error": None or one sentence, "model_version": e.g. 'defects@v3'}``.
         """
-        if not isinstance(k, int) or k < 1:
-            raise ConfigError(f"k must be a whole number of at least 1, got {k!r}; pass e.g. k=5")
-        spec = self.registry.spec(model)
-        check_classifier(card_of(spec), spec.model_version)
-        exact = spec.builtin or spec.model_version
-        table = pa.table({"i": list(range(len(images))), "image": pa.array(list(images), pa.binary())})
-        self.con.register("_sightql_classify_input", table)
-        try:
-            rows = self.sql(top_k_sql("_sightql_classify_input", "i"), {"model": exact, "k": k}).to_pylist()
-        finally:
-            self.con.unregister("_sightql_classify_input")
-        return [{"top": r["top"], "error": r["error"], "model_version": spec.model_version} for r in rows]
+        return classify_images(self.warehouse, self.registry, images, model, k)
