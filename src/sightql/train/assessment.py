@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sightql.errors import ConfigError
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
 from sightql.train import evaluate
 from sightql.train.dataset import ImageRowsDataset, make_loader
 from sightql.train.options import TrainOptions
 from sightql.train.sources import load_examples
-
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
 
 
 def evaluate_rows(model: Any, rows: list[Any], reader: Any, class_index: dict[str, int], labels: list[str], spec: Any,
@@ -25,7 +23,7 @@ def evaluate_rows(model: Any, rows: list[Any], reader: Any, class_index: dict[st
     return evaluate.report(targets, probabilities, labels) | {"loss": loss}
 
 
-def evaluate_test(warehouse: "Warehouse", stages: "StageCatalog", model: Any, options: TrainOptions, spec: Any,
+def evaluate_test(warehouse: Warehouse, stages: StageCatalog, model: Any, options: TrainOptions, spec: Any,
                   class_index: dict[str, int], labels: list[str], device: str,
                   training_examples: list[Any]) -> dict[str, Any]:
     """The report on ``options.test``; a test image that is an exact copy of a training image is left out, with a warning."""

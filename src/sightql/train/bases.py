@@ -11,18 +11,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sightql.errors import ConfigError
 from sightql.images.spec import InputSpec
 from sightql.models.torch import efficientnet_lite
 from sightql.models.torch.files import build_architecture, last_linear_name, read_state_dict, torchvision_architectures
+from sightql.registry import Registry
+from sightql.sql.warehouse import Warehouse
 from sightql.train import checkpoints
 from sightql.train.runs import RunStore
 
-if TYPE_CHECKING:
-    from sightql.registry import Registry
-    from sightql.sql.warehouse import Warehouse
 
 BUNDLED = "efficientnet_lite0"
 TORCHVISION_INPUT = InputSpec()  # ImageNet mean/std, resize shorter side, centre crop
@@ -133,7 +132,7 @@ def _torchvision(arch: str, num_classes: int, weights_path: str | None) -> BaseM
     return BaseModel(module.train(), _torchvision_blocks(module, head), head, TORCHVISION_INPUT, arch)
 
 
-def _from_registry(warehouse: "Warehouse", registry: "Registry", ref: str, num_classes: int) -> BaseModel:
+def _from_registry(warehouse: Warehouse, registry: Registry, ref: str, num_classes: int) -> BaseModel:
     """A registered torchvision state dict, or a version registered by a training run."""
     record = registry.resolve(ref)
     trained = RunStore(warehouse).run_that_registered(record.ref)
@@ -171,7 +170,7 @@ def build_unweighted(kind: str, num_classes: int, spec: InputSpec) -> BaseModel:
     return BaseModel(module.train(), _torchvision_blocks(module, head), head, spec, kind)
 
 
-def build_base(warehouse: "Warehouse", registry: "Registry", base: str, num_classes: int,
+def build_base(warehouse: Warehouse, registry: Registry, base: str, num_classes: int,
                weights_path: str | None = None) -> BaseModel:
     """The base named ``base`` (bundled, a torchvision architecture, or a registry reference) with a fresh head."""
     if base == BUNDLED:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sightql.train import checkpoints, optimiser
 from sightql.train.bases import apply_freeze
 from sightql.train.dataset import ImageRowsDataset, make_loader
+from sightql.train.distributed import Group
 from sightql.train.loop import Loop, LoopState, Progress
 from sightql.train.options import TrainOptions
 from sightql.train.writer import RunWriter
 
-if TYPE_CHECKING:
-    from sightql.train.distributed import Group
-
 
 def fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: str, train_rows: list[Any],
-        val_rows: list[Any], reader: Any, limits: Any, group: "Group | None", writer: RunWriter | None,
+        val_rows: list[Any], reader: Any, limits: Any, group: Group | None, writer: RunWriter | None,
         show_progress: bool, resume_from: tuple[int, Path, str] | None) -> Any:
     """The epochs, the same on every rank: returns the final LoopState; ``writer`` is None on ranks other than 0."""
     import torch

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sightql.images.decode import ImageLimits
 from sightql.images.spec import InputSpec
 from sightql.models.device import resolve_device
 from sightql.train.bases import build_unweighted
+from sightql.train.distributed import Group
 from sightql.train.fit import fit
 from sightql.train.options import TrainOptions
 from sightql.train.result import TrainResult
 from sightql.train.shared_rows import SharedRowsReader
 
-if TYPE_CHECKING:
-    from sightql.train.distributed import Group
 
-
-def train_worker(group: "Group") -> TrainResult:
+def train_worker(group: Group) -> TrainResult:
     """A rank other than 0: the plan from rank 0, the shared rows, the same epochs; no warehouse."""
     import torch
 

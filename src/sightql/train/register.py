@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sightql.registry import Registry
 from sightql.train.bases import BUNDLED
 from sightql.train.options import TrainOptions
 
-if TYPE_CHECKING:
-    from sightql.registry import Registry
 
-
-def register_model(registry: "Registry", model: Any, kind: str, options: TrainOptions, labels: list[str], spec: Any,
+def register_model(registry: Registry, model: Any, kind: str, options: TrainOptions, labels: list[str], spec: Any,
                    run_id: str, val_report: dict[str, Any], test_report: dict[str, Any] | None) -> str:
     """Log ``model`` under ``options.name`` and set its metrics; returns the version's reference ('name@vN')."""
     metrics = {"val_accuracy": val_report["accuracy"], "val_loss": val_report["loss"], "val_macro_f1": val_report["macro_f1"]}

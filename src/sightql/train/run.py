@@ -12,12 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sightql.errors import ConfigError, SightQLError
+from sightql.registry import Registry
 from sightql.registry.refs import check_model_name
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
 from sightql.train import checkpoints
 from sightql.train.assessment import evaluate_rows, evaluate_test
+from sightql.train.distributed import Group
 from sightql.train.distributed import distributed_env, failure_text
 from sightql.train.fit import fit
 from sightql.train.options import TrainOptions
@@ -29,11 +33,6 @@ from sightql.train.setup import prepare, share_with_ranks
 from sightql.train.shared_rows import SharedRowsReader
 from sightql.train.writer import RunWriter
 
-if TYPE_CHECKING:
-    from sightql.registry import Registry
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
-    from sightql.train.distributed import Group
 
 __all__ = ["TrainResult", "train"]
 
@@ -53,8 +52,8 @@ def options_for_resume(store: RunStore, run_id: str, epochs: int | None) -> Trai
     return options
 
 
-def train(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", options: TrainOptions | None = None,
-          *, resume: str | None = None, epochs: int | None = None, progress: bool = True, group: "Group | None" = None,
+def train(warehouse: Warehouse, registry: Registry, stages: StageCatalog, options: TrainOptions | None = None,
+          *, resume: str | None = None, epochs: int | None = None, progress: bool = True, group: Group | None = None,
           progress_file: str | Path | None = None) -> TrainResult:
     """What ``session.train`` runs (its docstring describes the settings): a new run with ``options``, or
     ``resume=RUN_ID`` (``epochs`` extends it), reading from ``warehouse``'s tables and ``stages``, registering
@@ -76,8 +75,8 @@ def train(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", 
     return result
 
 
-def start(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", options: TrainOptions | None,
-          resume: str | None, epochs: int | None, progress: bool, group: "Group | None",
+def start(warehouse: Warehouse, registry: Registry, stages: StageCatalog, options: TrainOptions | None,
+          resume: str | None, epochs: int | None, progress: bool, group: Group | None,
           reporter: ProgressFile) -> TrainResult:
     """Record the run (or take up ``resume``), train it, and mark it completed, interrupted or failed."""
     if group is None and distributed_env() is not None:
@@ -114,8 +113,8 @@ def start(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", 
         raise
 
 
-def lead_run(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", store: RunStore, run_id: str,
-             options: TrainOptions, resuming: bool, show_progress: bool, group: "Group | None",
+def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, store: RunStore, run_id: str,
+             options: TrainOptions, resuming: bool, show_progress: bool, group: Group | None,
              reporter: ProgressFile) -> TrainResult:
     """The recorded run from setup to registration, on the process holding the warehouse (rank 0 under torchrun)."""
     import torch

@@ -11,14 +11,13 @@ import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from sightql.errors import SightQLError
+from sightql.sql.warehouse import Warehouse
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s")
@@ -33,7 +32,7 @@ def new_run_id() -> str:
 
 
 class RunStore:
-    def __init__(self, warehouse: "Warehouse"):
+    def __init__(self, warehouse: Warehouse):
         self.warehouse = warehouse
 
     def _execute(self, query: str, params: list[Any]) -> list[tuple[Any, ...]]:

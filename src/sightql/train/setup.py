@@ -5,23 +5,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sightql.errors import ConfigError
 from sightql.models.device import resolve_device
+from sightql.registry import Registry
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
 from sightql.train import checkpoints
 from sightql.train.bases import BaseModel, build_base, train_input
+from sightql.train.distributed import Group
 from sightql.train.options import TrainOptions
 from sightql.train.runs import RunStore
 from sightql.train.shared_rows import ROWS_FILE, SharedRowsReader, fresh_shared_dir, write_rows
 from sightql.train.sources import load_examples
 from sightql.train.splits import split_by_column, split_by_content
-
-if TYPE_CHECKING:
-    from sightql.registry import Registry
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
-    from sightql.train.distributed import Group
 
 
 @dataclass
@@ -39,8 +37,8 @@ class Prepared:
     rows_path: Path | None = None  # under torchrun: the rows copied for every rank
 
 
-def prepare(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog", store: RunStore, run_id: str,
-            options: TrainOptions, resuming: bool, group: "Group | None") -> Prepared:
+def prepare(warehouse: Warehouse, registry: Registry, stages: StageCatalog, store: RunStore, run_id: str,
+            options: TrainOptions, resuming: bool, group: Group | None) -> Prepared:
     """Read the source, split it, build the base; record what the run learned about its data in its params."""
     examples, reader = load_examples(warehouse, stages, options.source, options.image, options.label,
                                      options.split_column)
@@ -71,7 +69,7 @@ def prepare(warehouse: "Warehouse", registry: "Registry", stages: "StageCatalog"
     return Prepared(examples, split.train, split.val, reader, labels, device, base, spec)
 
 
-def share_with_ranks(warehouse: "Warehouse", run_id: str, options: TrainOptions, prepared: Prepared, group: "Group",
+def share_with_ranks(warehouse: Warehouse, run_id: str, options: TrainOptions, prepared: Prepared, group: Group,
                      resume_from: tuple[int, Path, str] | None) -> Prepared:
     """Copy the rows for every rank, then tell the others the plan (options as JSON); returns the rows as shared."""
     shared = fresh_shared_dir(checkpoints.run_dir(warehouse.home, run_id))

@@ -9,17 +9,16 @@ from __future__ import annotations
 import hashlib
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import Protocol, Sequence
 
 from sightql.errors import ImageError, SightQLError, TableError
 from sightql.images.decode import probe_image
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import read_rowids, table_columns
+from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
 from sightql.stages.paths import split_stage_ref
 
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
-    from sightql.stages.catalog import StageCatalog
 
 READ_CHUNK = 64  # rows per query when reading image bytes
 
@@ -42,7 +41,7 @@ class ByteReader(Protocol):
 class TableReader:
     """Bytes by rowid, ``READ_CHUNK`` rows per query on this thread's own cursor."""
 
-    def __init__(self, warehouse: "Warehouse", table: str, image: str):
+    def __init__(self, warehouse: Warehouse, table: str, image: str):
         self.warehouse = warehouse
         self.quoted_table = quote_ident(table, "table name")
         self.quoted_image = quote_ident(image, "column name")
@@ -64,7 +63,7 @@ class TableReader:
 
 
 class StageReader:
-    def __init__(self, stages: "StageCatalog", stage_name: str):
+    def __init__(self, stages: StageCatalog, stage_name: str):
         self.stage = stages.get(stage_name.lstrip("@"))
         self.description = f"@{stage_name}"
 
@@ -73,7 +72,7 @@ class StageReader:
 
 
 def table_examples(
-    warehouse: "Warehouse", table: str, image: str, label: str, split_column: str | None = None
+    warehouse: Warehouse, table: str, image: str, label: str, split_column: str | None = None
 ) -> tuple[list[Example], TableReader]:
     q_table = quote_ident(table, "table name")  # a name that cannot be a table is refused with its own sentence
     with warehouse.cursor() as cursor:
@@ -105,7 +104,7 @@ def table_examples(
     return examples, TableReader(warehouse, table, image)
 
 
-def stage_examples(warehouse: "Warehouse", stages: "StageCatalog", ref: str, label: str
+def stage_examples(warehouse: Warehouse, stages: StageCatalog, ref: str, label: str
                    ) -> tuple[list[Example], StageReader]:
     """Every image under '@stage/prefix'; with ``label='folder'`` its parent folder names the class."""
     if label != "folder":
@@ -135,7 +134,7 @@ def stage_examples(warehouse: "Warehouse", stages: "StageCatalog", ref: str, lab
 
 
 def load_examples(
-    warehouse: "Warehouse", stages: "StageCatalog", source: str, image: str, label: str,
+    warehouse: Warehouse, stages: StageCatalog, source: str, image: str, label: str,
     split_column: str | None = None,
 ) -> tuple[list[Example], ByteReader]:
     """The labelled examples of a table, or of '@stage/prefix', and the reader of their bytes."""

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sightql.sql.warehouse import Warehouse
 from sightql.train import checkpoints
 from sightql.train.progress_file import ProgressFile
 from sightql.train.runs import RunStore
-
-if TYPE_CHECKING:
-    from sightql.sql.warehouse import Warehouse
 
 
 @dataclass
 class RunWriter:
     """What only the process holding the warehouse does each epoch: the log, checkpoints, the best weights."""
 
-    warehouse: "Warehouse"
+    warehouse: Warehouse
     store: RunStore
     run_id: str
     reporter: ProgressFile  # the JSON progress file other processes read (a no-op without a path)
