@@ -37,6 +37,11 @@ from sightql.train.run import train as run_training
 _open_sessions: "weakref.WeakSet[Session]" = weakref.WeakSet()
 
 
+def _of_warehouse(name: str, doc: str) -> property:
+    """A read-only Session attribute that is the Warehouse's own."""
+    return property(lambda session: getattr(session.warehouse, name), doc=doc)
+
+
 @atexit.register
 def _close_open_sessions() -> None:
     """Close what callers left open, so DuckDB flushes and shuts down cleanly."""
@@ -101,35 +106,14 @@ class Session:
             raise
         _open_sessions.add(self)
 
-    # ---- the open warehouse ----------------------------------------------------
-    @property
-    def con(self) -> Any:
-        """The DuckDB connection (None once closed)."""
-        return self.warehouse.con
-
-    @property
-    def home(self) -> Path:
-        return self.warehouse.home
-
-    @property
-    def settings(self) -> Settings:
-        return self.warehouse.settings
-
-    @property
-    def limits(self) -> ImageLimits:
-        return self.warehouse.limits
-
-    @property
-    def device(self) -> str:
-        return self.warehouse.device
-
-    @property
-    def on_error(self) -> OnError:
-        return self.warehouse.on_error
-
-    @property
-    def models_dir(self) -> Path:
-        return self.warehouse.models_dir
+    # ---- the open warehouse (read-only views of the narrow context, for adapters and users) ----
+    con = _of_warehouse("con", "The DuckDB connection (None once closed).")
+    home = _of_warehouse("home", "The warehouse folder.")
+    settings = _of_warehouse("settings", "The Settings this session runs with (config file < SIGHTQL_* variables).")
+    limits = _of_warehouse("limits", "The image limits (bytes, pixels) every decode checks.")
+    device = _of_warehouse("device", "'auto', 'cpu' or 'cuda', as asked for.")
+    on_error = _of_warehouse("on_error", "'null' (a bad image gives its row NULL plus an error) or 'raise'.")
+    models_dir = _of_warehouse("models_dir", "Where model artifacts live (models/ under the warehouse).")
 
     # ---- lifecycle -------------------------------------------------------------
     def close(self) -> None:

@@ -33,25 +33,17 @@ class RegistryStore:
         self._warehouse = warehouse
 
     # ---- plumbing -----------------------------------------------------------------
-    def _rows(self, query: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        with self._warehouse.cursor() as cursor:
-            return cursor.execute(query, params).fetchall()
-
-    def _execute(self, query: str, params: list[Any]) -> None:
-        with self._warehouse.cursor() as cursor:
-            cursor.execute(query, params)
-
     def _record(self, query: str, params: list[Any]) -> VersionRecord | None:
-        rows = self._rows(query, params)
+        rows = self._warehouse.rows(query, params)
         return VersionRecord.from_row(rows[0]) if rows else None
 
     # ---- models -------------------------------------------------------------------
     def model_names(self) -> list[str]:
-        return [r[0] for r in self._rows("SELECT name FROM sightql_models ORDER BY name", [])]
+        return [r[0] for r in self._warehouse.rows("SELECT name FROM sightql_models ORDER BY name", [])]
 
     def model_row(self, name: str) -> tuple[str, str] | None:
         """(name, description) of a registered model, or None."""
-        rows = self._rows("SELECT name, description FROM sightql_models WHERE name = ?", [name])
+        rows = self._warehouse.rows("SELECT name, description FROM sightql_models WHERE name = ?", [name])
         return (rows[0][0], rows[0][1]) if rows else None
 
     def models_table(self) -> pa.Table:
@@ -76,19 +68,19 @@ class RegistryStore:
                 cur.execute(f"DELETE FROM {table} WHERE name = ?", [name])
 
     def default_version(self, name: str) -> str | None:
-        rows = self._rows("SELECT default_version FROM sightql_models WHERE name = ?", [name])
+        rows = self._warehouse.rows("SELECT default_version FROM sightql_models WHERE name = ?", [name])
         return rows[0][0] if rows else None
 
     def set_default(self, name: str, version: str | None) -> None:
-        self._execute("UPDATE sightql_models SET default_version = ? WHERE name = ?", [version, name])
+        self._warehouse.rows("UPDATE sightql_models SET default_version = ? WHERE name = ?", [version, name])
 
     # ---- versions -----------------------------------------------------------------
     def version_names(self, name: str) -> list[str]:
-        return [r[0] for r in self._rows("SELECT version FROM sightql_model_versions WHERE name = ?", [name])]
+        return [r[0] for r in self._warehouse.rows("SELECT version FROM sightql_model_versions WHERE name = ?", [name])]
 
     def versions(self, name: str) -> list[VersionRecord]:
         """Oldest first."""
-        rows = self._rows(f"{_SELECT_VERSION} WHERE name = ? ORDER BY created_at, version", [name])
+        rows = self._warehouse.rows(f"{_SELECT_VERSION} WHERE name = ? ORDER BY created_at, version", [name])
         return [VersionRecord.from_row(r) for r in rows]
 
     def default_or_latest(self, name: str) -> VersionRecord | None:
@@ -144,33 +136,33 @@ class RegistryStore:
 
     # ---- aliases and metrics ------------------------------------------------------
     def alias_names(self, name: str) -> list[str]:
-        return [r[0] for r in self._rows("SELECT alias FROM sightql_model_aliases WHERE name = ?", [name])]
+        return [r[0] for r in self._warehouse.rows("SELECT alias FROM sightql_model_aliases WHERE name = ?", [name])]
 
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version, by alias."""
-        rows = self._rows("SELECT alias, version FROM sightql_model_aliases WHERE name = ? ORDER BY alias", [name])
+        rows = self._warehouse.rows("SELECT alias, version FROM sightql_model_aliases WHERE name = ? ORDER BY alias", [name])
         return dict(rows)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         """In one statement, so readers see the old or the new target."""
-        self._execute(
+        self._warehouse.rows(
             """INSERT INTO sightql_model_aliases (name, alias, version, updated_at) VALUES (?, ?, ?, now())
                ON CONFLICT (name, alias) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at""",
             [name, alias, version],
         )
 
     def remove_alias(self, name: str, alias: str) -> None:
-        self._execute("DELETE FROM sightql_model_aliases WHERE name = ? AND alias = ?", [name, alias])
+        self._warehouse.rows("DELETE FROM sightql_model_aliases WHERE name = ? AND alias = ?", [name, alias])
 
     def metrics(self, name: str, version: str) -> dict[str, float]:
-        rows = self._rows(
+        rows = self._warehouse.rows(
             "SELECT metric, value FROM sightql_model_metrics WHERE name = ? AND version = ? ORDER BY metric",
             [name, version],
         )
         return dict(rows)
 
     def set_metric(self, name: str, version: str, metric: str, value: float) -> None:
-        self._execute(
+        self._warehouse.rows(
             """INSERT INTO sightql_model_metrics (name, version, metric, value) VALUES (?, ?, ?, ?)
                ON CONFLICT (name, version, metric) DO UPDATE SET value = excluded.value""",
             [name, version, metric, value],
@@ -193,9 +185,9 @@ class RegistryStore:
             cur.execute("INSERT INTO sightql_functions (name, model_ref, task) VALUES (?, ?, ?)", [sql_name, ref, task])
 
     def delete_function(self, sql_name: str) -> None:
-        self._execute("DELETE FROM sightql_functions WHERE lower(name) = lower(?)", [sql_name])
+        self._warehouse.rows("DELETE FROM sightql_functions WHERE lower(name) = lower(?)", [sql_name])
 
     def is_duckdb_function(self, sql_name: str) -> bool:
         """Whether DuckDB already knows a function of that name (case-insensitive)."""
-        rows = self._rows("SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [sql_name.lower()])
+        rows = self._warehouse.rows("SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) = ?", [sql_name.lower()])
         return bool(rows[0][0])

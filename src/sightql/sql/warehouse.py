@@ -113,6 +113,11 @@ class Warehouse:
         finally:
             cursor.close()
 
+    def rows(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
+        """Every row of ``query`` (bound ``params``), run on a short-lived cursor of its own."""
+        with self.cursor() as cursor:
+            return cursor.execute(query, params).fetchall()
+
     def transaction(self) -> Any:
         """``with warehouse.transaction() as cursor:``: the block's statements as one transaction."""
         return transaction(self.connection())

@@ -35,43 +35,39 @@ class RunStore:
     def __init__(self, warehouse: Warehouse):
         self.warehouse = warehouse
 
-    def _execute(self, query: str, params: list[Any]) -> list[tuple[Any, ...]]:
-        with self.warehouse.cursor() as cursor:
-            return cursor.execute(query, params).fetchall()
-
     def _arrow(self, query: str, params: list[Any]) -> pa.Table:
         with self.warehouse.cursor() as cursor:
             return cursor.sql(query, params=params).to_arrow_table()
 
     # ---- runs ------------------------------------------------------------------
     def start(self, run_id: str, name: str, params: dict[str, Any]) -> None:
-        self._execute(
+        self.warehouse.rows(
             "INSERT INTO training_runs (run_id, name, status, params, started_at) VALUES (?, ?, 'running', ?, ?)",
             [run_id, name, json.dumps(params, sort_keys=True, default=str), _now()],
         )
 
     def update_params(self, run_id: str, params: dict[str, Any]) -> None:
-        self._execute(
+        self.warehouse.rows(
             "UPDATE training_runs SET params = ? WHERE run_id = ?", [json.dumps(params, sort_keys=True, default=str), run_id]
         )
 
     def mark_running(self, run_id: str) -> None:
-        self._execute(
+        self.warehouse.rows(
             "UPDATE training_runs SET status = 'running', error = NULL, finished_at = NULL WHERE run_id = ?", [run_id]
         )
 
     def finish(self, run_id: str, status: str, error: str | None = None) -> None:
         assert status in STATUSES
-        self._execute(
+        self.warehouse.rows(
             "UPDATE training_runs SET status = ?, error = ?, finished_at = ? WHERE run_id = ?",
             [status, error, _now(), run_id],
         )
 
     def set_best(self, run_id: str, epoch: int) -> None:
-        self._execute("UPDATE training_runs SET best_epoch = ? WHERE run_id = ?", [epoch, run_id])
+        self.warehouse.rows("UPDATE training_runs SET best_epoch = ? WHERE run_id = ?", [epoch, run_id])
 
     def set_registered(self, run_id: str, ref: str) -> None:
-        self._execute("UPDATE training_runs SET registered_version = ? WHERE run_id = ?", [ref, run_id])
+        self.warehouse.rows("UPDATE training_runs SET registered_version = ? WHERE run_id = ?", [ref, run_id])
 
     def get(self, run_id: str) -> dict[str, Any]:
         table = self._arrow("SELECT * FROM training_runs WHERE run_id = ?", [run_id])
@@ -94,7 +90,7 @@ class RunStore:
     def log_epoch(self, run_id: str, row: dict[str, float | int | None]) -> None:
         values = [row.get(c) for c in LOG_COLUMNS]
         columns = ", ".join(LOG_COLUMNS)
-        self._execute(
+        self.warehouse.rows(
             f"INSERT OR REPLACE INTO training_log (run_id, {columns}) VALUES (?, {', '.join('?' for _ in values)})",
             [run_id, *values],
         )
@@ -106,7 +102,7 @@ class RunStore:
 
     def forget_epochs_after(self, run_id: str, epoch: int) -> None:
         """On resume: epochs past the checkpoint are trained again, so their old rows go."""
-        self._execute("DELETE FROM training_log WHERE run_id = ? AND epoch > ?", [run_id, epoch])
+        self.warehouse.rows("DELETE FROM training_log WHERE run_id = ? AND epoch > ?", [run_id, epoch])
 
     # ---- checkpoints -----------------------------------------------------------
     def add_checkpoint(self, run_id: str, epoch: int, path: Path, sha256: str) -> None:
@@ -127,7 +123,7 @@ class RunStore:
             (self.warehouse.home / old_path).unlink(missing_ok=True)
 
     def last_checkpoint(self, run_id: str) -> tuple[int, Path, str] | None:
-        rows = self._execute(
+        rows = self.warehouse.rows(
             "SELECT epoch, path, sha256 FROM training_checkpoints WHERE run_id = ? ORDER BY epoch DESC LIMIT 1", [run_id]
         )
         if not rows:
@@ -137,7 +133,7 @@ class RunStore:
 
     # ---- evaluations -----------------------------------------------------------
     def add_evaluation(self, run_id: str, dataset: str, model_version: str | None, report: dict[str, Any]) -> None:
-        self._execute(
+        self.warehouse.rows(
             "INSERT OR REPLACE INTO training_evaluations (run_id, dataset, model_version, accuracy, report, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             [run_id, dataset, model_version, report.get("accuracy"), json.dumps(report, sort_keys=True), _now()],
