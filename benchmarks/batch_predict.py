@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -82,15 +83,15 @@ def child(home: Path, model: str, runner: str) -> dict:
         spec = predictor.card.input
         predictor.predict(np.zeros((32, spec.channels, spec.height, spec.width), np.float32))
         cluster = None
-        scheduler = None
+        chosen: Any = runner
         if runner == "dask-started":  # time the run on a cluster that is already up, as a service would have
+            from sightql.inference.runners import DaskRunner
             from sightql.inference.runners.dask_cluster import local_cluster
 
             cluster = local_cluster(os.cpu_count() or 1)  # the cluster runner='dask' starts, started beforehand
-            scheduler = cluster.scheduler_address
+            chosen = DaskRunner(scheduler=cluster.scheduler_address)
         start = time.perf_counter()
-        report = s.predict(model, "bench", into="preds", runner=runner.split("-")[0], scheduler=scheduler,
-                           progress=False)
+        report = s.predict(model, "bench", into="preds", runner=chosen, progress=False)
         seconds = time.perf_counter() - start
         if cluster is not None:
             cluster.close()
