@@ -55,7 +55,7 @@ def linear_probe(session: sightql.Session, table: str, result) -> float:
     from sightql.train.sources import table_examples
     from sightql.train.splits import split_by_content
 
-    examples, reader = table_examples(session, table, "image", "label")
+    examples, reader = table_examples(session.warehouse, table, "image", "label")
     split = split_by_content(examples, 0.3, 0)
     assert len(split.val) == result.evaluation["images"], "the probe must use the run's own held-out split"
     body = efficientnet_lite.build(pretrained=True)
