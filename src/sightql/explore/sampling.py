@@ -22,7 +22,7 @@ from sightql.images.thumbnails import thumbnail
 from sightql.registry import Registry
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.paths import split_stage_ref
+from sightql.stages.paths import folder_label, split_stage_ref
 
 
 MAX_SAMPLE = 64  # images per sample: a grid a person can look at, and a bounded query
@@ -80,11 +80,6 @@ class StageSample:
     summary: SampleSummary
 
 
-def parent_folder(relative_path: str) -> str | None:
-    """``train/NORMAL/x.jpeg`` -> ``NORMAL``: the class a folder-labelled stage gives a file."""
-    return relative_path.rsplit("/", 2)[-2] if "/" in relative_path else None
-
-
 def choose(paths: list[str], n: int, seed: int) -> list[str]:
     """``n`` of ``paths`` (all when fewer), the same for the same seed and listing, in path order."""
     ordered = sorted(paths)
@@ -123,7 +118,7 @@ def _row(found: dict[str, Any], by_folded: dict[str, str], warehouse: Warehouse)
     label, error = c.get("label"), c.get("error")
     if error is None and label is None:
         error = "no result"
-    truth = parent_folder(found["relative_path"])
+    truth = folder_label(found["relative_path"])
     correct = None
     if error is None and truth is not None and truth.casefold() in by_folded:
         correct = label.casefold() == truth.casefold()

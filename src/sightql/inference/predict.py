@@ -166,7 +166,7 @@ def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
     cleaned = clean_duckdb_error(exc)
     if isinstance(cleaned, MemoryLimitError):
         return cleaned
-    text = str(exc).split("\n\nLINE")[0].strip().replace("\n", " ")
+    text = str(cleaned).replace("\n", " ")
     if where:
         return ConfigError(f"the query failed: {text}; check where={where!r} and its params")
     return SightQLError(f"the query failed: {text}")

@@ -42,3 +42,8 @@ def split_stage_ref(ref: str) -> tuple[str, str]:
         raise ConfigError(f"{ref!r} is not a stage reference; write it as '@stage' or '@stage/path'")
     name, _, rest = ref[1:].partition("/")
     return check_stage_name(name), safe_relative_path(rest, allow_empty=True)
+
+
+def folder_label(relative_path: str) -> str | None:
+    """``train/NORMAL/x.jpeg`` -> ``NORMAL``: the class a folder-labelled stage gives a file (None at the top)."""
+    return relative_path.rsplit("/", 2)[-2] if "/" in relative_path else None

@@ -17,7 +17,7 @@ from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import read_rowids, table_columns
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.paths import split_stage_ref
+from sightql.stages.paths import folder_label, split_stage_ref
 
 
 READ_CHUNK = 64  # rows per query when reading image bytes
@@ -115,7 +115,8 @@ def stage_examples(warehouse: Warehouse, stages: StageCatalog, ref: str, label: 
     examples: list[Example] = []
     skipped: list[str] = []
     for f in files:
-        if "/" not in f.relative_path:
+        folder = folder_label(f.relative_path)
+        if folder is None:
             skipped.append(f"{f.relative_path} (not in a class folder)")
             continue
         data = reader.stage.read_bytes(f.relative_path)
@@ -124,7 +125,6 @@ def stage_examples(warehouse: Warehouse, stages: StageCatalog, ref: str, label: 
         except ImageError as exc:
             skipped.append(f"{f.relative_path} ({exc})")
             continue
-        folder = f.relative_path.rsplit("/", 2)[-2]
         examples.append(Example(f.relative_path, folder, hashlib.sha256(data).hexdigest(), f.relative_path))
     if skipped:
         warnings.warn(f"{len(skipped)} file(s) in {ref} are left out: {'; '.join(skipped[:5])}", stacklevel=3)
