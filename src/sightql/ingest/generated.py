@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Protocol
 
 from sightql.errors import GenerationError, ImageError
+from sightql.generation import GeneratedImage
 from sightql.ingest.loading import IMAGE_COLUMN_DEFS, checked_row
 from sightql.ingest.uploads import StoredImage
 from sightql.sql.warehouse import Warehouse
-
 
 GENERATED_TABLE = "generated_images"
 GENERATED_DDL = f"""CREATE TABLE IF NOT EXISTS {GENERATED_TABLE} (
@@ -25,18 +24,7 @@ GENERATED_COLUMNS = ("relative_path", "image", "prompt", "revised_prompt", "prov
 _EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 
 
-class Generated(Protocol):
-    """What ``store_generated`` keeps of an image provider's answer (``sightql.generation.GeneratedImage``)."""
-
-    prompt: str
-    data: bytes
-    provider: str
-    endpoint: str
-    model: str
-    revised_prompt: str | None
-
-
-def store_generated(warehouse: Warehouse, generated: Generated) -> StoredImage:
+def store_generated(warehouse: Warehouse, generated: GeneratedImage) -> StoredImage:
     """Check the provider's bytes like any image and keep them, keyed by content: ``generated/<sha256[:16]>.png``.
 
     The same bytes stored twice keep their first row (``new`` is False).
