@@ -40,6 +40,10 @@ class StageError(SightQLError):
     """A stage does not exist, or a path in it is not allowed."""
 
 
+class StageFileChangedError(StageError):
+    """A FILE value's file has other bytes (size or etag) than when the value was made."""
+
+
 class StagePathError(StageError):
     """A path would escape its stage's root."""
 

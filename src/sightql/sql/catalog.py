@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sightql.sql.file_type import FILE_TYPE_DDL
+
 CATALOG_DDL = [
     """CREATE TABLE IF NOT EXISTS sightql_stages (
         name VARCHAR PRIMARY KEY,
@@ -125,5 +127,5 @@ CREATE OR REPLACE TEMP MACRO directory(stage_ref) AS TABLE
 def ensure_catalog(con: Any, read_only: bool) -> None:
     """Create the catalog tables (``directory()`` is made with its listing function, by sightql.functions.stage_listing)."""
     if not read_only:
-        for ddl in CATALOG_DDL:
+        for ddl in (FILE_TYPE_DDL, *CATALOG_DDL):
             con.execute(ddl)

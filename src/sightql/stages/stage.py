@@ -203,6 +203,20 @@ class Stage:
     def size(self, relative_path: str) -> int:
         return int(self.fs.size(self._source(relative_path)))
 
+    def stat(self, relative_path: str) -> StageFile:
+        """The file at ``relative_path`` as a listing would show it (size, last modified, etag), read now."""
+        source = self._source(relative_path)
+        try:
+            info = self.fs.info(source)
+        except FileNotFoundError:
+            raise StageError(f"@{self.name}/{relative_path} does not exist; list the stage with `sightql stage ls @{self.name}`") from None
+        except OSError as exc:
+            raise StageError(f"cannot read @{self.name}/{relative_path}: {exc.strerror or exc}") from None
+        if info.get("type") == "directory":
+            raise StageError(f"@{self.name}/{relative_path} is a folder, not a file; name a file in it")
+        rel = safe_relative_path(relative_path)
+        return StageFile(rel, int(info.get("size") or 0), _modified(info), _etag(info), self.file_url(rel))
+
     def get(self, path: str, destination: str | os.PathLike[str]) -> list[Path]:
         """Download a file or a folder prefix into ``destination`` (a folder), keeping relative paths."""
         dest = Path(destination)

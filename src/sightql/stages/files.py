@@ -1,0 +1,99 @@
+"""FILE values: a reference to one file in a stage, as Snowflake's FILE type and BigQuery's ObjectRef.
+
+A FILE is a SQL ``STRUCT`` (the catalog type ``file``, :mod:`sightql.sql.file_type`) with the stage, the
+relative path and what the file was when the value was made: size, etag (S3's ETag; for a local
+stage its size and modification time), content type and last-modified time. Images stay in the
+stage; tables hold these references, so a query or job reads the bytes itself, a batch at a time.
+
+Reading a FILE checks the file first: if its size or etag is no longer the recorded one, the
+bytes changed since the value was made and :func:`read_file` raises
+:class:`~sightql.errors.StageFileChangedError` (in SQL: that row's error), rather than answering
+for other bytes than the ones recorded.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sightql.errors import SightQLError, StageFileChangedError
+from sightql.sql.file_type import FILE_FIELDS
+from sightql.stages.catalog import StageCatalog
+from sightql.stages.paths import split_stage_ref
+from sightql.stages.stage import Stage, StageFile
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """One FILE value: which file, and what it was when recorded."""
+
+    stage: str  # '@name'
+    relative_path: str
+    size: int
+    etag: str
+    content_type: str | None
+    last_modified: datetime | None
+
+    @classmethod
+    def of(cls, stage_name: str, found: StageFile) -> "FileRef":
+        """The FILE value of a file as a stage lists it (or as :meth:`Stage.stat` reads it now)."""
+        return cls(
+            f"@{stage_name.lstrip('@')}", found.relative_path, found.size, found.etag,
+            content_type(found.relative_path), found.last_modified,
+        )
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "FileRef":
+        """A FILE value from SQL (a dict of its fields, as Arrow's ``to_pylist`` gives it)."""
+        return cls(**{name: row.get(name) for name, _, _ in FILE_FIELDS})
+
+    def as_row(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name, _, _ in FILE_FIELDS}
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}/{self.relative_path}"
+
+
+def content_type(relative_path: str) -> str | None:
+    """The media type a file's name implies (``image/jpeg``; HEIC and DICOM included), or None."""
+    lowered = relative_path.lower()
+    if lowered.endswith((".heic", ".heif")):
+        return "image/heic"
+    if lowered.endswith(".dcm"):
+        return "application/dicom"
+    return mimetypes.guess_type(lowered)[0]
+
+
+def to_file(stages: StageCatalog, stage_ref: str, relative_path: str) -> FileRef:
+    """The FILE value of ``relative_path`` in ``stage_ref`` ('@stage' or '@stage/prefix'), read now."""
+    name, prefix = split_stage_ref(stage_ref)
+    path = f"{prefix.rstrip('/')}/{relative_path}" if prefix else relative_path
+    return FileRef.of(name, stages.get(name).stat(path))
+
+
+def read_file(stage: Stage, ref: FileRef) -> bytes:
+    """The bytes ``ref`` names, checked to be the recorded ones (size and etag) before they are read."""
+    now = stage.stat(ref.relative_path)
+    if now.size != ref.size or (ref.etag is not None and now.etag != ref.etag):
+        raise StageFileChangedError(
+            f"{ref.label} changed since this FILE value was made ({ref.size} bytes, etag {ref.etag}; now "
+            f"{now.size} bytes, etag {now.etag}); make the value again with to_file() or reload the table"
+        )
+    return stage.read_bytes(ref.relative_path)
+
+
+def read_files(stages: StageCatalog, refs: list[FileRef | None]) -> list[bytes | SightQLError | None]:
+    """Each FILE's bytes, or the error that row gets (a missing, changed or forbidden file); None for None."""
+    out: list[bytes | Exception | None] = []
+    for ref in refs:
+        if ref is None:
+            out.append(None)
+            continue
+        try:
+            out.append(read_file(stages.get(ref.stage.lstrip("@")), ref))
+        except SightQLError as exc:  # a row's failure is that row's error
+            out.append(exc)
+    return out
