@@ -1,7 +1,8 @@
 """A predict run's plan, and how its rows are read in chunks (tables and stages).
 
 Shared by both runners: the local runner reads chunks in a background thread; Dask workers
-read their own key ranges (Parquet files the driver exports per range, or staged files).
+read their own key ranges (Parquet files the driver exports per range, staged files, or the
+files a FILE table's values name: :mod:`sightql.inference.file_rows`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import pyarrow as pa
 
 from sightql.engine import worker_pool
 from sightql.errors import SightQLError
+from sightql.inference.file_rows import STAGE_READERS, file_refs, read_file_rows
 from sightql.inference.pipeline import Chunk, PredictOptions
 from sightql.inference.source import Params, StageSource, TableSource, Target
 from sightql.registry.specs import ModelSpec
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import read_rowids
 from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
+from sightql.stages.files import FileRef
 from sightql.stages.stage import Stage
 
 
@@ -37,6 +41,7 @@ class PredictPlan:
     recompute: bool
     chunk_rows: int
     on_skipped: Callable[[int], None] = field(default=lambda n: None)
+    stages: StageCatalog | None = None  # where a FILE table's values point (tables with a file column)
     # Stage sources: the paths due (after ``where``) and the hashes of current predictions by this model version.
     stage_paths: list[str] = field(default_factory=list)
     stage_known: dict[str, str] = field(default_factory=dict)
@@ -151,28 +156,64 @@ def read_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Table, int]:
             sql, values = source.rows_by_key_query(missing[start : start + KEYS_PER_QUERY])
             parts.append(cursor.sql(sql, params=values).to_arrow_table())
     rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    plan.learn_run(rows.num_rows, rows.column("image").nbytes)
+    if not source.is_file:  # FILE values are small; their runs are sized by the bytes read (table_run_chunk)
+        plan.learn_run(rows.num_rows, rows.column("image").nbytes)
     return rows, len(run.keys) - rows.num_rows
+
+
+def known_of_rows(run: RowRun, keys: list[Any]) -> list[str | None] | None:
+    """The run's ``known_sha256`` in the order of ``keys`` (the rows read), or None when the run has none."""
+    if run.known_sha256 is None:
+        return None
+    known = dict(zip(run.keys, run.known_sha256))
+    return [known.get(key) for key in keys]
+
+
+def _rows_still_there(plan: PredictPlan, run: RowRun) -> pa.Table | None:
+    """:func:`read_run`, the rows gone since planning counted as skipped; None when none is left."""
+    rows, gone = read_run(plan, run)
+    if gone:
+        plan.on_skipped(gone)
+    return rows if rows.num_rows else None
+
+
+def read_file_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Array, list[FileRef | None], list[str | None] | None] | None:
+    """A FILE table's run: the keys, FILE values and known identities of its rows still there (no bytes)."""
+    rows = _rows_still_there(plan, run)
+    if rows is None:
+        return None
+    keys = rows.column("key").combine_chunks()
+    refs = file_refs(rows.column("image").combine_chunks())
+    plan.learn_run(len(refs), sum(ref.size or 0 for ref in refs if ref is not None))  # the bytes the run will read
+    return keys, refs, known_of_rows(run, keys.to_pylist())
 
 
 def table_run_chunk(plan: PredictPlan, run: RowRun) -> Chunk | None:
     """One run's rows as a chunk. A table without a sha256 column has every row read, hashed
     here, and dropped when its bytes match its current prediction (never ``sha256(image)`` over
-    the whole table in SQL, which would scan every image)."""
-    rows, gone = read_run(plan, run)
-    if gone:
-        plan.on_skipped(gone)
-    if rows.num_rows == 0:
+    the whole table in SQL, which would scan every image). A FILE table's bytes are read from the
+    stages here, in the reading thread (:func:`~sightql.inference.file_rows.read_file_rows`)."""
+    assert isinstance(plan.source, TableSource)
+    if plan.source.is_file:
+        assert plan.stages is not None, "a FILE table's plan needs the stage catalog"
+        found = read_file_run(plan, run)
+        if found is None:
+            return None
+        chunk, skipped = read_file_rows(*found, plan.stages.get)
+        if skipped:
+            plan.on_skipped(skipped)
+        return chunk if len(chunk) else None
+    rows = _rows_still_there(plan, run)
+    if rows is None:
         return None
     keys_array, images = rows.column("key").combine_chunks(), rows.column("image").combine_chunks()
     if run.known_sha256 is None:
         return Chunk(keys_array, images)
-    known_of = dict(zip(run.keys, run.known_sha256))
+    known = known_of_rows(run, keys_array.to_pylist()) or []
     keep, hashes = [], []
-    for index, key in enumerate(keys_array.to_pylist()):
+    for index, current in enumerate(known):
         data = images[index].as_py()
         sha = hashlib.sha256(data).hexdigest() if data is not None else None
-        current = known_of.get(key)
         if current is not None and (sha or "") == current:
             continue
         keep.append(index)
@@ -186,9 +227,6 @@ def table_run_chunk(plan: PredictPlan, run: RowRun) -> Chunk | None:
 
 
 # ---- stages -----------------------------------------------------------------------
-STAGE_READERS = 8  # files read at once from a stage (I/O bound, so not tied to the cores)
-
-
 def stage_path_chunks(plan: PredictPlan) -> Iterator[list[str]]:
     paths = plan.stage_paths
     for start in range(0, len(paths), plan.chunk_rows):

@@ -99,7 +99,7 @@ def predict(
         decode_threads=settings.decode_threads,
     )
     plan = PredictPlan(warehouse, spec, src, target, options, where, Params(params), recompute,
-                       chunk_rows or DEFAULT_CHUNK_ROWS)
+                       chunk_rows or DEFAULT_CHUNK_ROWS, stages=stages)
     plan.run_bytes = WriteBudget.of(warehouse.connection(), settings).batch_bytes
     try:
         total, due = _count(warehouse, plan)

@@ -1,7 +1,8 @@
 """What to predict: a table (by its primary key) or a stage prefix (by relative path), and which rows are due.
 
 A row is due unless its current prediction was made by the same model version from the
-same image bytes (same sha256), and, when ``top_k`` is asked for, already has that many
+same image bytes (same sha256; for a ``file`` column, the same FILE value, see
+:mod:`sightql.inference.file_rows`), and, when ``top_k`` is asked for, already has that many
 labels. ``recompute=True`` makes every row due.
 """
 
@@ -12,6 +13,7 @@ from typing import Any, Sequence
 
 from sightql.errors import ConfigError, TableError
 from sightql.sql.catalog import STAGE_LISTING_SELECT
+from sightql.sql.file_type import is_file_type
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import primary_key, table_columns
 from sightql.stages.catalog import StageCatalog
@@ -87,6 +89,7 @@ class TableSource:
     image: str
     has_sha256_column: bool
     has_rowid: bool = True  # False when a column named rowid hides DuckDB's row id: read by key then
+    is_file: bool = False  # the image column holds FILE values (its bytes are in stages), not BLOBs
 
     @property
     def label(self) -> str:
@@ -194,8 +197,12 @@ def resolve_table(cursor: Any, table: str, image: str) -> TableSource:
         raise TableError(
             f"table {table!r} has no column {image!r}; pass image= one of its columns: {', '.join(columns)}"
         )
-    if columns[image] != "BLOB":
-        raise TableError(f"column {image!r} of {table!r} is {columns[image]}, not BLOB; pass image= the column holding image bytes")
+    is_file = is_file_type(columns[image])
+    if columns[image] != "BLOB" and not is_file:
+        raise TableError(
+            f"column {image!r} of {table!r} is {columns[image]}, not BLOB or file; "
+            "pass image= the column holding image bytes or FILE values"
+        )
     key = primary_key(cursor, table)
     if len(key) != 1:
         raise TableError(
@@ -203,7 +210,9 @@ def resolve_table(cursor: Any, table: str, image: str) -> TableSource:
             "give it one (image tables made by load_images use relative_path)"
         )
     shadowed = any(name.lower() == "rowid" for name in columns)
-    return TableSource(table, quoted, key[0], columns[key[0]], image, columns.get("sha256") == "VARCHAR", not shadowed)
+    # A FILE row's identity is its value (size, etag), never a sha256 column: see inference/file_rows.py.
+    has_sha256 = columns.get("sha256") == "VARCHAR" and not is_file
+    return TableSource(table, quoted, key[0], columns[key[0]], image, has_sha256, not shadowed, is_file)
 
 
 def resolve_stage(stages: StageCatalog, ref: str) -> StageSource:

@@ -20,3 +20,12 @@ FILE_FIELDS: tuple[tuple[str, str, pa.DataType], ...] = (
 FILE_SQL = "STRUCT(" + ", ".join(f"{name} {sql}" for name, sql, _ in FILE_FIELDS) + ")"
 FILE_ARROW = pa.struct([(name, arrow) for name, _, arrow in FILE_FIELDS])
 FILE_TYPE_DDL = f"CREATE TYPE IF NOT EXISTS {FILE_TYPE} AS {FILE_SQL}"
+
+# How DuckDB reports a ``file`` column's type (duckdb_columns(), DESCRIBE): the STRUCT spelled out.
+_REPORTED = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
+FILE_REPORTED_SQL = "STRUCT(" + ", ".join(f"{name} {_REPORTED.get(sql, sql)}" for name, sql, _ in FILE_FIELDS) + ")"
+
+
+def is_file_type(data_type: str) -> bool:
+    """Whether a column type, as DuckDB reports it (e.g. :func:`sightql.sql.tables.table_columns`), is ``file``."""
+    return data_type.lower() == FILE_TYPE or data_type == FILE_REPORTED_SQL

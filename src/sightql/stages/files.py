@@ -74,14 +74,20 @@ def to_file(stages: StageCatalog, stage_ref: str, relative_path: str) -> FileRef
     return FileRef.of(name, stages.get(name).stat(path))
 
 
-def read_file(stage: Stage, ref: FileRef) -> bytes:
-    """The bytes ``ref`` names, checked to be the recorded ones (size and etag) before they are read."""
+def check_file(stage: Stage, ref: FileRef) -> None:
+    """Raise :class:`~sightql.errors.StageFileChangedError` unless the file still has ``ref``'s size and etag
+    (a missing or unreadable file raises :class:`~sightql.errors.StageError`); reads no bytes."""
     now = stage.stat(ref.relative_path)
     if now.size != ref.size or (ref.etag is not None and now.etag != ref.etag):
         raise StageFileChangedError(
             f"{ref.label} changed since this FILE value was made ({ref.size} bytes, etag {ref.etag}; now "
             f"{now.size} bytes, etag {now.etag}); make the value again with to_file() or reload the table"
         )
+
+
+def read_file(stage: Stage, ref: FileRef) -> bytes:
+    """The bytes ``ref`` names, checked to be the recorded ones (size and etag) before they are read."""
+    check_file(stage, ref)
     return stage.read_bytes(ref.relative_path)
 
 

@@ -206,7 +206,7 @@ class Stage:
     def stat(self, relative_path: str) -> StageFile:
         """The file at ``relative_path`` as a listing would show it (size, last modified, etag), read now."""
         try:
-            info = self.fs.info(self._source(relative_path))
+            info = self.fs.info(self._source(relative_path))  # a local stage's _source stats the file too
         except FileNotFoundError:
             raise StageError(f"@{self.name}/{relative_path} does not exist; list the stage with `sightql stage ls @{self.name}`") from None
         except OSError as exc:

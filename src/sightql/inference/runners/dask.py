@@ -4,6 +4,8 @@
   exports each key range's due rows to a Parquet file in a temporary folder (a bounded
   number ahead of the workers); a worker reads its file. Image bytes never pass through the
   scheduler, only file names in and small result tables out.
+* Tables of FILE values: a worker gets the range's FILE values (read by the driver, no bytes)
+  and each stage's URL, and reads the files itself (:mod:`sightql.inference.file_rows`).
 * Stages: a worker gets the stage URL and a list of relative paths and reads the files.
 * The model travels as a :class:`~sightql.registry.specs.ModelSpec`; each worker process
   loads it once (module-level cache) and re-hashes the registry artifact first.
@@ -23,10 +25,14 @@ import pyarrow as pa
 
 from sightql.config import Settings, decode_threads
 from sightql.errors import ConfigError, MissingDependencyError
+from sightql.inference.file_rows import StageAddress, read_file_rows, stage_addresses, stage_lookup
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
-from sightql.inference.plan import PredictPlan, read_stage_chunk, stage_path_chunks, table_run_chunk, table_runs
+from sightql.inference.plan import (
+    PredictPlan, read_file_run, read_stage_chunk, stage_path_chunks, table_run_chunk, table_runs,
+)
 from sightql.inference.source import StageSource, TableSource
 from sightql.registry.specs import ModelSpec, load_model
+from sightql.stages.files import FileRef
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,20 @@ class StageRangeTask:
     endpoint_url: str | None = None
 
 
-def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | StageRangeTask) -> tuple[pa.Table, int]:
+@dataclass(frozen=True)
+class FileRangeTask:
+    """A range of a FILE table: keys, FILE values, current predictions' identities, and the stages they name."""
+
+    keys: pa.Array
+    refs: tuple[FileRef | None, ...]
+    known: tuple[str | None, ...] | None
+    stages: dict[str, StageAddress | str]  # name -> address, or why the driver could not open it
+
+
+RangeTask = TableRangeTask | StageRangeTask | FileRangeTask
+
+
+def run_range(spec: ModelSpec, options: PredictOptions, task: RangeTask) -> tuple[pa.Table, int]:
     """On a worker: read one range's images, predict them; returns (results, rows skipped as unchanged)."""
     import pyarrow.parquet as pq
 
@@ -55,6 +74,8 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: TableRangeTask | S
         rows = pq.read_table(task.parquet_path)
         chunk = Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
         skipped = 0
+    elif isinstance(task, FileRangeTask):
+        chunk, skipped = read_file_rows(task.keys, task.refs, task.known, stage_lookup(task.stages))
     else:
         chunk, skipped = read_stage_chunk(task.stage_name, task.url, list(task.paths), task.known, task.endpoint_url)
     if len(chunk) == 0:
@@ -98,7 +119,7 @@ class DaskRunner:
             n_workers = max(1, len(client.scheduler_info().get("workers", {})) or (self.workers or 1))
             tasks = _tasks(plan, scratch)
             spec = client.scatter(plan.spec, broadcast=True, hash=False)
-            submitted: dict[Any, TableRangeTask | StageRangeTask] = {}
+            submitted: dict[Any, RangeTask] = {}
 
             def submit_next() -> Any:
                 task = next(tasks, None)
@@ -143,10 +164,18 @@ class DaskRunner:
         return Client(cluster, set_as_default=False), cluster
 
 
-def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[TableRangeTask | StageRangeTask]:
+def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[RangeTask]:
     import pyarrow.parquet as pq
 
-    if isinstance(plan.source, TableSource):
+    if isinstance(plan.source, TableSource) and plan.source.is_file:
+        assert plan.stages is not None, "a FILE table's plan needs the stage catalog"
+        for run in table_runs(plan):
+            found = read_file_run(plan, run)
+            if found is not None:
+                keys, refs, known = found
+                yield FileRangeTask(keys, tuple(refs), None if known is None else tuple(known),
+                                    stage_addresses(plan.stages, refs))
+    elif isinstance(plan.source, TableSource):
         for index, run in enumerate(table_runs(plan)):
             chunk = table_run_chunk(plan, run)
             if chunk is None:

@@ -1,0 +1,126 @@
+"""Tables whose image column holds FILE values: each row's bytes come from its stage, not from DuckDB.
+
+The driver reads a run's FILE values by row id (small structs, no image bytes); the bytes are then
+read from the stages by whoever predicts the run: the local runner's reading thread, or a Dask
+worker (which gets the FILE values and each stage's URL, never bytes).
+
+Incremental predict keys a FILE row by the value's recorded identity, ``file:<size>:<etag>``,
+stored in ``predicted_sha256`` (see docs/batch.md), so deciding what is due reads no bytes:
+
+* identity not the current prediction's (a new row, or a value re-recorded after its file changed):
+  the file is checked against the value's size and etag and its bytes are read and predicted;
+* identity the current prediction's: the file is checked (a stat, no bytes); unchanged, the row is
+  skipped; changed or gone, the row gets an error row, never a prediction from other bytes.
+
+A read error (a missing, changed or forbidden file, an unknown stage) is that row's
+``prediction_error`` with ``predicted_sha256`` NULL, so the next run tries the row again; an image
+that does not decode is current until its value changes, as a bad BLOB is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from sightql.engine import worker_pool
+from sightql.errors import SightQLError, StageError
+from sightql.inference.pipeline import Chunk
+from sightql.stages.catalog import StageCatalog
+from sightql.stages.files import FileRef, check_file, read_file
+from sightql.stages.stage import Stage
+
+STAGE_READERS = 8  # files read at once from a stage (I/O bound, so not tied to the cores)
+
+StageLookup = Callable[[str], Stage]  # a stage's name (no '@') -> the Stage; StageError when there is none
+
+
+def file_identity(ref: FileRef | None) -> str | None:
+    """What a prediction of ``ref`` was made from, as ``predicted_sha256`` stores it for a FILE column."""
+    return None if ref is None else f"file:{ref.size}:{ref.etag}"
+
+
+def file_refs(images: pa.Array) -> list[FileRef | None]:
+    """The FILE values of a ``file`` column read into Arrow (None for NULL)."""
+    return [None if value is None else FileRef.from_row(value) for value in images.to_pylist()]
+
+
+@dataclass(frozen=True)
+class StageAddress:
+    """What a worker needs to open a stage itself: its URL and S3 endpoint (credentials: the worker's environment)."""
+
+    name: str
+    url: str
+    endpoint_url: str | None = None
+
+    def open(self) -> Stage:
+        return Stage(self.name, self.url, self.endpoint_url)
+
+
+def stage_addresses(stages: StageCatalog, refs: Iterable[FileRef | None]) -> dict[str, StageAddress | str]:
+    """The address of each stage ``refs`` name, or why it cannot be opened (that rows' error on the worker)."""
+    out: dict[str, StageAddress | str] = {}
+    for name in {ref.stage.lstrip("@") for ref in refs if ref is not None}:
+        try:
+            stage = stages.get(name)
+            out[name] = StageAddress(name, stage.url, stage.endpoint_url)
+        except SightQLError as exc:
+            out[name] = str(exc)
+    return out
+
+
+def stage_lookup(addresses: Mapping[str, StageAddress | str]) -> StageLookup:
+    """A :data:`StageLookup` over :func:`stage_addresses`' answer (on a worker: the stages opened there)."""
+    opened = {name: a.open() if isinstance(a, StageAddress) else a for name, a in addresses.items()}
+
+    def lookup(name: str) -> Stage:
+        found = opened.get(name, f"no stage named {name!r}")
+        if isinstance(found, str):
+            raise StageError(found)
+        return found
+
+    return lookup
+
+
+_SKIP = object()
+
+
+def read_file_rows(
+    keys: pa.Array, refs: Sequence[FileRef | None], known: Sequence[str | None] | None, stages: StageLookup,
+) -> tuple[Chunk, int]:
+    """The rows to predict, their bytes read from the stages (in parallel), and how many rows were
+    skipped as current. ``known``: each row's current prediction's identity ('' for a NULL image,
+    None when it has none; ``known`` None: none has)."""
+
+    def read(index: int) -> object:
+        ref = refs[index]
+        identity = file_identity(ref)
+        current = known[index] if known is not None else None
+        try:
+            if current is not None and (identity or "") == current:
+                if ref is not None:
+                    check_file(stages(ref.stage.lstrip("@")), ref)
+                return _SKIP
+            if ref is None:
+                return None, None, None
+            return read_file(stages(ref.stage.lstrip("@")), ref), identity, None
+        except SightQLError as exc:
+            return None, None, str(exc)
+        except OSError as exc:
+            return None, None, f"cannot read {ref.label if ref else 'the file'}: {exc}"
+
+    kept: list[int] = []
+    images: list[bytes | None] = []
+    hashes: list[str | None] = []
+    errors: list[str | None] = []
+    for index, answer in enumerate(worker_pool(STAGE_READERS).map(read, range(len(refs)))):
+        if answer is _SKIP:
+            continue
+        data, identity, error = answer  # type: ignore[misc]
+        kept.append(index)
+        images.append(data)
+        hashes.append(identity)
+        errors.append(error)
+    chunk = Chunk(keys.take(pa.array(kept, pa.int64())), images, hashes, errors)
+    return chunk, len(refs) - len(kept)
