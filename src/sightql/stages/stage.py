@@ -205,9 +205,8 @@ class Stage:
 
     def stat(self, relative_path: str) -> StageFile:
         """The file at ``relative_path`` as a listing would show it (size, last modified, etag), read now."""
-        source = self._source(relative_path)
         try:
-            info = self.fs.info(source)
+            info = self.fs.info(self._source(relative_path))  # locally, resolving the path can find it missing too
         except FileNotFoundError:
             raise StageError(f"@{self.name}/{relative_path} does not exist; list the stage with `sightql stage ls @{self.name}`") from None
         except OSError as exc:
