@@ -30,7 +30,7 @@ def test_put_a_glob_keeps_paths_relative_to_the_glob_root(session, photos_dir):
 def test_directory_lists_files_and_stage_file_classifies_without_a_copy(session, photos_dir):
     session.create_stage("photos").put(photos_dir)
     listing = session.sql("SELECT * FROM directory('@photos')")
-    assert listing.column_names == ["relative_path", "file_url", "size", "last_modified", "etag"]
+    assert listing.column_names == ["relative_path", "file_url", "size", "last_modified", "etag", "file"]
     assert listing.num_rows == 9
     rows = session.sql(
         "SELECT relative_path, classify('imagenet', stage_file('@photos', relative_path)) AS c "

@@ -123,17 +123,31 @@ def run_batches(
 
 def predict_rows(
     predictor: Predictor,
-    images: Sequence[bytes | None],
+    images: Sequence[Any],
     *,
     batch_size: int = 32,
     limits: ImageLimits = ImageLimits(),
     threads: int | None = None,
+    read: Callable[[Any], bytes | None] | None = None,
 ) -> list[RowResult]:
-    """Predict every row; returns one :class:`RowResult` per input, in order."""
+    """Predict every row; returns one :class:`RowResult` per input, in order.
+
+    ``images`` holds each row's bytes, or (with ``read``) what ``read`` turns into them in the
+    pool, beside its decoding: a FILE value, say. Then only the batch being prepared (one ahead of
+    the model's) is read, at most ``threads`` files at once; a row whose read fails gets the error.
+    """
+
+    def prepare(item: Any) -> tuple[Prepared, None]:
+        if read is not None:
+            try:
+                item = read(item)
+            except SightQLError as exc:
+                return str(exc), None
+        return prepare_image(item, predictor, limits), None
+
     batches = ((start, images[start : start + batch_size]) for start in range(0, len(images), batch_size))
     results: list[RowResult] = []
-    for _, rows, _ in run_batches(predictor, batches, lambda data: (prepare_image(data, predictor, limits), None),
-                                  threads):
+    for _, rows, _ in run_batches(predictor, batches, prepare, threads):
         results.extend(rows)
     return results
 

@@ -1,7 +1,10 @@
-"""The bodies of the SQL functions over image bytes and text (registered by :mod:`sightql.functions.register`).
+"""The bodies of the SQL functions over images and text (registered by :mod:`sightql.functions.register`).
 
 Each function is an Arrow UDF: DuckDB hands it up to 2,048 rows at a time, and
 it runs them through the model in full batches, decoding beside the model.
+An image is a BLOB or a FILE value (:mod:`sightql.functions.image_args`): the same body
+serves both, a FILE's bytes being read a batch at a time beside decoding; a file that is
+missing, forbidden or changed since the value was made gives that row its error.
 Every row is caught on its own: a bad image gives that row NULL plus an
 error message, never a failed query (unless the session is strict).
 A model given to the wrong function (a text model to ``embed``, an image model
@@ -18,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 from duckdb import sqltypes as T
 
-from sightql.engine import RowResult, best_label, predict_rows, top_labels, worker_pool
-from sightql.errors import ImageError, SightQLError
+from sightql.engine import RowResult, best_label, parallel_map, predict_rows, top_labels, worker_pool
+from sightql.errors import ImageError, SightQLError, StageError
+from sightql.functions.image_args import file_reader, file_refs, is_file_column
 from sightql.images.decode import probe_image
 from sightql.models.base import Predictor, TextModel
 from sightql.registry import Registry
@@ -97,17 +101,25 @@ class ImageFunctions:
                     results[i] = (RowResult(None, "no model named (the model argument is NULL)"), None)
                 continue
             predictor = self._image_model(name)
+            items, read = self._images(images, rows)
             outputs = predict_rows(
                 predictor,
-                RowsOf(images, rows),
+                items,
                 batch_size=self.warehouse.settings.batch_size,
                 limits=self.warehouse.limits,
                 threads=self.warehouse.settings.decode_threads,
+                read=read,
             )
             for i, result in zip(rows, outputs):
                 results[i] = (result, predictor)
         self._raise_if_strict([r for r, _ in results])  # type: ignore[misc]
         return results  # type: ignore[return-value]
+
+    def _images(self, images: pa.ChunkedArray, rows: list[int]) -> tuple[Sequence[Any], Any]:
+        """The chosen rows of an image column, and how to turn one into bytes (None: they are bytes)."""
+        if is_file_column(images):
+            return file_refs(images, rows), file_reader(self.stages)
+        return RowsOf(images, rows), None
 
     def _raise_if_strict(self, results: list[Any]) -> None:
         if self.warehouse.on_error == "raise":
@@ -209,15 +221,22 @@ class ImageFunctions:
 
     # ---- image_info(image) -> STRUCT(width, height, format, mode, error) -------
     def image_info(self, images: pa.ChunkedArray) -> pa.Array:
-        rows = []
-        for blob in RowsOf(images, list(range(len(images)))):
+        """Each image's header, a batch at a time (a FILE's bytes read in the pool, then let go)."""
+        items, read = self._images(images, list(range(len(images))))
+        settings = self.warehouse.settings
+
+        def info(item: Any) -> dict[str, Any]:
             try:
-                header = probe_image(blob, self.warehouse.limits)
-                rows.append({**header._asdict(), "error": None})
-            except ImageError as exc:
+                header = probe_image(item if read is None else read(item), self.warehouse.limits)
+                return {**header._asdict(), "error": None}
+            except (ImageError, StageError) as exc:  # a FILE's read fails as a StageError
                 if self.warehouse.on_error == "raise":
                     raise
-                rows.append({"width": None, "height": None, "format": None, "mode": None, "error": str(exc)})
+                return {"width": None, "height": None, "format": None, "mode": None, "error": str(exc)}
+
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(items), settings.batch_size):
+            rows.extend(parallel_map(info, items[start : start + settings.batch_size], settings.decode_threads))
         return pa.array(rows, type=INFO_ARROW)
 
     # ---- stage_file(stage, relative_path) -> BLOB -------------------------------

@@ -1,7 +1,8 @@
 """Named SQL functions bound to a model reference: ``session.create_function('defects', 'defects@prod')``.
 
 They are stored in ``sightql_functions`` (the registry store reads and writes that table) and
-registered again on every connect, so they survive reopening the warehouse.
+registered again on every connect, so they survive reopening the warehouse. A function over an
+image model takes a BLOB or a FILE, as ``classify`` does (:mod:`sightql.functions.image_args`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from duckdb import sqltypes as T
 
 from sightql.errors import RegistryError
+from sightql.functions.image_args import COMMON, register_image_function, remove_image_function
 from sightql.functions.image_functions import TEXT_EMBEDDING, ImageFunctions, sql_types
 from sightql.models.loader import is_builtin
 from sightql.registry import Registry
@@ -18,17 +20,28 @@ from sightql.sql.identifiers import quote_ident
 from sightql.sql.warehouse import Warehouse
 
 
-SIGHTQL_FUNCTIONS = ("classify", "classify_topk", "embed", "embed_text", "image_info", "stage_file", "directory")
+SIGHTQL_FUNCTIONS = (
+    "classify", "classify_topk", "embed", "embed_text", "image_info", "stage_file", "directory", "to_file",
+)
 
 
 def register_model_function(con: Any, funcs: ImageFunctions, sql_name: str, ref: str, task: str) -> None:
     """Register ``sql_name(image)`` (``sql_name(text)`` for a text model) on ``con`` (see create_model_function)."""
     types = sql_types()
     returns = types["classify"] if task == "classification" else types["embed"]
-    argument = T.VARCHAR if task == TEXT_EMBEDDING else T.BLOB
-    con.create_function(
-        sql_name, funcs.bound_to(ref, task), [argument], returns, type="arrow", null_handling="special", side_effects=False
-    )
+    if task == TEXT_EMBEDDING:
+        con.create_function(sql_name, funcs.bound_to(ref, task), [T.VARCHAR], returns, **COMMON)
+    else:
+        register_image_function(con, sql_name, funcs.bound_to(ref, task), returns)
+
+
+def remove_model_function(con: Any, sql_name: str) -> None:
+    """Remove ``sql_name`` from ``con``, an image function (macro and UDFs) or a text one."""
+    remove_image_function(con, sql_name)
+    try:
+        con.remove_function(sql_name)
+    except Exception:
+        pass
 
 
 def list_model_functions(registry: Registry) -> list[dict[str, str]]:
@@ -70,10 +83,7 @@ def create_model_function(
     registry.store.save_function(sql_name, ref, task)
     con = warehouse.connection()
     if replace:
-        try:
-            con.remove_function(sql_name)
-        except Exception:
-            pass
+        remove_model_function(con, sql_name)
     register_model_function(con, funcs, sql_name, ref, task)
 
 
@@ -82,4 +92,4 @@ def drop_model_function(warehouse: Warehouse, registry: Registry, sql_name: str)
     if sql_name.lower() not in saved:
         raise RegistryError(f"no function {sql_name!r} made with create_function; saved: {', '.join(saved.values()) or 'none'}")
     registry.store.delete_function(sql_name)
-    warehouse.connection().remove_function(saved[sql_name.lower()])
+    remove_model_function(warehouse.connection(), saved[sql_name.lower()])

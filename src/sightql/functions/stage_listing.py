@@ -2,7 +2,8 @@
 
 It lists a stage live, through the stage's own filesystem (never a query on the connection
 running the caller's query), and returns LIST(STRUCT(relative_path, file_url, size,
-last_modified, etag)); the ``directory()`` table macro unnests it and orders it by path.
+last_modified, etag, stage, content_type)); the ``directory()`` table macro unnests it, orders it
+by path and packs each file's FILE value (its ``file`` column) from those fields.
 An unknown stage or a path outside the stage fails the query with one sentence.
 """
 
@@ -17,13 +18,14 @@ from duckdb import sqltypes as T
 
 from sightql.sql.catalog import DIRECTORY_MACRO
 from sightql.stages.catalog import StageCatalog
+from sightql.stages.files import FileRef
 from sightql.stages.paths import split_stage_ref
 
 LISTING_ARROW = pa.list_(
     pa.struct(
         [
             ("relative_path", pa.string()), ("size", pa.int64()), ("last_modified", pa.timestamp("us", tz="UTC")),
-            ("etag", pa.string()), ("file_url", pa.string()),
+            ("etag", pa.string()), ("file_url", pa.string()), ("stage", pa.string()), ("content_type", pa.string()),
         ]
     )
 )
@@ -31,7 +33,7 @@ LISTING_SQL = duckdb.list_type(
     duckdb.struct_type(
         {
             "relative_path": T.VARCHAR, "size": T.BIGINT, "last_modified": T.TIMESTAMP_TZ,
-            "etag": T.VARCHAR, "file_url": T.VARCHAR,
+            "etag": T.VARCHAR, "file_url": T.VARCHAR, "stage": T.VARCHAR, "content_type": T.VARCHAR,
         }
     )
 )
@@ -49,7 +51,11 @@ def stage_listing(stages: StageCatalog) -> Callable[[pa.ChunkedArray], pa.Array]
                 continue
             if ref not in listed:
                 name, prefix = split_stage_ref(ref)
-                listed[ref] = [asdict(f) for f in stages.get(name).list(prefix)]
+                listed[ref] = [
+                    {**asdict(f), "stage": file.stage, "content_type": file.content_type}
+                    for f in stages.get(name).list(prefix)
+                    for file in [FileRef.of(name, f)]
+                ]
             rows.append(listed[ref])
         return pa.array(rows, type=LISTING_ARROW)
 

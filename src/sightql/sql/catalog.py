@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sightql.sql.file_type import FILE_TYPE_DDL
+from sightql.sql.file_type import FILE_FIELDS, FILE_SQL, FILE_TYPE_DDL
 
 CATALOG_DDL = [
     """CREATE TABLE IF NOT EXISTS sightql_stages (
@@ -113,13 +113,18 @@ CATALOG_DDL += TRAINING_DDL
 # own filesystem by the SQL function _sightql_stage_listing (sightql.functions.stage_listing): the
 # listing is current in every query, and the function is found whatever the caller's casing.
 # {ref} is the SQL expression giving the reference.
-STAGE_LISTING_SELECT = """SELECT f.relative_path, f.file_url, f.size, f.last_modified, f.etag
-    FROM (SELECT unnest(_sightql_stage_listing({ref})) AS f)"""
+_LISTING_COLUMNS = "f.relative_path, f.file_url, f.size, f.last_modified, f.etag"
+_LISTING_FROM = "FROM (SELECT unnest(_sightql_stage_listing({ref})) AS f)"
+STAGE_LISTING_SELECT = f"SELECT {_LISTING_COLUMNS}\n    {_LISTING_FROM}"
 
-# directory('@stage') or directory('@stage/prefix'): the stage's files as a table.
+# directory('@stage') or directory('@stage/prefix'): the stage's files as a table, with each file's
+# FILE value in the column ``file`` (spelled as the STRUCT, so it binds where the type is not made:
+# a read-only session of an older warehouse).
+_FILE_PACK = "struct_pack(" + ", ".join(f"{name} := f.{name}" for name, _, _ in FILE_FIELDS) + f")::{FILE_SQL}"
 DIRECTORY_MACRO = f"""
 CREATE OR REPLACE TEMP MACRO directory(stage_ref) AS TABLE
-    {STAGE_LISTING_SELECT.format(ref="stage_ref")}
+    SELECT {_LISTING_COLUMNS}, {_FILE_PACK} AS file
+    {_LISTING_FROM.format(ref="stage_ref")}
     ORDER BY f.relative_path
 """
 
