@@ -13,7 +13,7 @@ import time
 import pytest
 
 from sightql.errors import StageError, StageFileChangedError, StagePathError
-from sightql.stages.files import FileRef, content_type, read_file, read_files, to_file
+from sightql.stages.files import FileRef, content_type, file_refs, read_file, read_ref, to_file
 
 
 @pytest.fixture
@@ -65,7 +65,13 @@ def test_missing_and_escaping_files_are_row_errors(session, staged, photos_dir, 
     os.symlink(outside, os.path.join(staged.root, "food/link.jpg"))
     escaping = FileRef("@pics", "food/link.jpg", outside.stat().st_size, "x", "image/jpeg", None)
     staged.remove("food/coffee.jpg")
-    missing, leaked, none = read_files(session.stages, [ref, escaping, None])
+    def outcome(value):
+        try:
+            return read_ref(session.stages, value)
+        except StageError as exc:
+            return exc
+
+    missing, leaked, none = [outcome(value) for value in (ref, escaping, None)]
     assert isinstance(missing, StageError) and "does not exist" in str(missing)
     assert isinstance(leaked, StagePathError)
     assert none is None
@@ -93,3 +99,12 @@ def test_a_file_column_keeps_its_type_across_sessions(warehouse, staged, session
     with sightql.connect(warehouse, read_only=True) as again:
         row = again.sql("SELECT image FROM refs").to_pylist()[0]["image"]
     assert FileRef.from_row(row) == ref
+
+
+def test_a_file_column_is_read_back_from_the_fields_a_read_checks(session, staged):
+    ref = to_file(session.stages, "@pics", "food/coffee.jpg")
+    column = session.sql("SELECT * FROM (VALUES (?::file), (NULL::file)) AS t(image)", [ref.as_row()]).column("image")
+    read, none = file_refs(column.combine_chunks())
+    assert (read.stage, read.relative_path, read.size, read.etag, read.stage_name) == (
+        "@pics", "food/coffee.jpg", ref.size, ref.etag, "pics")
+    assert none is None

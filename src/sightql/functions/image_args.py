@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from sightql.engine import parallel_map
 from sightql.errors import SightQLError
@@ -28,7 +27,7 @@ from sightql.sql.file_type import FILE_ARROW, FILE_SQL
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.files import FileRef, read_file, to_file
+from sightql.stages.files import STAGE_READERS, FileRef, file_refs, to_file
 
 COMMON = {"type": "arrow", "null_handling": "special", "side_effects": False}
 Params = Sequence[tuple[str, str]]  # (macro parameter name, SQL type) around the image argument
@@ -80,25 +79,10 @@ def is_file_column(images: pa.ChunkedArray) -> bool:
     return pa.types.is_struct(images.type)
 
 
-def file_refs(images: pa.ChunkedArray, rows: list[int]) -> list[FileRef | None]:
-    """The chosen rows' FILE values, from only the fields a read checks (stage, path, size, etag)."""
+def chosen_file_refs(images: pa.ChunkedArray, rows: list[int]) -> list[FileRef | None]:
+    """The chosen rows' FILE values (see :func:`sightql.stages.files.file_refs`)."""
     chosen = images.take(pa.array(rows, pa.int64())) if len(rows) != len(images) else images
-    column = chosen.combine_chunks() if isinstance(chosen, pa.ChunkedArray) else chosen
-    valid = column.is_valid().to_pylist()
-    fields = [pc.struct_field(column, name).to_pylist() for name in ("stage", "relative_path", "size", "etag")]
-    return [
-        FileRef(stage, path, size, etag, None, None) if ok and stage is not None and path is not None else None
-        for ok, stage, path, size, etag in zip(valid, *fields)
-    ]
-
-
-def file_reader(stages: StageCatalog) -> Callable[[FileRef | None], bytes | None]:
-    """Reads one FILE value's bytes, checked to be the recorded ones; raises the row's SightQLError."""
-
-    def read(ref: FileRef | None) -> bytes | None:
-        return None if ref is None else read_file(stages.get(ref.stage.lstrip("@")), ref)
-
-    return read
+    return file_refs(chosen.combine_chunks() if isinstance(chosen, pa.ChunkedArray) else chosen)
 
 
 def to_file_function(warehouse: Warehouse, stages: StageCatalog) -> Callable[[pa.ChunkedArray, pa.ChunkedArray], pa.Array]:
@@ -118,6 +102,6 @@ def to_file_function(warehouse: Warehouse, stages: StageCatalog) -> Callable[[pa
 
     def to_file_values(refs: pa.ChunkedArray, paths: pa.ChunkedArray) -> pa.Array:
         pairs = list(zip(refs.to_pylist(), paths.to_pylist()))
-        return pa.array(parallel_map(make, pairs, max(8, warehouse.settings.decode_threads)), type=FILE_ARROW)
+        return pa.array(parallel_map(make, pairs, max(STAGE_READERS, warehouse.settings.decode_threads)), type=FILE_ARROW)
 
     return to_file_values

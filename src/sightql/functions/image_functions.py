@@ -14,6 +14,7 @@ to ``embed_text``) fails the query with one sentence naming the right function.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import duckdb
@@ -23,12 +24,13 @@ from duckdb import sqltypes as T
 
 from sightql.engine import RowResult, best_label, parallel_map, predict_rows, top_labels, worker_pool
 from sightql.errors import ImageError, SightQLError, StageError
-from sightql.functions.image_args import file_reader, file_refs, is_file_column
+from sightql.functions.image_args import chosen_file_refs, is_file_column
 from sightql.images.decode import probe_image
 from sightql.models.base import Predictor, TextModel
 from sightql.registry import Registry
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
+from sightql.stages.files import STAGE_READERS, read_ref
 
 
 # The task stored in sightql_functions for a function over a text model: ``fn(text) -> FLOAT[]``.
@@ -118,7 +120,7 @@ class ImageFunctions:
     def _images(self, images: pa.ChunkedArray, rows: list[int]) -> tuple[Sequence[Any], Any]:
         """The chosen rows of an image column, and how to turn one into bytes (None: they are bytes)."""
         if is_file_column(images):
-            return file_refs(images, rows), file_reader(self.stages)
+            return chosen_file_refs(images, rows), partial(read_ref, self.stages)
         return RowsOf(images, rows), None
 
     def _raise_if_strict(self, results: list[Any]) -> None:
@@ -256,5 +258,5 @@ class ImageFunctions:
                     raise
                 return None
 
-        pool = worker_pool(max(8, self.warehouse.settings.decode_threads))
+        pool = worker_pool(max(STAGE_READERS, self.warehouse.settings.decode_threads))
         return pa.array(list(pool.map(read, pairs)), type=pa.binary())

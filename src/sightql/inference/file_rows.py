@@ -28,10 +28,8 @@ from sightql.engine import worker_pool
 from sightql.errors import SightQLError, StageError
 from sightql.inference.pipeline import Chunk
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.files import FileRef, check_file, read_file
+from sightql.stages.files import STAGE_READERS, FileRef, check_file, read_file
 from sightql.stages.stage import Stage
-
-STAGE_READERS = 8  # files read at once from a stage (I/O bound, so not tied to the cores)
 
 StageLookup = Callable[[str], Stage]  # a stage's name (no '@') -> the Stage; StageError when there is none
 
@@ -39,11 +37,6 @@ StageLookup = Callable[[str], Stage]  # a stage's name (no '@') -> the Stage; St
 def file_identity(ref: FileRef | None) -> str | None:
     """What a prediction of ``ref`` was made from, as ``predicted_sha256`` stores it for a FILE column."""
     return None if ref is None else f"file:{ref.size}:{ref.etag}"
-
-
-def file_refs(images: pa.Array) -> list[FileRef | None]:
-    """The FILE values of a ``file`` column read into Arrow (None for NULL)."""
-    return [None if value is None else FileRef.from_row(value) for value in images.to_pylist()]
 
 
 @dataclass(frozen=True)
@@ -61,7 +54,7 @@ class StageAddress:
 def stage_addresses(stages: StageCatalog, refs: Iterable[FileRef | None]) -> dict[str, StageAddress | str]:
     """The address of each stage ``refs`` name, or why it cannot be opened (that rows' error on the worker)."""
     out: dict[str, StageAddress | str] = {}
-    for name in {ref.stage.lstrip("@") for ref in refs if ref is not None}:
+    for name in {ref.stage_name for ref in refs if ref is not None}:
         try:
             stage = stages.get(name)
             out[name] = StageAddress(name, stage.url, stage.endpoint_url)
@@ -100,11 +93,11 @@ def read_file_rows(
         try:
             if current is not None and (identity or "") == current:
                 if ref is not None:
-                    check_file(stages(ref.stage.lstrip("@")), ref)
+                    check_file(stages(ref.stage_name), ref)
                 return _SKIP
             if ref is None:
                 return None, None, None
-            return read_file(stages(ref.stage.lstrip("@")), ref), identity, None
+            return read_file(stages(ref.stage_name), ref), identity, None
         except SightQLError as exc:
             return None, None, str(exc)
         except OSError as exc:

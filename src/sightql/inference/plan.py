@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from sightql.engine import worker_pool
 from sightql.errors import SightQLError
-from sightql.inference.file_rows import STAGE_READERS, file_refs, read_file_rows
+from sightql.inference.file_rows import read_file_rows
 from sightql.inference.pipeline import Chunk, PredictOptions
 from sightql.inference.source import Params, StageSource, TableSource, Target
 from sightql.registry.specs import ModelSpec
@@ -25,7 +25,7 @@ from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import read_rowids
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.files import FileRef
+from sightql.stages.files import STAGE_READERS, FileRef, file_refs
 from sightql.stages.stage import Stage
 
 

@@ -18,11 +18,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sightql.errors import SightQLError, StageFileChangedError
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sightql.errors import StageFileChangedError
 from sightql.sql.file_type import FILE_FIELDS
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.paths import split_stage_ref
 from sightql.stages.stage import Stage, StageFile
+
+STAGE_READERS = 8  # files read at once from a stage (I/O bound, so not tied to the cores)
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,22 @@ class FileRef:
     @property
     def label(self) -> str:
         return f"{self.stage}/{self.relative_path}"
+
+    @property
+    def stage_name(self) -> str:
+        """The stage's name as the catalog knows it (no '@')."""
+        return self.stage.lstrip("@")
+
+
+def file_refs(column: pa.Array) -> list[FileRef | None]:
+    """The FILE values of an Arrow ``file`` column, from only the fields a read checks (stage, path, size,
+    etag: one Arrow field each, not every struct turned into a dict); None where there is no file named."""
+    valid = column.is_valid().to_pylist()
+    fields = [pc.struct_field(column, name).to_pylist() for name in ("stage", "relative_path", "size", "etag")]
+    return [
+        FileRef(stage, path, size, etag, None, None) if ok and stage is not None and path is not None else None
+        for ok, stage, path, size, etag in zip(valid, *fields)
+    ]
 
 
 def content_type(relative_path: str) -> str | None:
@@ -91,15 +112,7 @@ def read_file(stage: Stage, ref: FileRef) -> bytes:
     return stage.read_bytes(ref.relative_path)
 
 
-def read_files(stages: StageCatalog, refs: list[FileRef | None]) -> list[bytes | SightQLError | None]:
-    """Each FILE's bytes, or the error that row gets (a missing, changed or forbidden file); None for None."""
-    out: list[bytes | Exception | None] = []
-    for ref in refs:
-        if ref is None:
-            out.append(None)
-            continue
-        try:
-            out.append(read_file(stages.get(ref.stage.lstrip("@")), ref))
-        except SightQLError as exc:  # a row's failure is that row's error
-            out.append(exc)
-    return out
+def read_ref(stages: StageCatalog, ref: FileRef | None) -> bytes | None:
+    """The bytes of ``ref``'s file in its stage (None for None); a missing, changed or forbidden file raises
+    that row's StageError."""
+    return None if ref is None else read_file(stages.get(ref.stage_name), ref)
