@@ -104,3 +104,23 @@ def test_a_session_dropped_without_close_gives_its_turn_back(tmp_path):
     del session
     gc.collect()
     sightql.connect(tmp_path / "wh", lock_wait=1).close()
+
+
+READ_COUNT = "import sys, sightql; s = sightql.connect(sys.argv[1], lock_wait=2); print(s.sql('SELECT count(*) FROM notes').column(0)[0]); s.close()"
+
+
+def test_a_released_warehouse_lets_another_process_in_between_short_transactions(tmp_path):
+    session = sightql.connect(tmp_path / "wh")
+    session.sql("CREATE TABLE notes (n INTEGER)")
+    with session.warehouse.released():
+        with session.warehouse.transaction() as cursor:
+            cursor.execute("INSERT INTO notes VALUES (1), (2)")
+        other = subprocess.run([sys.executable, "-c", READ_COUNT, str(tmp_path / "wh")], capture_output=True, text=True)
+        assert other.returncode == 0, other.stderr
+        assert other.stdout.strip() == "2"  # it opened the file while this session was released
+        assert session.warehouse.rows("SELECT count(*) FROM notes") == [(2,)]
+        with pytest.raises(WarehouseError, match="released"):
+            session.warehouse.connection()
+    # afterwards the session's own connection opens again, SQL functions registered again
+    assert session.sql("SELECT image_info(NULL::BLOB).error AS e").column("e")[0].as_py()
+    session.close()

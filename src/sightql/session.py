@@ -101,6 +101,8 @@ class Session:
             self.stages = StageCatalog(self.warehouse)
             self.registry = Registry(self.warehouse)
             self._functions = register_functions(self.warehouse, self.registry, self.stages)
+            again = weakref.WeakMethod(self._register_functions_again)  # weak: the warehouse must not keep us alive
+            self.warehouse.on_reopen(lambda con: (again() or (lambda _c: None))(con))
         except BaseException:
             self.close()
             raise
@@ -118,6 +120,10 @@ class Session:
     # ---- lifecycle -------------------------------------------------------------
     def close(self) -> None:
         self.warehouse.close()
+
+    def _register_functions_again(self, _connection: Any) -> None:
+        """SQL functions live on an open database: after a job released the warehouse, register them again."""
+        self._functions = register_functions(self.warehouse, self.registry, self.stages)
         self._finalizer()
 
     def __enter__(self) -> "Session":

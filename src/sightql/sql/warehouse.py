@@ -9,10 +9,18 @@ module below the Session sees the Session.
 Work that may run while DuckDB runs a query (a SQL function) uses its own short-lived cursor
 (``cursor()``), a connection of its own to the same database, never the connection running the
 query.
+
+DuckDB lets one process at a time open the file, so a long job must not keep it open: inside
+``with warehouse.released():`` the session's connection is closed, and each ``cursor()``,
+``rows()``, ``transaction()`` and ``sql()`` opens the file for that call only (waiting for other
+processes as an open does) and closes it straight after. Another process (the API, the app,
+``sightql sql``, a second job) takes its turn between the job's short transactions. The session's
+own connection opens again, its SQL functions registered again, when something next needs it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,13 +50,19 @@ DB_FILE = "warehouse.duckdb"
 class Warehouse:
     """An open warehouse: connection helpers, folder, settings, image limits, device and error policy."""
 
-    con: Any  # the DuckDB connection; None once closed
+    _con: Any  # the session's DuckDB connection; None while released or once closed
     home: Path
     settings: Settings
     device: str
     on_error: OnError = "null"
     limits: ImageLimits = field(init=False)
     _give_back_turn: Callable[[], None] = field(default=lambda: None, repr=False)
+    read_only: bool = False
+    lock_wait: float = 5.0
+    _closed: bool = field(default=False, init=False)
+    _released: int = field(default=0, init=False)  # depth of nested released() blocks
+    _reopen_hooks: list[Callable[[Any], None]] = field(default_factory=list, init=False, repr=False)
+    _guard: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)  # reentrant: a reopen hook opens cursors
 
     def __post_init__(self) -> None:
         self.limits = ImageLimits(self.settings.max_image_bytes, self.settings.max_image_pixels)
@@ -70,7 +84,7 @@ class Warehouse:
         except BaseException:
             give_back()
             raise
-        warehouse = cls(con, home, settings, device, on_error, give_back)
+        warehouse = cls(con, home, settings, device, on_error, give_back, read_only, lock_wait)
         try:
             ensure_catalog(con, read_only)
         except BaseException:
@@ -80,10 +94,45 @@ class Warehouse:
 
     def close(self) -> None:
         """Close the connection and give this process's turn back; a second call does nothing."""
-        if self.con is not None:
-            self.con.close()
-            self.con = None
+        self._closed = True
+        if self._con is not None:
+            self._con.close()
+            self._con = None
         self.give_back_turn()
+
+    @property
+    def con(self) -> Any:
+        """The session's DuckDB connection (opened again if a job released it); None once closed."""
+        return None if self._closed else self.connection()
+
+    @property
+    def is_released(self) -> bool:
+        """Whether a job holds the warehouse released (each call opens and closes the file)."""
+        return self._released > 0
+
+    def on_reopen(self, hook: Callable[[Any], None]) -> None:
+        """Run ``hook(connection)`` each time the session's connection opens again after a release
+        (the Session registers its SQL functions again this way: they live on an open database)."""
+        self._reopen_hooks.append(hook)
+
+    @contextmanager
+    def released(self) -> Iterator["Warehouse"]:
+        """``with warehouse.released():`` closes the session's connection for a long job. Inside, every
+        ``cursor()``, ``rows()``, ``transaction()`` and ``sql()`` opens the file for that call only and
+        closes it after, so other processes use the warehouse between the job's short transactions.
+        Keep each call short, and read image bytes from stages outside them."""
+        with self._guard:
+            if self._closed:
+                raise WarehouseError("the session is closed; open the warehouse again with sightql.connect()")
+            self._released += 1
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+        try:
+            yield self
+        finally:
+            with self._guard:
+                self._released -= 1
 
     def give_back_turn(self) -> None:
         """Give this process's turn on the warehouse back, once (also run when a Session is collected unclosed)."""
@@ -99,46 +148,79 @@ class Warehouse:
         return self.home / "stages"
 
     def connection(self) -> Any:
-        """The open connection, or a WarehouseError saying how to open it again."""
-        if self.con is None:
-            raise WarehouseError("the session is closed; open the warehouse again with sightql.connect()")
-        return self.con
+        """The session's open connection (opened again, waiting as an open does, after a release), or a
+        WarehouseError saying how to open it again. Inside ``released()`` use ``cursor()`` instead."""
+        with self._guard:
+            if self._closed:
+                raise WarehouseError("the session is closed; open the warehouse again with sightql.connect()")
+            if self._released:
+                raise WarehouseError(
+                    "the warehouse is released for a long job; use warehouse.cursor() or transaction() for each step"
+                )
+            if self._con is None:
+                self._con = self._open_file()
+                for hook in self._reopen_hooks:
+                    hook(self._con)
+            return self._con
+
+    def _open_file(self) -> Any:
+        return open_warehouse_file(self.home / DB_FILE, read_only=self.read_only,
+                                   memory_limit=self.settings.memory_limit, lock_wait=self.lock_wait)
+
+    @contextmanager
+    def _short_connection(self) -> Iterator[Any]:
+        """The session's connection, or inside ``released()`` one opened for this block and closed after."""
+        if not self._released:
+            yield self.connection()
+            return
+        con = self._open_file()
+        try:
+            yield con
+        finally:
+            con.close()
 
     @contextmanager
     def cursor(self) -> Iterator[Any]:
-        """A short-lived cursor of its own (safe from threads and inside a running SQL function)."""
-        cursor = self.connection().cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+        """A short-lived cursor of its own (safe from threads and inside a running SQL function);
+        inside ``released()`` the file is open only while the block runs."""
+        with self._short_connection() as con:
+            cursor = con.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
 
     def rows(self, query: str, params: Params = None) -> list[tuple[Any, ...]]:
         """Every row of ``query`` (bound ``params``), run on a short-lived cursor of its own."""
         with self.cursor() as cursor:
             return cursor.execute(query, params).fetchall()
 
-    def transaction(self) -> Any:
-        """``with warehouse.transaction() as cursor:``: the block's statements as one transaction."""
-        return transaction(self.connection())
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """``with warehouse.transaction() as cursor:``: the block's statements as one transaction
+        (inside ``released()``, on a connection opened for the block and closed after it commits)."""
+        with self._short_connection() as con, transaction(con) as cursor:
+            yield cursor
 
     def sql(self, query: str, params: Params = None, *, limit: int | None = None) -> pa.Table:
         """Run SQL with bound parameters (``?`` or ``$name``); an Arrow table (empty for a statement
         with no result). ``limit`` fetches at most that many rows, computing no more."""
         try:
-            relation = self.connection().sql(query, params=params)
-            if relation is None:  # a statement with no result (DDL, INSERT without RETURNING)
-                return pa.table({})
-            if limit is not None:
-                relation = relation.limit(limit)
-            return relation.to_arrow_table()
+            with self._short_connection() as con:
+                relation = con.sql(query, params=params)
+                if relation is None:  # a statement with no result (DDL, INSERT without RETURNING)
+                    return pa.table({})
+                if limit is not None:
+                    relation = relation.limit(limit)
+                return relation.to_arrow_table()
         except duckdb.Error as exc:
             raise clean_duckdb_error(exc) from None
 
     def sql_script(self, script: str, params: Params = None) -> pa.Table:
         """Run ``;``-separated statements in order (DuckDB's parser splits them); the last query's result."""
         try:
-            statements = split_statements(self.connection(), script)
+            with self._short_connection() as con:
+                statements = split_statements(con, script)
         except duckdb.Error as exc:
             raise clean_duckdb_error(exc) from None
         return run_statements(statements, params, self.sql)
