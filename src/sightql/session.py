@@ -21,7 +21,9 @@ from sightql.functions.register import register_functions
 from sightql.images.decode import ImageLimits
 from sightql.inference.predict import PredictReport, predict
 from sightql.inference.runners import Runner, RunnerName
-from sightql.ingest.loading import LoadReport, load_images
+from sightql.ingest.externalize import ExternalizeReport, externalize_table
+from sightql.ingest.loading import load_images
+from sightql.ingest.rows import LoadReport
 from sightql.ingest.uploads import StoreReport, store_images
 from sightql.models.base import LoadedModel
 from sightql.models.loader import describe_builtins
@@ -157,13 +159,26 @@ class Session:
         return self.warehouse.sql_script(script, params)
 
     # ---- images ----------------------------------------------------------------
-    def load_images(self, table: str, source: str | Path) -> LoadReport:
+    def load_images(self, table: str, source: str | Path, *, inline: bool = False) -> LoadReport:
         """Load a file, folder (recursive), glob or ``'@stage/prefix'`` into ``table``.
 
         Each file is checked; non-images and over-limit files are listed in the
         report's ``skipped`` and loading goes on. Reloading a path replaces its row.
+        A new table's ``image`` column holds FILE values naming copies in the warehouse's own
+        stage (identical bytes stored once); ``inline=True`` keeps the bytes in the table (BLOB)
+        instead. An existing table is loaded the way its ``image`` column already holds images.
         """
-        return load_images(self.warehouse, self.stages, table, str(source))
+        return load_images(self.warehouse, self.stages, table, str(source), inline=inline)
+
+    def externalize_table(self, table: str) -> ExternalizeReport:
+        """Move a table's image bytes (BLOB) into the warehouse's stage, leaving FILE values; crash-safe
+        and resumable (run it again after an interruption). A table already holding FILE values is left as it is."""
+        return externalize_table(self.warehouse, self.stages, table)
+
+    def set_storage(self, url: str) -> Stage:
+        """Keep this warehouse's loaded images at ``url`` (``s3://bucket/prefix``) instead of its folder; only
+        before the first load. Credentials and endpoint come from the environment of each process."""
+        return self.stages.set_internal_storage(url)
 
     def store_images(self, table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
         """Store ``(name, bytes)`` pairs (uploads) in ``table``, checked like ``load_images``.

@@ -13,6 +13,7 @@ from sightql.cli import models as models_cmds
 from sightql.cli import predict as predict_cmds
 from sightql.cli import serve as serve_cmds
 from sightql.cli import stage as stage_cmds
+from sightql.cli import tables as tables_cmds
 from sightql.cli import train as train_cmds
 from sightql.cli import webapp as webapp_cmds
 from sightql.cli.common import WarehouseOpt, help_without_command, open_session, print_table, read_text
@@ -25,7 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 for group, name in ((stage_cmds.app, "stage"), (models_cmds.app, "models"), (train_cmds.runs_app, "runs"),
-                    (functions_cmds.app, "functions")):
+                    (functions_cmds.app, "functions"), (tables_cmds.app, "tables")):
     # A group named without a command prints its help and exits 0, as `sightql` alone does.
     app.add_typer(group, name=name, invoke_without_command=True, no_args_is_help=False, callback=help_without_command)
 app.command("predict")(predict_cmds.predict)
@@ -51,16 +52,30 @@ def _root(
 
 
 @app.command()
-def init(path: Annotated[Optional[Path], typer.Argument(help="Warehouse folder to create.")] = None) -> None:
+def init(
+    path: Annotated[Optional[Path], typer.Argument(help="Warehouse folder to create.")] = None,
+    storage: Annotated[
+        Optional[str],
+        typer.Option("--storage", help="s3://bucket/prefix to keep loaded images in (default: the warehouse folder)."),
+    ] = None,
+) -> None:
     """Create a warehouse (or open an existing one).
+
+    Loaded images are kept in the warehouse's own stage: its folder, or with --storage an S3
+    prefix (credentials and endpoint from each process's environment; set once, before the first load).
 
     **Examples**
 
         sightql init ./my-warehouse
 
         SIGHTQL_HOME=./my-warehouse sightql init
+
+        AWS_ENDPOINT_URL=http://127.0.0.1:9000 sightql init ./team --storage s3://images/team
     """
     with open_session(path) as session:
+        if storage:
+            stage = session.set_storage(storage)
+            typer.echo(f"loaded images go to {stage.url}")
         typer.echo(f"warehouse ready at {session.home}")
 
 
@@ -68,11 +83,16 @@ def init(path: Annotated[Optional[Path], typer.Argument(help="Warehouse folder t
 def load(
     table: Annotated[str, typer.Argument(help="Table to load into (created if missing).")],
     source: Annotated[str, typer.Argument(help="File, folder, glob or '@stage/prefix'.")],
+    inline: Annotated[
+        bool, typer.Option("--inline", help="Keep the bytes in the table (BLOB) instead of the warehouse's stage.")
+    ] = False,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Load images into a table: path, bytes, size, sha256, width, height, format.
+    """Load images into a table: path, image, size, sha256, width, height, format.
 
-    Non-images and over-limit files are listed and skipped; the rest load.
+    Each file is copied into the warehouse's own stage (identical bytes once) and the image
+    column holds FILE values naming the copies; --inline keeps small images' bytes in the table
+    instead. Non-images and over-limit files are listed and skipped; the rest load.
 
     **Examples**
 
@@ -81,9 +101,11 @@ def load(
         sightql load photos './scans/**/*.png'
 
         sightql load xray @xray/train
+
+        sightql load icons ./icons/ --inline
     """
     with open_session(warehouse) as session:
-        typer.echo(str(session.load_images(table, source)))
+        typer.echo(str(session.load_images(table, source, inline=inline)))
 
 
 @app.command()

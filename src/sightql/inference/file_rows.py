@@ -4,8 +4,8 @@ The driver reads a run's FILE values by row id (small structs, no image bytes); 
 read from the stages by whoever predicts the run: the local runner's reading thread, or a Dask
 worker (which gets the FILE values and each stage's URL, never bytes).
 
-Incremental predict keys a FILE row by the value's recorded identity, ``file:<size>:<etag>``,
-stored in ``predicted_sha256`` (see docs/batch.md), so deciding what is due reads no bytes:
+Incremental predict keys a FILE row by the value's recorded identity, ``file:<size>:<etag>`` (for a
+file of the internal stage: its SHA-256, see :func:`file_identity`), stored in ``predicted_sha256`` (see docs/batch.md), so deciding what is due reads no bytes:
 
 * identity not the current prediction's (a new row, or a value re-recorded after its file changed):
   the file is checked against the value's size and etag and its bytes are read and predicted;
@@ -29,14 +29,19 @@ from sightql.errors import SightQLError, StageError
 from sightql.inference.pipeline import Chunk
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.files import STAGE_READERS, FileRef, check_file, read_file
+from sightql.stages.internal import is_internal_ref
 from sightql.stages.stage import Stage
 
 StageLookup = Callable[[str], Stage]  # a stage's name (no '@') -> the Stage; StageError when there is none
 
 
 def file_identity(ref: FileRef | None) -> str | None:
-    """What a prediction of ``ref`` was made from, as ``predicted_sha256`` stores it for a FILE column."""
-    return None if ref is None else f"file:{ref.size}:{ref.etag}"
+    """What a prediction of ``ref`` was made from, as ``predicted_sha256`` stores it for a FILE column: for a
+    file of the internal stage its SHA-256 (the row's ``sha256``, as for the BLOB it may have been before
+    ``tables externalize``), else ``file:<size>:<etag>``."""
+    if ref is None:
+        return None
+    return ref.etag if is_internal_ref(ref) else f"file:{ref.size}:{ref.etag}"
 
 
 @dataclass(frozen=True)

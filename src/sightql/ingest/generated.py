@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from sightql.errors import GenerationError, ImageError
 from sightql.generation import GeneratedImage
-from sightql.ingest.loading import IMAGE_COLUMN_DEFS, checked_row
+from sightql.ingest.rows import IMAGE_COLUMN_DEFS, checked_row
 from sightql.ingest.uploads import StoredImage
 from sightql.sql.warehouse import Warehouse
 

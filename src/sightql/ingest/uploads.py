@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from sightql.errors import ImageError
-from sightql.ingest.loading import checked_row, ensure_image_table, insert_rows
+from sightql.ingest.rows import checked_row, ensure_image_table, insert_rows
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.warehouse import Warehouse
 from sightql.sql.write_budget import WriteBudget

@@ -1,5 +1,10 @@
 """Stages known to a warehouse: kept in ``sightql_stages`` and, for the session, in memory.
 
+The warehouse's internal stage (``@_internal``, where ``load_images`` keeps image files by content)
+is a row of the same table, made on first use (``<home>/stages/_internal``) or by ``sightql init
+--storage s3://bucket/prefix``; every process opening the warehouse finds it there. Users cannot
+create, drop or write it.
+
 The session holds its warehouse alone (one process, one session at a time), so the table is
 read once when it opens and kept current by :meth:`StageCatalog.create` and :meth:`drop`.
 Looking a stage up never runs a query, so SQL functions (``stage_file``, ``directory``) can
@@ -13,7 +18,7 @@ from pathlib import Path
 
 from sightql.errors import ConfigError, StageError
 from sightql.sql.warehouse import Warehouse
-from sightql.stages.paths import check_stage_name
+from sightql.stages.paths import INTERNAL_STAGE, check_stage_name
 from sightql.stages.stage import Stage, s3_endpoint
 
 
@@ -33,7 +38,7 @@ class StageCatalog:
         self._open: dict[str, Stage] = {}
 
     def create(self, name: str, url: str | None = None, *, exist_ok: bool = False) -> Stage:
-        check_stage_name(name)
+        _check_not_internal(name)
         if url is not None and not url.startswith("s3://"):
             raise ConfigError(f"stage URL {url!r} is not supported; give an s3://bucket/prefix URL or none for a local stage")
         if name in self._stored:
@@ -78,6 +83,7 @@ class StageCatalog:
         return [(name, self._resolve(self._stored[name])) for name in self.names()]
 
     def drop(self, name: str, *, delete_files: bool = False) -> None:
+        _check_not_internal(name)
         stage = self.get(name)
         if delete_files and stage.protocol == "file":
             shutil.rmtree(stage.root, ignore_errors=True)  # removes links themselves, never what they point to
@@ -87,3 +93,45 @@ class StageCatalog:
             cursor.execute("DELETE FROM sightql_stages WHERE name = ?", [name])
         self._stored.pop(name, None)
         self._open.pop(name, None)
+
+    # ---- the internal stage ----------------------------------------------------------------
+    def internal(self) -> Stage:
+        """The warehouse's internal stage, recorded in the catalog on first use (inside the warehouse
+        folder unless ``set_internal_storage`` chose an s3:// prefix first)."""
+        if INTERNAL_STAGE not in self._stored:
+            self._record_internal(_IN_WAREHOUSE + INTERNAL_STAGE)
+        return self.get(INTERNAL_STAGE)
+
+    def set_internal_storage(self, url: str) -> Stage:
+        """Put the internal stage at ``url`` (``s3://bucket/prefix``; credentials and endpoint from the
+        environment, never stored). Only before it holds anything: FILE values name it, so it never moves."""
+        if not url.startswith("s3://") or not url[len("s3://"):].strip("/"):
+            raise ConfigError(f"storage {url!r} is not supported; give an s3://bucket/prefix URL")
+        try:
+            self._opened(INTERNAL_STAGE, url).list()  # reachable with this environment's credentials and endpoint
+        except Exception as exc:  # noqa: BLE001 - any failure of the store means the same to the user
+            raise StageError(f"cannot list {url} ({exc}); check the bucket, AWS credentials and AWS_ENDPOINT_URL") from None
+        stored = self._record_internal(url.rstrip("/"))
+        if stored.rstrip("/") != url.rstrip("/"):
+            raise ConfigError(
+                f"this warehouse already keeps its images at {self._resolve(stored)}; the storage is set once, "
+                "before the first load: init a new warehouse with --storage and load the images there"
+            )
+        return self.get(INTERNAL_STAGE)
+
+    def _record_internal(self, stored: str) -> str:
+        """Record the internal stage at ``stored`` unless some process recorded it first; what is recorded."""
+        with self._warehouse.cursor() as cursor:
+            cursor.execute("INSERT INTO sightql_stages (name, url) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                           [INTERNAL_STAGE, stored])
+            (recorded,) = cursor.execute("SELECT url FROM sightql_stages WHERE name = ?", [INTERNAL_STAGE]).fetchone()
+        self._stored[INTERNAL_STAGE] = recorded
+        return recorded
+
+
+def _check_not_internal(name: str) -> None:
+    check_stage_name(name)
+    if name == INTERNAL_STAGE:
+        raise ConfigError(
+            f"stage name {name!r} is reserved for the warehouse's own image store; pick another name"
+        )

@@ -9,6 +9,10 @@ from sightql.errors import ConfigError, StagePathError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
 
+# The warehouse's own stage, where ``load_images`` keeps image files by content (see
+# :mod:`sightql.stages.internal`): read like any stage, never created, dropped or written by users.
+INTERNAL_STAGE = "_internal"
+
 
 def check_stage_name(name: str) -> str:
     if not _NAME.match(name or ""):
@@ -47,3 +51,19 @@ def split_stage_ref(ref: str) -> tuple[str, str]:
 def folder_label(relative_path: str) -> str | None:
     """``train/NORMAL/x.jpeg`` -> ``NORMAL``: the class a folder-labelled stage gives a file (None at the top)."""
     return relative_path.rsplit("/", 2)[-2] if "/" in relative_path else None
+
+
+_CONTENT_PATH = re.compile(r"^[0-9a-f]{2}/[0-9a-f]{2}/([0-9a-f]{64})(?:\.[a-z0-9]{1,8})?$")
+
+
+def content_path(sha256: str, extension: str) -> str:
+    """Where the internal stage keeps bytes whose SHA-256 is ``sha256``: ``ab/cd/<sha256>.<extension>``
+    (two folder levels keep any one folder small at millions of files)."""
+    ext = re.sub(r"[^a-z0-9]", "", extension.lower())[:8]
+    return f"{sha256[:2]}/{sha256[2:4]}/{sha256}" + (f".{ext}" if ext else "")
+
+
+def content_hash(relative_path: str) -> str | None:
+    """The SHA-256 a content-addressed path names (see :func:`content_path`); None for any other path."""
+    match = _CONTENT_PATH.match(relative_path)
+    return match.group(1) if match else None

@@ -11,8 +11,9 @@ from typing import Any
 
 from sightql.config import Settings
 from sightql.errors import MissingDependencyError, StageError
+from sightql.partial_files import partial_path, remove_dead_partials
 from sightql.stages.local_files import local_sources
-from sightql.stages.paths import safe_relative_path
+from sightql.stages.paths import INTERNAL_STAGE, content_hash, safe_relative_path
 from sightql.stages.sandbox import LocalRoot
 
 _log = logging.getLogger(__name__)
@@ -80,6 +81,21 @@ class Stage:
         self.fs, self.root = _filesystem(url, endpoint_url)
         self.protocol = "s3" if url.startswith("s3://") else "file"
         self._local = LocalRoot(self.root, f"@{name}") if self.protocol == "file" else None
+        # The warehouse's internal stage: files named by their SHA-256, which is their etag, written
+        # only by load_images and tables externalize (write_new), never by put/write_bytes/remove.
+        self.internal = name == INTERNAL_STAGE
+
+    def _tag(self, relative_path: str, info: dict[str, Any]) -> str:
+        """A file's etag: for a content-addressed file of the internal stage, its SHA-256 (so a FILE value's
+        etag names its bytes wherever the stage lives); otherwise S3's ETag or a local size-and-mtime tag."""
+        return (content_hash(relative_path) if self.internal else None) or _etag(info)
+
+    def _check_writable(self) -> None:
+        if self.internal:
+            raise StageError(
+                f"@{self.name} is the warehouse's own image store, written only by `sightql load` and "
+                "`sightql tables externalize`; put your files in a stage of your own (`sightql stage create NAME`)"
+            )
 
     def _full(self, relative_path: str, *, allow_empty: bool = False) -> str:
         rel = safe_relative_path(relative_path, allow_empty=allow_empty)
@@ -110,6 +126,7 @@ class Stage:
     # ---- writing -------------------------------------------------------------
     def put(self, source: str | os.PathLike[str], prefix: str = "") -> list[str]:
         """Upload a file, a folder (recursively, keeping relative paths) or a glob."""
+        self._check_writable()
         prefix = safe_relative_path(prefix, allow_empty=True)
         pairs = local_sources(str(source))
         written = []
@@ -120,13 +137,37 @@ class Stage:
         return written
 
     def write_bytes(self, relative_path: str, data: bytes) -> str:
+        self._check_writable()
         self.fs.pipe_file(self._target(relative_path), data)
         return safe_relative_path(relative_path)
+
+    def write_new(self, relative_path: str, data: bytes) -> bool:
+        """Write ``data`` at ``relative_path`` unless a file is already there (then False: it is never
+        rewritten). A kill never leaves part of a file under the final name: locally the bytes go to a
+        partial name beside it, renamed into place once complete; an S3 put is atomic by itself."""
+        rel = safe_relative_path(relative_path)
+        target = self._target(rel)
+        if self.fs.exists(target):
+            return False
+        if self._local is None:
+            self.fs.pipe_file(target, data)
+            return True
+        final = Path(target)
+        remove_dead_partials(final.parent)  # left by writers killed part way
+        partial = partial_path(final)
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, final)  # a racing writer of the same name wrote the same bytes
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise StageError(f"cannot write @{self.name}/{rel}: {exc.strerror or exc}") from None
+        return True
 
     def remove(self, path: str, *, missing_ok: bool = False) -> list[str]:
         """Remove a file, or every file under a folder. Returns what was removed; nothing matching is an
         error unless ``missing_ok``. A path through a link leading outside is refused; a link to a
         file inside is removed itself, never its target."""
+        self._check_writable()
         removed = [f.relative_path for f in self.matching(path)]
         if not removed and not missing_ok:
             raise self._nothing_matches(path)
@@ -149,7 +190,7 @@ class Stage:
             found, skipped = self._local.walk(folder)
             files = [
                 StageFile(e.relative_path, e.size, _modified({"mtime": e.mtime}),
-                          _etag({"size": e.size, "mtime": e.mtime}), self.file_url(e.relative_path))
+                          self._tag(e.relative_path, {"size": e.size, "mtime": e.mtime}), self.file_url(e.relative_path))
                 for e in found
                 if e.relative_path.startswith(prefix)
             ]
@@ -167,7 +208,7 @@ class Stage:
             rel = self._relative(full)
             if info.get("type") == "directory" or not rel.startswith(prefix):
                 continue
-            files.append(StageFile(rel, int(info.get("size") or 0), _modified(info), _etag(info), self.file_url(rel)))
+            files.append(StageFile(rel, int(info.get("size") or 0), _modified(info), self._tag(rel, info), self.file_url(rel)))
         return files
 
     def list(self, prefix: str = "") -> list[StageFile]:
@@ -214,7 +255,7 @@ class Stage:
         if info.get("type") == "directory":
             raise StageError(f"@{self.name}/{relative_path} is a folder, not a file; name a file in it")
         rel = safe_relative_path(relative_path)
-        return StageFile(rel, int(info.get("size") or 0), _modified(info), _etag(info), self.file_url(rel))
+        return StageFile(rel, int(info.get("size") or 0), _modified(info), self._tag(rel, info), self.file_url(rel))
 
     def get(self, path: str, destination: str | os.PathLike[str]) -> list[Path]:
         """Download a file or a folder prefix into ``destination`` (a folder), keeping relative paths."""
