@@ -79,7 +79,7 @@ def linear_probe(session: sightql.Session, table: str, result) -> float:
 def textile(session: sightql.Session, args) -> list[tuple[str, str]]:
     import conformal_clip_data
 
-    report = session.load_images("textile", conformal_clip_data.textile_simulated_root())
+    report = session.load_images("textile", conformal_clip_data.textile_simulated_root(), inline=True)  # training reads BLOB tables
     _label_table(session, "textile")
     result = session.train(
         "textile", "textile", label="label", base="efficientnet_lite0", epochs=args.epochs or 5, batch_size=32,

@@ -25,7 +25,7 @@ def staged(session, photos_dir):
     """The sample photos twice: in the stage @photos, and as BLOBs in the table ``blobs``; plus ``files``,
     a table of FILE values made from directory('@photos')."""
     session.create_stage("photos").put(photos_dir)
-    session.load_images("blobs", photos_dir)
+    session.load_images("blobs", photos_dir, inline=True)
     session.sql(f"CREATE TABLE files AS SELECT relative_path, file AS image FROM directory('@photos') WHERE {IMAGES}")
     return session
 

@@ -98,20 +98,22 @@ def test_a_table_past_what_the_memory_limit_can_rewrite_is_refused_before_anythi
     tight = Settings(memory_limit="64MB", memory_limit_fixed=True)  # as SIGHTQL_MEMORY_LIMIT=64MB sets it
     with sightql.connect(warehouse, settings=tight) as s:
         with pytest.raises(MemoryLimitError) as raised:
-            s.load_images("phones", phone_photos_dir)
+            s.load_images("phones", phone_photos_dir, inline=True)
         assert str(raised.value) == (
             "table 'phones' would hold 68 MB of images, and DuckDB rewrites a table's images in memory when rows "
             "are added, which needs more than SIGHTQL_MEMORY_LIMIT=64MB; set SIGHTQL_MEMORY_LIMIT=256MB or more, "
             "or write into another table (nothing was written)"
         )
         assert s.sql("SELECT count(*) AS n FROM phones").to_pylist() == [{"n": 0}]
+        # A table of references holds no image bytes, so the same limit takes it whole.
+        assert len(s.load_images("by_reference", phone_photos_dir).loaded) == 20
 
 
 def test_a_limit_left_unset_grows_for_the_write_so_the_table_loads(warehouse, phone_photos_dir):
     # 64MB stands in for the default: 20 phone photos (68 MB) need more, and the limit was not set by the user.
     small_default = Settings(memory_limit="64MB")
     with sightql.connect(warehouse, settings=small_default) as s:
-        report = s.load_images("phones", phone_photos_dir)
+        report = s.load_images("phones", phone_photos_dir, inline=True)
         assert len(report.loaded) == 20 and not report.skipped
         grown = s.sql("SELECT current_setting('memory_limit') AS m").to_pylist()[0]["m"]
         assert s.sql("SELECT count(*) AS n FROM phones").to_pylist() == [{"n": 20}]
@@ -137,7 +139,7 @@ def memory_limit_text_bytes(text: str) -> float:
 def test_predict_reads_a_table_bigger_than_the_memory_limit_in_runs_that_fit(warehouse, phone_photos_dir):
     # 20 phone photos are 68 MB; at a 64MB limit one run of the default 256 rows cannot be read at once.
     with sightql.connect(warehouse, settings=Settings(memory_limit="64MB")) as s:
-        s.load_images("phones", phone_photos_dir)  # the write raises the limit it needs
+        s.load_images("phones", phone_photos_dir, inline=True)  # the write raises the limit it needs
     tight = Settings(memory_limit="64MB", memory_limit_fixed=True)
     with sightql.connect(warehouse, settings=tight) as s:
         report = s.predict("imagenet", "phones", progress=False)

@@ -61,7 +61,7 @@ def textile_table(session):
         (folder / label).mkdir(parents=True)
         for path in paths:
             (folder / label / path.name).write_bytes(path.read_bytes())
-    session.load_images("textile", folder)
+    session.load_images("textile", folder, inline=True)  # training reads BLOB tables
     session.sql("ALTER TABLE textile ADD COLUMN defect VARCHAR")
     session.sql("UPDATE textile SET defect = split_part(relative_path, '/', 1)")
     return "textile"

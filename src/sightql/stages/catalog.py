@@ -107,10 +107,14 @@ class StageCatalog:
         environment, never stored). Only before it holds anything: FILE values name it, so it never moves."""
         if not url.startswith("s3://") or not url[len("s3://"):].strip("/"):
             raise ConfigError(f"storage {url!r} is not supported; give an s3://bucket/prefix URL")
-        try:
-            self._opened(INTERNAL_STAGE, url).list()  # reachable with this environment's credentials and endpoint
+        try:  # reachable with this environment's credentials and endpoint (a missing bucket lists as empty)
+            stage = self._opened(INTERNAL_STAGE, url)
+            problem = None if stage.fs.exists(stage.root.split("/")[0]) else "no such bucket"
+            stage.list()
         except Exception as exc:  # noqa: BLE001 - any failure of the store means the same to the user
-            raise StageError(f"cannot list {url} ({exc}); check the bucket, AWS credentials and AWS_ENDPOINT_URL") from None
+            problem = str(exc)
+        if problem:
+            raise StageError(f"cannot list {url} ({problem}); check the bucket, AWS credentials and AWS_ENDPOINT_URL")
         stored = self._record_internal(url.rstrip("/"))
         if stored.rstrip("/") != url.rstrip("/"):
             raise ConfigError(

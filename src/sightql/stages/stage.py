@@ -147,13 +147,14 @@ class Stage:
         partial name beside it, renamed into place once complete; an S3 put is atomic by itself."""
         rel = safe_relative_path(relative_path)
         target = self._target(rel)
+        if self._local is not None:
+            remove_dead_partials(Path(target).parent)  # left by writers killed part way
         if self.fs.exists(target):
             return False
         if self._local is None:
             self.fs.pipe_file(target, data)
             return True
         final = Path(target)
-        remove_dead_partials(final.parent)  # left by writers killed part way
         partial = partial_path(final)
         try:
             partial.write_bytes(data)
