@@ -30,6 +30,14 @@ def photos(session, photos_dir):
     return session
 
 
+@pytest.fixture
+def blob_photos(session, photos_dir):
+    """``photos`` with the bytes in the table (``inline=True``), as tables made before FILE values hold them."""
+    report = session.load_images("photos", photos_dir, inline=True)
+    assert len(report.loaded) == PHOTO_FILES
+    return session
+
+
 def single_row_answer(session, model: str, data: bytes) -> tuple[str, float]:
     """The model run on this one image alone, outside the batch pipeline."""
     predictor = session.predictor(model)
@@ -159,7 +167,8 @@ def test_rows_are_read_by_row_id_and_a_row_no_longer_at_its_id_by_key(photos, ph
     by_key = []
     original = TableSource.rows_by_key_query
     monkeypatch.setattr(TableSource, "rows_by_key_query", lambda self, keys: by_key.append(list(keys)) or original(self, keys))
-    plan = one_run_plan(photos, "photos")
+    photos.load_images("inline_photos", photos_dir, inline=True)  # bytes in the table: read by row id
+    plan = one_run_plan(photos, "inline_photos")
     (run,) = list(table_runs(plan))
     assert run.rowids == sorted(run.rowids) and len(set(run.rowids)) == PHOTO_FILES
     images = photo_bytes(photos_dir)
@@ -168,7 +177,7 @@ def test_rows_are_read_by_row_id_and_a_row_no_longer_at_its_id_by_key(photos, ph
     assert dict(zip(rows.column("key").to_pylist(), rows.column("image").to_pylist())) == images
 
     # Ids that hold other rows now (as after compacted deletes), and a key changed since planning.
-    photos.sql("UPDATE photos SET relative_path = 'renamed.jpg' WHERE relative_path = 'coffee.jpg'")
+    photos.sql("UPDATE inline_photos SET relative_path = 'renamed.jpg' WHERE relative_path = 'coffee.jpg'")
     shifted = RowRun([*run.rowids[1:], run.rowids[-1] + 1], run.keys, None)
     rows, gone = read_run(plan, shifted)
     assert gone == 1 and sorted(by_key[0]) == sorted(run.keys)
@@ -176,7 +185,8 @@ def test_rows_are_read_by_row_id_and_a_row_no_longer_at_its_id_by_key(photos, ph
     assert dict(zip(rows.column("key").to_pylist(), rows.column("image").to_pylist())) == images
 
 
-def test_images_are_stored_without_zstd_and_older_zstd_tables_still_predict_and_convert(photos, photos_dir):
+def test_images_are_stored_without_zstd_and_older_zstd_tables_still_predict_and_convert(blob_photos, photos_dir):
+    photos = blob_photos
     def methods(table: str) -> set[str]:
         photos.sql("CHECKPOINT")
         return {r["compression"] for r in photos.sql(
