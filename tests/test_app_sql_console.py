@@ -13,7 +13,7 @@ from tests.app_pages import page
 @pytest.fixture
 def photos_warehouse(warehouse, photos_dir):
     with sightql.connect(warehouse) as s:
-        s.load_images("photos", photos_dir, inline=True)  # thumbnails are drawn from BLOB columns
+        s.load_images("photos", photos_dir)  # a FILE table: thumbnails are read from the internal stage
     return warehouse
 
 

@@ -26,7 +26,7 @@ def decoded(uri: str) -> Image.Image:
 
 def test_image_columns_become_thumbnails_and_other_bytes_a_count(photos):
     result = run_console_query(
-        photos.warehouse,
+        photos.warehouse, stages=photos.stages, query=
         "SELECT relative_path, image, 'abc'::BLOB AS raw, classify('imagenet', image) AS top FROM photos "
         "WHERE relative_path IN ('chelsea.jpg', 'coffee.jpg') ORDER BY relative_path",
     )
@@ -38,6 +38,21 @@ def test_image_columns_become_thumbnails_and_other_bytes_a_count(photos):
     assert rows[0]["raw"] == "<3 bytes>"
     assert '"label": "espresso"' in rows[1]["top"]
     assert result.summary() == "2 row(s)."
+
+
+def test_file_and_blob_columns_show_the_same_thumbnails_and_a_missing_file_shows_its_value(photos, photos_dir):
+    photos.load_images("inline_photos", photos_dir, inline=True)
+    query = "SELECT relative_path, image FROM {} ORDER BY relative_path"
+    files = run_console_query(photos.warehouse, query.format("photos"), stages=photos.stages)
+    blobs = run_console_query(photos.warehouse, query.format("inline_photos"))
+    assert files.image_columns == blobs.image_columns == ["image"]
+    assert files.table.to_pylist() == blobs.table.to_pylist()
+    without_stages = run_console_query(photos.warehouse, query.format("photos"))  # no catalog: shown as JSON
+    assert without_stages.image_columns == [] and '"stage": "@_internal"' in without_stages.table.to_pylist()[0]["image"]
+    photos.sql("CREATE TABLE gone AS SELECT {'stage': '@_internal', 'relative_path': 'no/such.jpg', 'size': 9, "
+               "'etag': 'x', 'content_type': 'image/jpeg', 'last_modified': NULL}::file AS image")
+    missing = run_console_query(photos.warehouse, "SELECT image FROM gone", stages=photos.stages)
+    assert missing.image_columns == [] and "no/such.jpg" in missing.table.to_pylist()[0]["image"]
 
 
 def test_only_the_first_rows_are_computed_and_the_cut_is_said(photos):

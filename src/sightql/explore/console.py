@@ -1,21 +1,26 @@
 """A query typed by a person, run and made ready to show: the first rows, image columns as thumbnails.
 
 Used by the web app's SQL console. Only the rows shown are computed (the query is limited), binary
-columns holding images become ``data:`` URI thumbnails, and values a table widget cannot show
-(structs, lists, maps, intervals, ...) become JSON or text.
+columns holding images and FILE columns (read from their stages, a few at a time) become ``data:``
+URI thumbnails, and values a table widget cannot show (structs, lists, maps, intervals, ...) become
+JSON or text.
 """
 
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from sightql.errors import ConfigError
+from sightql.errors import ConfigError, SightQLError
 from sightql.images.thumbnails import THUMBNAIL_PX, thumbnail_data_uri
+from sightql.sql.file_type import FILE_FIELDS
 from sightql.sql.warehouse import Warehouse
+from sightql.stages.catalog import StageCatalog
+from sightql.stages.files import STAGE_READERS, file_refs, read_ref
 
 
 MAX_ROWS = 200
@@ -37,9 +42,11 @@ class ConsoleResult:
 
 
 def run_console_query(
-    warehouse: Warehouse, query: str, *, max_rows: int = MAX_ROWS, thumbnail_px: int = THUMBNAIL_PX
+    warehouse: Warehouse, query: str, *, stages: StageCatalog | None = None, max_rows: int = MAX_ROWS,
+    thumbnail_px: int = THUMBNAIL_PX,
 ) -> ConsoleResult:
-    """Run ``query`` and return at most ``max_rows`` rows ready to show."""
+    """Run ``query`` and return at most ``max_rows`` rows ready to show; with ``stages``, FILE columns
+    show their images too."""
     if not query.strip():
         raise ConfigError("the query is empty; type some SQL, e.g. SELECT * FROM uploads")
     result = warehouse.sql(query, limit=max_rows + 1)
@@ -51,7 +58,7 @@ def run_console_query(
     columns: list[pa.Array] = []
     image_columns: list[str] = []
     for name, column in zip(names, result.columns):
-        shown, is_image = _displayable(column, warehouse, thumbnail_px)
+        shown, is_image = _displayable(column, warehouse, stages, thumbnail_px)
         columns.append(shown)
         if is_image:
             image_columns.append(name)
@@ -66,11 +73,17 @@ def _is_plain(kind: pa.DataType) -> bool:
     )
 
 
-def _displayable(column: pa.ChunkedArray, warehouse: Warehouse, thumbnail_px: int) -> tuple[pa.Array, bool]:
+def _displayable(
+    column: pa.ChunkedArray, warehouse: Warehouse, stages: StageCatalog | None, thumbnail_px: int
+) -> tuple[pa.Array, bool]:
     """The column as a table widget can show it, and whether it holds images."""
     kind = column.type
     if _is_plain(kind):
         return column.combine_chunks(), False
+    if stages is not None and _is_file(kind):
+        thumbnails = _file_thumbnails(column, warehouse, stages, thumbnail_px)
+        if any(thumbnails):
+            return pa.array(thumbnails, pa.string()), True
     values = column.to_pylist()
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
         thumbnails = [thumbnail_data_uri(v, warehouse.limits, thumbnail_px) for v in values]
@@ -80,6 +93,26 @@ def _displayable(column: pa.ChunkedArray, warehouse: Warehouse, thumbnail_px: in
     if pa.types.is_nested(kind):
         return pa.array([None if v is None else json.dumps(v, default=_text) for v in values], pa.string()), False
     return pa.array([None if v is None else _text(v) for v in values], pa.string()), False
+
+
+def _is_file(kind: pa.DataType) -> bool:
+    return pa.types.is_struct(kind) and [kind.field(i).name for i in range(kind.num_fields)] == [
+        name for name, _, _ in FILE_FIELDS
+    ]
+
+
+def _file_thumbnails(column: pa.ChunkedArray, warehouse: Warehouse, stages: StageCatalog, px: int) -> list[str | None]:
+    """A thumbnail per FILE value, read from its stage; a file that is gone, changed or not an image gives None."""
+
+    def thumbnail(ref: Any) -> str | None:
+        try:
+            data = read_ref(stages, ref)
+        except (SightQLError, OSError):
+            return None
+        return None if data is None else thumbnail_data_uri(data, warehouse.limits, px)
+
+    with ThreadPoolExecutor(STAGE_READERS) as pool:
+        return list(pool.map(thumbnail, file_refs(column.combine_chunks())))
 
 
 def _byte_count(value: bytes) -> str:
