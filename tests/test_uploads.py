@@ -81,17 +81,27 @@ def test_bad_table_names_and_non_image_tables_are_refused(session, chelsea):
 
 def test_classify_stored_gives_top_k_from_the_table(session, chelsea, photos_dir):
     session.store_images("uploads", [("chelsea.jpg", chelsea), ("coffee.jpg", (photos_dir / "coffee.jpg").read_bytes())])
-    session.sql("INSERT INTO uploads SELECT 'broken.jpg', image[:500], 500, 'x', 1, 1, 'JPEG', now() FROM uploads LIMIT 1")
+    assert session.store_images("uploads", [("broken.jpg", chelsea[: len(chelsea) // 2])]).stored  # header whole, pixels cut
     results = classify_stored(session.warehouse, "uploads", ["chelsea.jpg", "coffee.jpg", "broken.jpg", "absent.jpg"], "imagenet", 5)
     assert set(results) == {"chelsea.jpg", "coffee.jpg", "broken.jpg"}
     chelsea_top = results["chelsea.jpg"]["top"]
     assert len(chelsea_top) == 5 and chelsea_top[0]["label"] in CAT_CLASSES and results["chelsea.jpg"]["error"] is None
     assert [s["score"] for s in chelsea_top] == sorted((s["score"] for s in chelsea_top), reverse=True)
     assert results["coffee.jpg"]["top"][0]["label"] == "espresso"
-    assert results["broken.jpg"]["top"] is None and "Truncated" in results["broken.jpg"]["error"]
-    table = stored_images(session.warehouse, "uploads", ["coffee.jpg", "chelsea.jpg"])
+    assert results["broken.jpg"]["top"] is None and "runcated" in results["broken.jpg"]["error"]
+    assert session.sql("SELECT typeof(image) AS t FROM uploads LIMIT 1").column("t")[0].as_py() != "BLOB"  # FILE values
+    table = stored_images(session.warehouse, session.stages, "uploads", ["coffee.jpg", "chelsea.jpg"])
     assert table.column("relative_path").to_pylist() == ["chelsea.jpg", "coffee.jpg"]
-    assert table.column("image")[0].as_py() == chelsea
+    assert table.column("image")[0].as_py() == chelsea  # read back from the internal stage
+
+
+def test_uploads_into_an_inline_table_stay_inline(session, chelsea, photos_dir):
+    session.load_images("uploads", photos_dir, inline=True)
+    [stored] = session.store_images("uploads", [("new-chelsea.jpg", chelsea + b"\x00")]).stored
+    assert stored.new
+    assert session.sql("SELECT DISTINCT typeof(image) AS t FROM uploads").column("t").to_pylist() == ["BLOB"]
+    table = stored_images(session.warehouse, session.stages, "uploads", [stored.relative_path])
+    assert table.column("image")[0].as_py() == chelsea + b"\x00"
 
 
 def test_classify_runs_the_model_once_per_image(session, chelsea):

@@ -186,7 +186,7 @@ class Session:
         Idempotent by content: bytes whose sha256 is already in the table are reported with their
         existing row, never inserted twice; a name taken by other bytes gets a ``-<sha8>`` suffix.
         """
-        return store_images(self.warehouse, table, items)
+        return store_images(self.warehouse, self.stages, table, items)
 
     # ---- stages ----------------------------------------------------------------
     def create_stage(self, name: str, url: str | None = None, *, exist_ok: bool = False) -> Stage:

@@ -93,17 +93,6 @@ def prepare_image_table(con, table: str, *, inline: bool) -> tuple[str, bool]:
     return quoted, is_file_type(columns["image"])
 
 
-def ensure_image_table(con, table: str) -> str:
-    """``table`` as an inline (BLOB) image table, made if missing; its quoted name."""
-    quoted, by_reference = prepare_image_table(con, table, inline=True)
-    if by_reference:
-        raise TableError(
-            f"table {table!r} keeps its images in the warehouse's stage (FILE values); add them with "
-            "`sightql load` or Session.load_images, or store these in another table"
-        )
-    return quoted
-
-
 def write_rows(warehouse: Warehouse, quoted: str, rows: list[dict], report: LoadReport, *, by_reference: bool = False) -> None:
     """One transaction: a reload of a path replaces its row (no INSERT OR REPLACE: see write_budget)."""
     paths = [row["relative_path"] for row in rows]

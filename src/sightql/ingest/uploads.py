@@ -1,8 +1,10 @@
 """``store_images``: images that arrive as bytes (a browser upload, an API body) into an image table.
 
 The table is an ordinary image table (the one ``load_images`` makes), so everything that reads
-images from tables works on it. Storing is idempotent by content: bytes whose sha256 is already in
-the table are not stored again, so a page that reruns on every click never inserts twice.
+images from tables works on it: a new table keeps its images in the warehouse's internal stage
+(FILE values, as ``load_images`` does by default), an existing table keeps its own form (BLOB or
+FILE). Storing is idempotent by content: bytes whose sha256 is already in the table are not stored
+again, so a page that reruns on every click never inserts twice.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-from sightql.errors import ImageError
-from sightql.ingest.rows import checked_row, ensure_image_table, insert_rows
+from sightql.errors import ImageError, SightQLError
+from sightql.ingest.rows import checked_row, insert_rows, prepare_image_table
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.warehouse import Warehouse
 from sightql.sql.write_budget import WriteBudget
+from sightql.stages.catalog import StageCatalog
+from sightql.stages.files import file_refs, read_ref
+from sightql.stages.internal import store_image
 
 
 _UNSAFE_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f]")
@@ -67,7 +72,9 @@ def _free_path(name: str, sha256: str, taken: set[str]) -> str:
     return f"{pure.stem}-{sha256[:8]}{pure.suffix}"
 
 
-def store_images(warehouse: Warehouse, table: str, items: Sequence[tuple[str, bytes]]) -> StoreReport:
+def store_images(
+    warehouse: Warehouse, stages: StageCatalog, table: str, items: Sequence[tuple[str, bytes]]
+) -> StoreReport:
     """Check each ``(name, bytes)`` and add the new ones to ``table`` (created if missing) in one transaction.
 
     Each image passes the warehouse's size and header checks; a bad one is listed in ``skipped``
@@ -75,7 +82,8 @@ def store_images(warehouse: Warehouse, table: str, items: Sequence[tuple[str, by
     reported with its existing row and not inserted again. A name already used by different
     bytes gets ``-<sha256[:8]>`` before its extension, so no stored image is ever replaced.
     """
-    quoted = ensure_image_table(warehouse.connection(), table)
+    with warehouse.cursor() as cursor:
+        quoted, by_reference = prepare_image_table(cursor, table, inline=False)
     report = StoreReport(table)
     checked: list[tuple[str, dict[str, Any]]] = []
     for raw_name, data in items:
@@ -111,7 +119,12 @@ def store_images(warehouse: Warehouse, table: str, items: Sequence[tuple[str, by
             existing[sha] = row["relative_path"]
             new_rows.append(row)
             report.stored.append(StoredImage(name, row["relative_path"], sha, True))
-        if new_rows:
+        if new_rows and by_reference:  # bytes into the internal stage (kept once by content), references into rows
+            internal = stages.internal()
+            for row in new_rows:
+                row["image"] = store_image(internal, row["image"], row["sha256"], row["format"]).as_row()
+            insert_rows(cursor, quoted, new_rows, by_reference=True)
+        elif new_rows:
             budget = WriteBudget.of(cursor, warehouse.settings)
             budget.check_table(cursor, quoted, table, [(row["relative_path"], row["size"]) for row in new_rows])
             insert_rows(cursor, quoted, new_rows)
@@ -122,12 +135,26 @@ STORED_COLUMNS = ("relative_path", "image", "sha256", "width", "height", "format
 
 
 def stored_images(
-    warehouse: Warehouse, table: str, relative_paths: Sequence[str], columns: Sequence[str] = STORED_COLUMNS
+    warehouse: Warehouse, stages: StageCatalog, table: str, relative_paths: Sequence[str],
+    columns: Sequence[str] = STORED_COLUMNS,
 ) -> pa.Table:
-    """The rows of ``table`` at ``relative_paths``, in path order, with ``columns``."""
+    """The rows of ``table`` at ``relative_paths``, in path order, with ``columns``; the ``image`` column
+    as bytes (read from the stage for a FILE table; None where the file cannot be read)."""
     quoted = quote_ident(table, "table name")
     selected = ", ".join(quote_ident(column, "column name") for column in columns)
-    return warehouse.sql(
+    rows = warehouse.sql(
         f"SELECT {selected} FROM {quoted} WHERE list_contains(?, relative_path) ORDER BY relative_path",
         [list(relative_paths)],
     )
+    if "image" not in rows.column_names or not pa.types.is_struct(rows.schema.field("image").type):
+        return rows
+    return rows.set_column(rows.column_names.index("image"), "image",
+                           pa.array([_bytes_or_none(stages, ref) for ref in file_refs(rows.column("image").combine_chunks())],
+                                    pa.binary()))
+
+
+def _bytes_or_none(stages: StageCatalog, ref) -> bytes | None:
+    try:
+        return read_ref(stages, ref)
+    except (SightQLError, OSError):
+        return None

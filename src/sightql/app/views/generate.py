@@ -38,7 +38,7 @@ with shown_errors():
             st.session_state[LAST] = store_generated(session.warehouse, generated).relative_path
         path = st.session_state.get(LAST)
         if path:
-            rows = stored_images(session.warehouse, GENERATED_TABLE, [path], GENERATED_COLUMNS).to_pylist()
+            rows = stored_images(session.warehouse, session.stages, GENERATED_TABLE, [path], GENERATED_COLUMNS).to_pylist()
             if rows:
                 row = rows[0]
                 result = classify_stored(session.warehouse, GENERATED_TABLE, [path], model, TOP_K).get(path)

@@ -37,7 +37,7 @@ with shown_errors(), open_session() as session:
             st.error(f"{name}: {reason}")
         paths = list(dict.fromkeys(image.relative_path for image in report.stored))
         results = classify_stored(session.warehouse, UPLOADS, paths, model, TOP_K)
-        rows = {row["relative_path"]: row for row in stored_images(session.warehouse, UPLOADS, paths).to_pylist()}
+        rows = {row["relative_path"]: row for row in stored_images(session.warehouse, session.stages, UPLOADS, paths).to_pylist()}
         notes = {i.relative_path: ("stored in" if i.new else "already in") for i in reversed(report.stored)}
         for path in paths:
             show_recognized(rows[path]["image"], path, results.get(path), f"{notes[path]} `{UPLOADS}` as `{path}` · model `{model}`")
