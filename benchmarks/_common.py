@@ -48,9 +48,9 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status; peak RSS is measured on Linux only")
 
 
-def run_child(script: Path, *args: str) -> dict:
-    """Run ``script --child ...`` in a fresh process; it prints one JSON line last."""
-    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False)
+def run_child(script: Path, *args: str, env: dict[str, str] | None = None) -> dict:
+    """Run ``script --child ...`` in a fresh process (``env``: its whole environment); it prints one JSON line last."""
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         raise RuntimeError(f"child failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -63,3 +63,14 @@ def print_table(title: str, rows: list[tuple[str, str]]) -> None:
     print(f"|{'-' * (width + 2)}|-------|")
     for key, value in rows:
         print(f"| {key.ljust(width)} | {value} |")
+
+
+def phone_photos(folder: Path, n: int) -> list[Path]:
+    """``n`` phone photos (4032x3024 JPEGs, EXIF orientation 6, 3.3-3.5 MB each) in ``folder``: the tests'
+    own generator (tests/media.py), so the benchmark and the memory test measure the same photos."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from tests.media import write_phone_photos
+
+    return write_phone_photos(folder, n)

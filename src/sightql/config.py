@@ -19,6 +19,7 @@ never from the file. docs/configuration.md lists every key.
 | max_image_pixels      | largest width*height decoded (bomb guard)                     | 89,478,485           |
 | batch_size            | images per model call                                         | 32                   |
 | decode_threads        | threads decoding images beside the model                      | CPU count            |
+| read_budget_bytes     | image file bytes read and not yet decoded, per process         | 256 MiB              |
 | ort_threads           | intra-op threads of each ONNX Runtime model                   | CPU count            |
 | memory_limit          | DuckDB memory limit (buffer pool) per session; unset, writes of images may raise it up to half the RAM | 256MB |
 | device                | auto, cpu or cuda                                             | auto                 |
@@ -64,6 +65,9 @@ class Settings:
     max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata=POSITIVE)
     batch_size: int = field(default=32, metadata=POSITIVE)
     decode_threads: int = field(default_factory=_cpu_count, metadata=POSITIVE)
+    # FILE values' bytes read from stages and not yet decoded, across every reader of the process
+    # (SQL functions, predict, training): peak memory follows this, not the core count (engine.ReadBudget).
+    read_budget_bytes: int = field(default=256 * 1024 * 1024, metadata=POSITIVE)
     # DuckDB keeps table pages (images included) cached up to this limit, so a small
     # limit keeps RSS flat however large the table a query scans; operators spill to disk.
     memory_limit: str = field(default="256MB", metadata=TEXT)

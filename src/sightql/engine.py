@@ -7,6 +7,12 @@ the GIL) while the model works on the previous batch, so the two overlap; at mos
 ``threads`` rows of one call decode at once. Each row's failure is caught and reported on
 that row alone. :func:`best_label` and :func:`top_labels` turn a model's output into
 labels and scores, the same way for SQL and for predictions written back.
+
+Rows whose value is not their bytes (FILE values) are read where they are decoded, in the
+same pool task, within the process's one :class:`ReadBudget`: the bytes of files read and
+not yet decoded, across every reader (each SQL function call DuckDB runs at once, predict,
+training), stay under ``read_budget_bytes``, so peak memory follows that setting rather
+than the core count or DuckDB's thread count.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -62,6 +69,76 @@ def worker_pool(threads: int | None = None) -> ThreadPoolExecutor:
         if not _pool or _pool[0][0] < size:
             _pool[:] = [(size, ThreadPoolExecutor(max_workers=size, thread_name_prefix="sightql-worker"))]
         return _pool[0][1]
+
+
+# ---- the read budget --------------------------------------------------------------------------
+class ReadBudget:
+    """Bytes of image files read and not yet decoded, across every thread of the process.
+
+    :meth:`hold` waits while other reads hold the budget and this one would take it past
+    ``limit``; a file larger than the whole budget is read when nothing else is held (alone,
+    rather than never). Holders wait for nothing else while holding, so it cannot deadlock.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = max(1, int(limit))
+        self.held = 0
+        self.peak = 0  # the most ever held at once (benchmarks and tests read it)
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def hold(self, size: int) -> Iterator[None]:
+        size = max(0, int(size))
+        with self._changed:
+            while self.held and self.held + size > self.limit:
+                self._changed.wait()
+            self.held += size
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.held -= size
+                self._changed.notify_all()
+
+
+_budget: list[ReadBudget] = []  # the process's one budget, made on first use
+
+
+def read_budget(limit: int | None = None) -> ReadBudget:
+    """The process's one :class:`ReadBudget`; ``limit`` (bytes, the caller's ``read_budget_bytes``
+    setting) sets its size, so the last session configured in a process decides it."""
+    with _pool_lock:
+        if not _budget:
+            _budget.append(ReadBudget(limit or 256 * 1024 * 1024))
+        elif limit:
+            _budget[0].limit = max(1, int(limit))
+        return _budget[0]
+
+
+@dataclass(frozen=True)
+class BudgetedRead:
+    """How a row whose value is not its bytes is read: ``read`` turns the value into bytes and
+    ``size`` says how many it will be before they are read; :meth:`use` holds that many of
+    ``budget`` from before the read until ``use``'s function is done with the bytes."""
+
+    read: Callable[[Any], bytes | None]
+    size: Callable[[Any], int]
+    budget: ReadBudget
+
+    def use(self, item: Any, fn: Callable[[bytes | None], X]) -> X:
+        with self.budget.hold(self.size(item)):
+            return fn(self.read(item))
+
+    def prepared(self, item: Any, predictor: Predictor, limits: ImageLimits) -> tuple[Prepared, bool]:
+        """(the row's model input or why it cannot be used, whether its file was read): a file that
+        cannot be read (gone, changed, forbidden) is False, an image that does not decode is True."""
+        try:
+            return self.use(item, lambda data: prepare_image(data, predictor, limits)), True
+        except SightQLError as exc:
+            return str(exc), False
+        except OSError as exc:
+            return f"cannot read the file: {type(exc).__name__}: {exc}", False
 
 
 # ---- decode ahead, run in batches --------------------------------------------------------------
@@ -128,21 +205,19 @@ def predict_rows(
     batch_size: int = 32,
     limits: ImageLimits = ImageLimits(),
     threads: int | None = None,
-    read: Callable[[Any], bytes | None] | None = None,
+    read: BudgetedRead | None = None,
 ) -> list[RowResult]:
     """Predict every row; returns one :class:`RowResult` per input, in order.
 
     ``images`` holds each row's bytes, or (with ``read``) what ``read`` turns into them in the
     pool, beside its decoding: a FILE value, say. Then only the batch being prepared (one ahead of
-    the model's) is read, at most ``threads`` files at once; a row whose read fails gets the error.
+    the model's) is read, at most ``threads`` files at once and within the read budget; a row whose
+    read fails gets the error.
     """
 
     def prepare(item: Any) -> tuple[Prepared, None]:
         if read is not None:
-            try:
-                item = read(item)
-            except SightQLError as exc:
-                return str(exc), None
+            return read.prepared(item, predictor, limits)[0], None
         return prepare_image(item, predictor, limits), None
 
     batches = ((start, images[start : start + batch_size]) for start in range(0, len(images), batch_size))

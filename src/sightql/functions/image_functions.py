@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from duckdb import sqltypes as T
 
-from sightql.engine import RowResult, best_label, parallel_map, predict_rows, top_labels, worker_pool
+from sightql.engine import BudgetedRead, RowResult, best_label, parallel_map, predict_rows, read_budget, top_labels, worker_pool
 from sightql.errors import ImageError, SightQLError, StageError
 from sightql.functions.image_args import chosen_file_refs, is_file_column
 from sightql.images.decode import probe_image
@@ -30,7 +30,7 @@ from sightql.models.base import Predictor, TextModel
 from sightql.registry import Registry
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.files import STAGE_READERS, read_ref
+from sightql.stages.files import STAGE_READERS, file_reads
 
 
 # The task stored in sightql_functions for a function over a text model: ``fn(text) -> FLOAT[]``.
@@ -117,10 +117,12 @@ class ImageFunctions:
         self._raise_if_strict([r for r, _ in results])  # type: ignore[misc]
         return results  # type: ignore[return-value]
 
-    def _images(self, images: pa.ChunkedArray, rows: list[int]) -> tuple[Sequence[Any], Any]:
-        """The chosen rows of an image column, and how to turn one into bytes (None: they are bytes)."""
+    def _images(self, images: pa.ChunkedArray, rows: list[int]) -> tuple[Sequence[Any], BudgetedRead | None]:
+        """The chosen rows of an image column, and how to turn one into bytes within the process's
+        read budget (None: they are bytes)."""
         if is_file_column(images):
-            return chosen_file_refs(images, rows), partial(read_ref, self.stages)
+            budget = read_budget(self.warehouse.settings.read_budget_bytes)
+            return chosen_file_refs(images, rows), file_reads(self.stages.get, budget)
         return RowsOf(images, rows), None
 
     def _raise_if_strict(self, results: list[Any]) -> None:
@@ -229,7 +231,8 @@ class ImageFunctions:
 
         def info(item: Any) -> dict[str, Any]:
             try:
-                header = probe_image(item if read is None else read(item), self.warehouse.limits)
+                probe = partial(probe_image, limits=self.warehouse.limits)
+                header = probe(item) if read is None else read.use(item, probe)
                 return {**header._asdict(), "error": None}
             except (ImageError, StageError) as exc:  # a FILE's read fails as a StageError
                 if self.warehouse.on_error == "raise":

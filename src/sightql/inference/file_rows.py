@@ -1,11 +1,13 @@
 """Tables whose image column holds FILE values: each row's bytes come from its stage, not from DuckDB.
 
 The driver reads a run's FILE values by row id (small structs, no image bytes); the bytes are then
-read from the stages by whoever predicts the run: the local runner's reading thread, or a Dask
-worker (which gets the FILE values and each stage's URL, never bytes).
+read from the stages by whoever predicts the run (this process, or a Dask worker, which gets the
+FILE values and each stage's URL, never bytes), each file where it is decoded, in the engine's
+pool and within the process's read budget (:class:`sightql.engine.ReadBudget`).
 
 Incremental predict keys a FILE row by the value's recorded identity, ``file:<size>:<etag>`` (for a
-file of the internal stage: its SHA-256, see :func:`file_identity`), stored in ``predicted_sha256`` (see docs/batch.md), so deciding what is due reads no bytes:
+file of the internal stage: its SHA-256, see :func:`file_identity`), stored in ``predicted_sha256``
+(see docs/batch.md), so deciding what is due reads no bytes:
 
 * identity not the current prediction's (a new row, or a value re-recorded after its file changed):
   the file is checked against the value's size and etag and its bytes are read and predicted;
@@ -24,11 +26,11 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from sightql.engine import worker_pool
+from sightql.engine import read_budget, worker_pool
 from sightql.errors import SightQLError, StageError
 from sightql.inference.pipeline import Chunk
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.files import STAGE_READERS, FileRef, check_file, read_file
+from sightql.stages.files import STAGE_READERS, FileRef, check_file, file_reads
 from sightql.stages.internal import is_internal_ref
 from sightql.stages.stage import Stage
 
@@ -86,39 +88,37 @@ _SKIP = object()
 
 def read_file_rows(
     keys: pa.Array, refs: Sequence[FileRef | None], known: Sequence[str | None] | None, stages: StageLookup,
+    budget_bytes: int | None = None,
 ) -> tuple[Chunk, int]:
-    """The rows to predict, their bytes read from the stages (in parallel), and how many rows were
-    skipped as current. ``known``: each row's current prediction's identity ('' for a NULL image,
-    None when it has none; ``known`` None: none has)."""
+    """The rows to predict and how many were skipped as current (checked by a stat each, in parallel).
+    ``known``: each row's current prediction's identity ('' for a NULL image, None when it has none;
+    ``known`` None: none has). The rows' bytes are not read here: the chunk reads each where it is
+    decoded, within the process's read budget (``budget_bytes`` sizes it), so a run of phone photos
+    holds about the pool's width of files, not the run's."""
 
-    def read(index: int) -> object:
+    def due(index: int) -> object:
         ref = refs[index]
         identity = file_identity(ref)
         current = known[index] if known is not None else None
+        if current is None or (identity or "") != current:
+            return None
         try:
-            if current is not None and (identity or "") == current:
-                if ref is not None:
-                    check_file(stages(ref.stage_name), ref)
-                return _SKIP
-            if ref is None:
-                return None, None, None
-            return read_file(stages(ref.stage_name), ref), identity, None
+            if ref is not None:
+                check_file(stages(ref.stage_name), ref)
+            return _SKIP
         except SightQLError as exc:
-            return None, None, str(exc)
+            return str(exc)
         except OSError as exc:
-            return None, None, f"cannot read {ref.label if ref else 'the file'}: {exc}"
+            return f"cannot read {ref.label if ref else 'the file'}: {exc}"
 
-    kept: list[int] = []
-    images: list[bytes | None] = []
-    hashes: list[str | None] = []
-    errors: list[str | None] = []
-    for index, answer in enumerate(worker_pool(STAGE_READERS).map(read, range(len(refs)))):
-        if answer is _SKIP:
-            continue
-        data, identity, error = answer  # type: ignore[misc]
-        kept.append(index)
-        images.append(data)
-        hashes.append(identity)
-        errors.append(error)
-    chunk = Chunk(keys.take(pa.array(kept, pa.int64())), images, hashes, errors)
+    checks = list(worker_pool(STAGE_READERS).map(due, range(len(refs)))) if known is not None else [None] * len(refs)
+    kept = [index for index, answer in enumerate(checks) if answer is not _SKIP]
+    errors = [checks[index] for index in kept]
+    chunk = Chunk(
+        keys.take(pa.array(kept, pa.int64())),
+        [None if errors[n] else refs[index] for n, index in enumerate(kept)],
+        [None if errors[n] else file_identity(refs[index]) for n, index in enumerate(kept)],
+        errors,  # type: ignore[arg-type]
+        file_reads(stages, read_budget(budget_bytes)),
+    )
     return chunk, len(refs) - len(kept)

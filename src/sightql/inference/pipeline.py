@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sightql.engine import Prepared, RowResult, best_label, prepare_image, run_batches, top_labels
+from sightql.engine import BudgetedRead, Prepared, RowResult, best_label, prepare_image, run_batches, top_labels
 from sightql.images.decode import ImageLimits
 from sightql.models.base import Predictor
 
@@ -44,16 +44,19 @@ class PredictOptions:
     top_k: int = 0
     limits: ImageLimits = ImageLimits()
     decode_threads: int | None = None
+    read_budget_bytes: int | None = None  # the process's read budget (engine.ReadBudget); None: as it is
 
 
 @dataclass
 class Chunk:
-    """Rows to predict: keys, and image bytes (an Arrow binary array or a list; None is a missing image)."""
+    """Rows to predict: keys, and image bytes (an Arrow binary array or a list; None is a missing image),
+    or, with ``read``, values it turns into bytes where each row is decoded (FILE values)."""
 
     keys: pa.Array
-    images: Any  # pa.BinaryArray | Sequence[bytes | None]
+    images: Any  # pa.BinaryArray | Sequence[bytes | None] | Sequence[FileRef | None] (with ``read``)
     sha256: Sequence[str | None] | None = None  # known hashes of the bytes, else computed here
     read_errors: Sequence[str | None] | None = None  # why a row's bytes could not be read (stages)
+    read: BudgetedRead | None = None  # reads ``images``' values within the process's read budget
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -67,6 +70,9 @@ def _prepare_row(chunk: Chunk, index: int, predictor: Predictor, limits: ImageLi
     data = chunk.image(index)
     if data is None and chunk.read_errors is not None and chunk.read_errors[index]:
         return chunk.read_errors[index], None  # type: ignore[return-value]
+    if chunk.read is not None:  # a FILE row: read here, in the pool; a row whose file cannot be read keeps no hash
+        prepared, was_read = chunk.read.prepared(data, predictor, limits)
+        return prepared, (chunk.sha256[index] if chunk.sha256 is not None and was_read else None)
     if chunk.sha256 is not None:
         sha = chunk.sha256[index]
     else:

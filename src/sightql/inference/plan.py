@@ -199,7 +199,7 @@ def table_run_chunk(plan: PredictPlan, run: RowRun) -> Chunk | None:
         found = read_file_run(plan, run)
         if found is None:
             return None
-        chunk, skipped = read_file_rows(*found, plan.stages.get)
+        chunk, skipped = read_file_rows(*found, plan.stages.get, plan.options.read_budget_bytes)
         if skipped:
             plan.on_skipped(skipped)
         return chunk if len(chunk) else None

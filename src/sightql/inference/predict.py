@@ -97,6 +97,7 @@ def predict(
         top_k=top_k,
         limits=warehouse.limits,
         decode_threads=settings.decode_threads,
+        read_budget_bytes=settings.read_budget_bytes,
     )
     plan = PredictPlan(warehouse, spec, src, target, options, where, Params(params), recompute,
                        chunk_rows or DEFAULT_CHUNK_ROWS, stages=stages)

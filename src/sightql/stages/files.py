@@ -16,12 +16,13 @@ from __future__ import annotations
 import mimetypes
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sightql.errors import StageFileChangedError
+from sightql.engine import BudgetedRead, ReadBudget
+from sightql.errors import StageError, StageFileChangedError
 from sightql.sql.file_type import FILE_FIELDS
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.paths import split_stage_ref
@@ -116,3 +117,19 @@ def read_ref(stages: StageCatalog, ref: FileRef | None) -> bytes | None:
     """The bytes of ``ref``'s file in its stage (None for None); a missing, changed or forbidden file raises
     that row's StageError."""
     return None if ref is None else read_file(stages.get(ref.stage_name), ref)
+
+
+def file_reads(stages: Callable[[str], Stage], budget: ReadBudget) -> BudgetedRead:
+    """How FILE values are read wherever they are decoded (SQL functions, predict, training): checked
+    against the recorded size and etag, and holding ``budget`` for their recorded size until decoded.
+    ``stages`` finds a stage by name (``StageCatalog.get``, or a worker's own lookup)."""
+
+    def read(ref: FileRef | None) -> bytes | None:
+        if ref is None:
+            return None
+        try:
+            return read_file(stages(ref.stage_name), ref)
+        except OSError as exc:
+            raise StageError(f"cannot read {ref.label}: {exc}") from None
+
+    return BudgetedRead(read, lambda ref: 0 if ref is None else int(ref.size or 0), budget)

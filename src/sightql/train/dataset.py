@@ -9,22 +9,28 @@ Loading design: a DuckDB connection must not cross processes, so the DataLoader 
 ``num_workers=0`` and the dataset's ``__getitems__`` reads one batch's bytes in a few small
 queries on the main process, then decodes the batch in the batch engine's worker pool (Pillow
 releases the GIL while decoding and resizing), at most ``threads`` images at once. Memory stays at one batch of bytes.
+A table of FILE values reads only the batch's FILE values by rowid; each file's bytes are read in the
+pool task that decodes them, within the process's read budget, so memory stays at ``threads`` files.
+A file gone or changed since planning is left out of its batch with a warning (the run goes on); a
+batch none of whose files can be read fails the run with one sentence (the stage itself is gone).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
 from sightql.engine import parallel_map
-from sightql.errors import ImageError, SightQLError
+from sightql.errors import ImageError, SightQLError, StageError
 from sightql.images.decode import ImageLimits
 from sightql.images.preprocess import create_transform
 from sightql.images.spec import InputSpec
-from sightql.train.sources import ByteReader, Example
+from sightql.stages.files import FileRef
+from sightql.train.sources import ByteReader, Example, FileTableReader
 
 
 class ImageRowsDataset:
@@ -67,12 +73,32 @@ class ImageRowsDataset:
                 f"image {example.name} in {self.reader.description} cannot be used ({exc}); remove or replace it and train again"
             ) from None
 
+    def _prepare_file(self, index: int, ref: FileRef | None) -> np.ndarray | None:
+        """The row's array, its file read within the read budget; None (with a warning) when the file is
+        gone or changed since planning. An image that does not decode fails the run, as a BLOB's does."""
+        assert isinstance(self.reader, FileTableReader)
+        try:
+            return self.reader.reads.use(ref, lambda data: self._prepare(index, data))
+        except StageError as exc:
+            warnings.warn(f"{self.examples[index].name} is left out of this batch: {exc}", stacklevel=2)
+            return None
+
     def __getitems__(self, indices: Sequence[int]) -> list[tuple[Any, int]]:
         import torch
 
-        blobs = self.reader.read([self.examples[i].key for i in indices])
-        arrays = parallel_map(lambda pair: self._prepare(*pair), list(zip(indices, blobs)), self.threads)
-        return [(torch.from_numpy(a), self.targets[i]) for i, a in zip(indices, arrays)]
+        keys = [self.examples[i].key for i in indices]
+        if isinstance(self.reader, FileTableReader):
+            refs = self.reader.refs(keys)
+            arrays = parallel_map(lambda pair: self._prepare_file(*pair), list(zip(indices, refs)), self.threads)
+            if indices and all(a is None for a in arrays):
+                raise SightQLError(
+                    f"no file of a batch of {self.reader.description} could be read (first: "
+                    f"{self.examples[indices[0]].name}); check its stage, then train again"
+                )
+        else:
+            blobs = self.reader.read(keys)
+            arrays = parallel_map(lambda pair: self._prepare(*pair), list(zip(indices, blobs)), self.threads)
+        return [(torch.from_numpy(a), self.targets[i]) for i, a in zip(indices, arrays) if a is not None]
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.__getitems__([index])[0]
