@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sightql.errors import ArtifactIntegrityError
+from sightql.errors import ArtifactIntegrityError, DistributedError
 from sightql.images.preprocess import preprocess
 from sightql.inference.runners import DaskRunner
 from sightql.registry.specs import load_model
@@ -203,3 +203,14 @@ def test_a_worker_that_cannot_see_the_warehouse_loads_the_model_the_driver_shipp
         pixels = preprocess(photo, shipped.card.input)[None]
         assert np.array_equal(shipped.predict(pixels), load_model(spec).predict(pixels))
     assert not elsewhere.exists()  # nothing was exported or written at the driver's path
+
+
+def test_a_worker_on_another_machine_is_told_why_a_blob_table_cannot_reach_it(session, tmp_path):
+    pytest.importorskip("distributed")
+    from sightql.inference.pipeline import PredictOptions
+    from sightql.inference.runners.dask import TableRangeTask, run_range
+
+    unseen = tmp_path / "driver-only" / "range-000000.parquet"  # the driver's temporary folder, not on this worker
+    spec = session.registry.spec("imagenet", "cpu")
+    with pytest.raises(DistributedError, match="cannot see .* FILE values"):
+        run_range(spec, PredictOptions(batch_size=8, top_k=0, limits=session.warehouse.limits), TableRangeTask(str(unseen), "VARCHAR"))

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from sightql.config import Settings, decode_threads
-from sightql.errors import ConfigError, MissingDependencyError
+from sightql.errors import ConfigError, DistributedError, MissingDependencyError
 from sightql.inference.file_rows import StageAddress, read_file_rows, stage_addresses, stage_lookup
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
 from sightql.inference.plan import (
@@ -75,6 +75,13 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: RangeTask) -> tupl
     if options.decode_threads is None:
         options = replace(options, decode_threads=decode_threads())
     if isinstance(task, TableRangeTask):
+        if not os.path.exists(task.parquet_path):
+            raise DistributedError(
+                f"this worker cannot see {task.parquet_path}, which the driver wrote for it: a BLOB table's ranges "
+                "go to workers as files in the driver's temporary folder, so they need workers on the driver's "
+                "machine; for workers on other machines, keep the images in an s3:// stage and predict over a table "
+                "of FILE values (to_file) or over the stage itself"
+            )
         rows = pq.read_table(task.parquet_path)
         chunk = Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
         skipped = 0
