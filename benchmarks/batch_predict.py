@@ -21,6 +21,9 @@ process starts beforehand, so the scheduler is not in the driver (the child proc
 predict), and reports the driver's CPU time per image (its process CPU time over the run /
 images): with a BLOB table the driver reads every image from DuckDB and writes it to Parquet for
 the workers; with a FILE table it sends references only. Target: FILE >= 0.95 x BLOB img/s.
+Then one process runs the local runner over slices of --slice-rows rows, the BLOB and the FILE table
+in turn, so that both meet the same load from other processes (separate runs minutes apart on a
+shared machine differed by up to 2x from one repeat to the next).
 
 Memory runs (e) store --rss-distinct distinct JPEGs (--rss-size, default the same 500x375) repeated to the
 row count (each row still its own BLOB: about 3.5 GB in DuckDB at 50k rows) and use a tiny ONNX classifier
@@ -114,6 +117,27 @@ def child(home: Path, model: str, runner: str, table: str = "bench") -> dict:
             "peak_rss_mb": peak_rss_mb()}
 
 
+def interleaved(home: Path, n: int, slice_rows: int) -> dict:
+    """The local runner over slices of ``slice_rows`` rows, the BLOB and the FILE table in turn (which goes
+    first alternates), in one process: both tables meet the same load from other processes, a few
+    seconds apart, where separate runs minutes apart do not. Totals per table."""
+    totals = {t: {"n": 0, "seconds": 0.0, "cpu_seconds": 0.0} for t in ("bench", "bench_files")}
+    with sightql.connect(home) as s:
+        predictor = s.predictor("imagenet")
+        spec = predictor.card.input
+        predictor.predict(np.zeros((32, spec.channels, spec.height, spec.width), np.float32))
+        for index, low in enumerate(range(0, n, slice_rows)):
+            bounds = [f"{low:07d}.jpg", f"{low + slice_rows:07d}.jpg"]
+            for table in (("bench", "bench_files") if index % 2 == 0 else ("bench_files", "bench")):
+                start, cpu_start = time.perf_counter(), time.process_time()
+                report = s.predict("imagenet", table, into=f"preds_{table}", progress=False,
+                                   where="relative_path >= ? AND relative_path < ?", params=bounds)
+                totals[table]["seconds"] += time.perf_counter() - start
+                totals[table]["cpu_seconds"] += time.process_time() - cpu_start
+                totals[table]["n"] += report.predicted
+    return totals
+
+
 def memory_runs(args: argparse.Namespace, tmp: Path) -> list[dict]:
     """The local runner over tables of each --rss-rows size, each in a fresh process; one at a time on disk."""
     import shutil
@@ -175,10 +199,13 @@ def file_mode(args: argparse.Namespace) -> None:
                     done.append(run_child(HERE, "--child", str(home), "imagenet", runners[runner], table))
         finally:
             cluster.close()
+        print(f"local runner, BLOB and FILE slices of {args.slice_rows} rows in turn ...", flush=True)
+        turns = run_child(HERE, "--interleaved-child", str(home), "--n", str(args.n), "--slice-rows", str(args.slice_rows))
     rate = {key: median([r["n"] / r["seconds"] for r in done]) for key, done in runs.items()}
+    best = {key: max(r["n"] / r["seconds"] for r in done) for key, done in runs.items()}
     cpu_ms = {key: median([1000 * r["cpu_seconds"] / max(1, r["n"]) for r in done]) for key, done in runs.items()}
     rows = [("machine", f"{workers} CPU cores"),
-            ("images (n)", f"{args.n} JPEGs, 500x375, EfficientNet-Lite0; {args.repeats} repeats, medians")]
+            ("images (n)", f"{args.n} JPEGs, 500x375, EfficientNet-Lite0; {args.repeats} repeats, medians (each run)")]
     for runner, label in (("local", "(c) local runner"), ("dask", f"(d) dask runner, started cluster, {workers} workers")):
         for table, kind in tables.items():
             done = runs[(runner, table)]
@@ -186,8 +213,18 @@ def file_mode(args: argparse.Namespace) -> None:
             rows.append((f"{label}, {kind} table", f"{rate[(runner, table)]:.1f} img/s "
                          f"({each}; {done[0]['stored']} rows stored, "
                          f"{done[0]['errors']} errors); driver CPU {cpu_ms[(runner, table)]:.2f} ms/img"))
-        rows.append((f"{label}: FILE / BLOB img/s (target >= 0.95)",
-                     f"{rate[(runner, 'bench_files')] / rate[(runner, 'bench')]:.2f}"))
+        rows.append((f"{label}: FILE / BLOB img/s, medians; best runs (target >= 0.95)",
+                     f"{rate[(runner, 'bench_files')] / rate[(runner, 'bench')]:.2f}; "
+                     f"{best[(runner, 'bench_files')] / best[(runner, 'bench')]:.2f}"))
+    for table, kind in tables.items():
+        done = turns[table]
+        rows.append((f"(c) local runner, {kind} slices of {args.slice_rows} rows in turn, one process",
+                     f"{done['n'] / done['seconds']:.1f} img/s ({done['n']} rows); "
+                     f"CPU {1000 * done['cpu_seconds'] / max(1, done['n']):.2f} ms/img"))
+    rows.append(("(c) local runner in turn: FILE / BLOB img/s (target >= 0.95)",
+                 f"{(turns['bench_files']['n'] / turns['bench_files']['seconds']) / (turns['bench']['n'] / turns['bench']['seconds']):.2f}"))
+    rows.append(("(c) BLOB / FILE CPU per image (local runner; less sensitive to other load)",
+                 f"{cpu_ms[('local', 'bench')] / cpu_ms[('local', 'bench_files')]:.2f}"))
     rows.append(("(d) driver CPU per image, BLOB (before) -> FILE (after)",
                  f"{cpu_ms[('dask', 'bench')]:.2f} -> {cpu_ms[('dask', 'bench_files')]:.2f} ms/img"))
     print_table("Batch predict benchmark: FILE table against BLOB table", rows)
@@ -203,10 +240,15 @@ def main() -> None:
     parser.add_argument("--compare-python", help="a Python with daft and ray[data] installed, for (f)")
     parser.add_argument("--file-mode", action="store_true", help="only (c) and (d), over a BLOB and a FILE table")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each runner and table in --file-mode")
+    parser.add_argument("--slice-rows", type=int, default=50, help="rows per slice of the interleaved runs in --file-mode")
+    parser.add_argument("--interleaved-child", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=4, metavar=("HOME", "MODEL", "RUNNER", "TABLE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(Path(args.child[0]), args.child[1], args.child[2], args.child[3])))
+        return
+    if args.interleaved_child:
+        print(json.dumps(interleaved(Path(args.interleaved_child), args.n, args.slice_rows)))
         return
     if args.file_mode:
         file_mode(args)

@@ -5,7 +5,7 @@ folder, which a worker on another machine cannot see. For a cluster at a schedul
 driver reads the files the spec loads (a registry version's artifact and derived ONNX file; the
 bundled model's exported ONNX file and card) and registers a worker plugin that writes them into
 each worker's local directory (workers that join later get it too). The scheduler keeps the
-plugin, keyed by the files' hashes, so a later run of the same model ships nothing new to the workers. On the worker,
+plugin, named by the files' hashes, so a later run of the same model reads and sends nothing again. On the worker,
 :func:`worker_spec` points the spec at that copy; loading it re-hashes the artifact as always, so
 a damaged copy is refused, never run. A local cluster's workers share the driver's disk: nothing
 is shipped. Imported only when the Dask runner runs (it imports distributed).
@@ -56,8 +56,12 @@ class ShipModel(WorkerPlugin):
 
     def __init__(self, key: str, files: dict[str, bytes]) -> None:
         self.key, self.files = key, files
-        self.name = f"sightql-model-{key}"
+        self.name = self.name_of(key)
         self.idempotent = True  # registered again by a later run of the same model: the workers keep their copy
+
+    @staticmethod
+    def name_of(key: str) -> str:
+        return f"sightql-model-{key}"
 
     def setup(self, worker: Any) -> None:
         home = Path(worker.local_directory) / "sightql-models" / self.key
@@ -71,11 +75,20 @@ class ShipModel(WorkerPlugin):
         _shipped[self.key] = str(home)
 
 
-def ship_model(client: Any, spec: ModelSpec) -> str:
-    """Register :class:`ShipModel` for ``spec`` on ``client``'s cluster; returns the plugin's name."""
+def ship_model(client: Any, spec: ModelSpec) -> bool:
+    """Register :class:`ShipModel` for ``spec`` on ``client``'s cluster, unless the scheduler has it from an
+    earlier run (then the files are neither read nor sent again); returns whether it was shipped now."""
+    name = ShipModel.name_of(model_key(spec))
+    if client.run_on_scheduler(_has_worker_plugin, name):
+        return False
     plugin = ShipModel(model_key(spec), model_files(spec))
     client.register_plugin(plugin, name=plugin.name)
-    return plugin.name
+    return True
+
+
+def _has_worker_plugin(name: str, dask_scheduler: Any = None) -> bool:
+    """On the scheduler: whether a worker plugin of this name is registered."""
+    return name in dask_scheduler.worker_plugins
 
 
 def shipped_models() -> dict[str, str]:
