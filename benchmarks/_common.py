@@ -39,6 +39,25 @@ def generated_jpegs(n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -
     return out
 
 
+def add_file_table(session, table: str = "bench", files_table: str = "bench_files") -> None:
+    """The FILE twin of a BLOB table: each image written to the local stage ``@<files_table>`` under its
+    relative path, and a table of FILE values naming them (``to_file``), keyed the same way."""
+    stage = session.create_stage(files_table, exist_ok=True)
+    reader = session.con.sql(f"SELECT relative_path, image FROM {table}").to_arrow_reader(512)
+    for batch in reader:
+        for path, data in zip(batch.column("relative_path").to_pylist(), batch.column("image").to_pylist()):
+            stage.write_bytes(path, data)
+    session.sql(f"CREATE OR REPLACE TABLE {files_table} (relative_path VARCHAR PRIMARY KEY, image file)")
+    session.sql(f"INSERT INTO {files_table} SELECT relative_path, to_file('@{files_table}', relative_path) FROM {table}")
+    session.sql("CHECKPOINT")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS (VmHWM). Not ru_maxrss: on Linux that keeps the forking parent's peak across exec."""
     with open("/proc/self/status") as status:

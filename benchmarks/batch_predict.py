@@ -3,6 +3,7 @@
     python benchmarks/batch_predict.py                          # 1,000 JPEGs for img/s; RSS at 5k and 50k rows
     python benchmarks/batch_predict.py --n 300 --rss-rows 2000 20000
     python benchmarks/batch_predict.py --compare-python /tmp/bench-venv/bin/python   # adds Daft and Ray Data
+    python benchmarks/batch_predict.py --file-mode --n 500 --repeats 2   # BLOB table against FILE table
 
 Prints, from one run on one machine:
   (a) model-only ONNX Runtime throughput on preprocessed tensors, batch 32
@@ -13,6 +14,16 @@ Prints, from one run on one machine:
   (e) peak RSS of the local runner at 5k and 50k rows (fresh processes); see --rss-* below
   (f) the same images and model through Daft and Ray Data (run by --compare-python, where they are installed)
 and the ratios c / (1/(1/a + 1/b)), d / c, RSS 50k / RSS 5k, c / f.
+
+``--file-mode`` instead runs (c) and (d) over the same JPEGs stored twice: a BLOB table, and files in
+a local stage with a table of FILE values naming them (``to_file``). (d) runs on a cluster this
+process starts beforehand, so the scheduler is not in the driver (the child process calling
+predict), and reports the driver's CPU time per image (its process CPU time over the run /
+images): with a BLOB table the driver reads every image from DuckDB and writes it to Parquet for
+the workers; with a FILE table it sends references only. Target: FILE >= 0.95 x BLOB img/s.
+Then one process runs the local runner over slices of --slice-rows rows, the BLOB and the FILE table
+in turn, so that both meet the same load from other processes (separate runs minutes apart on a
+shared machine differed by up to 2x from one repeat to the next).
 
 Memory runs (e) store --rss-distinct distinct JPEGs (--rss-size, default the same 500x375) repeated to the
 row count (each row still its own BLOB: about 3.5 GB in DuckDB at 50k rows) and use a tiny ONNX classifier
@@ -36,7 +47,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import generated_jpegs, peak_rss_mb, print_table, run_child  # noqa: E402
+from _common import add_file_table, generated_jpegs, median, peak_rss_mb, print_table, run_child  # noqa: E402
 from sql_classify import decode_only, model_only  # noqa: E402
 
 import sightql  # noqa: E402
@@ -77,7 +88,7 @@ def log_tiny_model(home: Path) -> str:
     return "tiny"
 
 
-def child(home: Path, model: str, runner: str) -> dict:
+def child(home: Path, model: str, runner: str, table: str = "bench") -> dict:
     with sightql.connect(home) as s:
         predictor = s.predictor(model)  # load and warm up outside the timing (Dask workers load theirs inside it)
         spec = predictor.card.input
@@ -90,13 +101,41 @@ def child(home: Path, model: str, runner: str) -> dict:
 
             cluster = local_cluster(os.cpu_count() or 1)  # the cluster runner='dask' starts, started beforehand
             chosen = DaskRunner(scheduler=cluster.scheduler_address)
-        start = time.perf_counter()
-        report = s.predict(model, "bench", into="preds", runner=chosen, progress=False)
-        seconds = time.perf_counter() - start
+        elif runner.startswith("tcp://"):  # a cluster started by the parent: its scheduler is not in this process
+            import distributed  # noqa: F401  imported outside the timing, as the model is loaded outside it
+
+            from sightql.inference.runners import DaskRunner
+
+            chosen = DaskRunner(scheduler=runner)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        report = s.predict(model, table, into="preds", runner=chosen, progress=False)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         if cluster is not None:
             cluster.close()
         stored = s.sql("SELECT count(*) AS n FROM preds WHERE model_version IS NOT NULL").to_pylist()[0]["n"]
-    return {"n": report.predicted, "stored": stored, "errors": report.errors, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+    return {"n": report.predicted, "stored": stored, "errors": report.errors, "seconds": seconds, "cpu_seconds": cpu,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def interleaved(home: Path, n: int, slice_rows: int) -> dict:
+    """The local runner over slices of ``slice_rows`` rows, the BLOB and the FILE table in turn (which goes
+    first alternates), in one process: both tables meet the same load from other processes, a few
+    seconds apart, where separate runs minutes apart do not. Totals per table."""
+    totals = {t: {"n": 0, "seconds": 0.0, "cpu_seconds": 0.0} for t in ("bench", "bench_files")}
+    with sightql.connect(home) as s:
+        predictor = s.predictor("imagenet")
+        spec = predictor.card.input
+        predictor.predict(np.zeros((32, spec.channels, spec.height, spec.width), np.float32))
+        for index, low in enumerate(range(0, n, slice_rows)):
+            bounds = [f"{low:07d}.jpg", f"{low + slice_rows:07d}.jpg"]
+            for table in (("bench", "bench_files") if index % 2 == 0 else ("bench_files", "bench")):
+                start, cpu_start = time.perf_counter(), time.process_time()
+                report = s.predict("imagenet", table, into=f"preds_{table}", progress=False,
+                                   where="relative_path >= ? AND relative_path < ?", params=bounds)
+                totals[table]["seconds"] += time.perf_counter() - start
+                totals[table]["cpu_seconds"] += time.process_time() - cpu_start
+                totals[table]["n"] += report.predicted
+    return totals
 
 
 def memory_runs(args: argparse.Namespace, tmp: Path) -> list[dict]:
@@ -110,7 +149,7 @@ def memory_runs(args: argparse.Namespace, tmp: Path) -> list[dict]:
         print(f"RSS table of {rows} rows ...", flush=True)
         build_table(home, images, rows)
         model = log_tiny_model(home)
-        results.append(run_child(HERE, "--child", str(home), model, "local"))
+        results.append(run_child(HERE, "--child", str(home), model, "local", "bench"))
         shutil.rmtree(home.parent)
     return results
 
@@ -130,6 +169,67 @@ def compare_frameworks(python: str, parquet: Path, model_dir: Path, workers: int
     return out
 
 
+def file_mode(args: argparse.Namespace) -> None:
+    """(c) and (d) over a BLOB table and the FILE table of the same JPEGs, alternating, fresh driver processes."""
+    from sightql.inference.runners.dask_cluster import local_cluster
+
+    workers = os.cpu_count() or 1
+    print(f"generating {args.n} JPEGs at 500x375 ...", flush=True)
+    images = generated_jpegs(args.n)
+    tables = {"bench": "BLOB", "bench_files": "FILE"}
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp) / "main" / "wh"
+        build_table(home, images, args.n)
+        with sightql.connect(home) as s:
+            s.predictor("imagenet")  # exported once, outside every timing
+            add_file_table(s)
+            s.sql("CREATE TABLE warm (relative_path VARCHAR PRIMARY KEY, image BLOB)")
+            s.sql("INSERT INTO warm SELECT * FROM bench ORDER BY relative_path LIMIT 16")
+        cluster = local_cluster(workers)  # the scheduler lives here, not in the driver
+        runners = {"local": "local", "dask": cluster.scheduler_address}
+        runs: dict[tuple[str, str], list[dict]] = {(r, t): [] for r in runners for t in tables}
+        try:
+            print("warming the cluster up (its workers load the model) ...", flush=True)
+            run_child(HERE, "--child", str(home), "imagenet", runners["dask"], "warm")
+            for repeat in range(args.repeats):
+                for (runner, table), done in runs.items():
+                    print(f"repeat {repeat + 1}: {runner} runner, {tables[table]} table ...", flush=True)
+                    with sightql.connect(home) as s:
+                        s.sql("DROP TABLE IF EXISTS preds")
+                    done.append(run_child(HERE, "--child", str(home), "imagenet", runners[runner], table))
+        finally:
+            cluster.close()
+        print(f"local runner, BLOB and FILE slices of {args.slice_rows} rows in turn ...", flush=True)
+        turns = run_child(HERE, "--interleaved-child", str(home), "--n", str(args.n), "--slice-rows", str(args.slice_rows))
+    rate = {key: median([r["n"] / r["seconds"] for r in done]) for key, done in runs.items()}
+    best = {key: max(r["n"] / r["seconds"] for r in done) for key, done in runs.items()}
+    cpu_ms = {key: median([1000 * r["cpu_seconds"] / max(1, r["n"]) for r in done]) for key, done in runs.items()}
+    rows = [("machine", f"{workers} CPU cores"),
+            ("images (n)", f"{args.n} JPEGs, 500x375, EfficientNet-Lite0; {args.repeats} repeats, medians (each run)")]
+    for runner, label in (("local", "(c) local runner"), ("dask", f"(d) dask runner, started cluster, {workers} workers")):
+        for table, kind in tables.items():
+            done = runs[(runner, table)]
+            each = ", ".join(f"{r['n'] / r['seconds']:.1f}" for r in done)
+            rows.append((f"{label}, {kind} table", f"{rate[(runner, table)]:.1f} img/s "
+                         f"({each}; {done[0]['stored']} rows stored, "
+                         f"{done[0]['errors']} errors); driver CPU {cpu_ms[(runner, table)]:.2f} ms/img"))
+        rows.append((f"{label}: FILE / BLOB img/s, medians; best runs (target >= 0.95)",
+                     f"{rate[(runner, 'bench_files')] / rate[(runner, 'bench')]:.2f}; "
+                     f"{best[(runner, 'bench_files')] / best[(runner, 'bench')]:.2f}"))
+    for table, kind in tables.items():
+        done = turns[table]
+        rows.append((f"(c) local runner, {kind} slices of {args.slice_rows} rows in turn, one process",
+                     f"{done['n'] / done['seconds']:.1f} img/s ({done['n']} rows); "
+                     f"CPU {1000 * done['cpu_seconds'] / max(1, done['n']):.2f} ms/img"))
+    rows.append(("(c) local runner in turn: FILE / BLOB img/s (target >= 0.95)",
+                 f"{(turns['bench_files']['n'] / turns['bench_files']['seconds']) / (turns['bench']['n'] / turns['bench']['seconds']):.2f}"))
+    rows.append(("(c) BLOB / FILE CPU per image (local runner; less sensitive to other load)",
+                 f"{cpu_ms[('local', 'bench')] / cpu_ms[('local', 'bench_files')]:.2f}"))
+    rows.append(("(d) driver CPU per image, BLOB (before) -> FILE (after)",
+                 f"{cpu_ms[('dask', 'bench')]:.2f} -> {cpu_ms[('dask', 'bench_files')]:.2f} ms/img"))
+    print_table("Batch predict benchmark: FILE table against BLOB table", rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000, help="rows for the img/s runs (default 1000)")
@@ -138,10 +238,20 @@ def main() -> None:
     parser.add_argument("--rss-size", type=int, nargs=2, default=[500, 375], help="JPEG size in the RSS tables")
     parser.add_argument("--rss-only", action="store_true", help="only the memory runs (e)")
     parser.add_argument("--compare-python", help="a Python with daft and ray[data] installed, for (f)")
-    parser.add_argument("--child", nargs=3, metavar=("HOME", "MODEL", "RUNNER"), help=argparse.SUPPRESS)
+    parser.add_argument("--file-mode", action="store_true", help="only (c) and (d), over a BLOB and a FILE table")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each runner and table in --file-mode")
+    parser.add_argument("--slice-rows", type=int, default=50, help="rows per slice of the interleaved runs in --file-mode")
+    parser.add_argument("--interleaved-child", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, metavar=("HOME", "MODEL", "RUNNER", "TABLE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(Path(args.child[0]), args.child[1], args.child[2])))
+        print(json.dumps(child(Path(args.child[0]), args.child[1], args.child[2], args.child[3])))
+        return
+    if args.interleaved_child:
+        print(json.dumps(interleaved(Path(args.interleaved_child), args.n, args.slice_rows)))
+        return
+    if args.file_mode:
+        file_mode(args)
         return
 
     workers = os.cpu_count() or 1
@@ -164,15 +274,15 @@ def main() -> None:
             parquet = Path(tmp) / "bench.parquet"
             s.sql(f"COPY bench TO '{parquet}' (FORMAT parquet)")  # a temp path of ours, not user input
         print("local runner ...", flush=True)
-        c = run_child(HERE, "--child", str(main_home), "imagenet", "local")
+        c = run_child(HERE, "--child", str(main_home), "imagenet", "local", "bench")
         with sightql.connect(main_home) as s:
             s.sql("DROP TABLE preds")
         print("dask runner ...", flush=True)
-        d = run_child(HERE, "--child", str(main_home), "imagenet", "dask")
+        d = run_child(HERE, "--child", str(main_home), "imagenet", "dask", "bench")
         with sightql.connect(main_home) as s:
             s.sql("DROP TABLE preds")
         print("dask runner on a started cluster ...", flush=True)
-        d2 = run_child(HERE, "--child", str(main_home), "imagenet", "dask-started")
+        d2 = run_child(HERE, "--child", str(main_home), "imagenet", "dask-started", "bench")
         frameworks = {}
         if args.compare_python:
             print("daft and ray data ...", flush=True)

@@ -400,6 +400,7 @@ def test_the_dask_runner_equals_the_local_runner(photos, photos_dir):
 def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_worker(session, photos_dir, tmp_path):
     from dask.distributed import Client, LocalCluster
 
+    from sightql.inference.runners.dask_model import model_key, ship_model, shipped_models
     from sightql.registry.specs import loaded_model_count
 
     session.create_stage("pics").put(photos_dir)
@@ -412,7 +413,12 @@ def test_dask_on_a_given_scheduler_reads_a_stage_and_loads_the_model_once_per_wo
                                  chunk_rows=2, progress=False)
         with Client(cluster) as client:
             loads = client.run(loaded_model_count)
+            shipped = client.run(shipped_models)
+            assert not ship_model(client, session.registry.spec("defects"))  # the scheduler has it: not sent again
     assert (report.predicted, report.errors) == (PHOTO_FILES + 1, 1)
+    # Workers at a scheduler address may be other machines: each got the model's files from the driver.
+    key = model_key(session.registry.spec("defects"))
+    assert len(shipped) == 2 and all(list(models) == [key] for models in shipped.values())
     # 5 ranges over 2 workers: each worker that ran one loaded the model once, never per range.
     assert 1 <= sum(loads.values()) <= 2 and all(n <= 1 for n in loads.values())
     session.predict("defects", "@pics", into="by_local", progress=False)

@@ -182,8 +182,8 @@ def test_a_call_over_many_file_rows_holds_about_a_batch_of_images(warehouse, pho
     with sightql.connect(warehouse) as s:
         s.create_stage("photos").put(photos_dir / "coffee.jpg")
         s.sql("CREATE TABLE many AS SELECT i, to_file('@photos', 'coffee.jpg') AS image FROM range(320) r(i)")
-    original = Stage.read_bytes
-    monkeypatch.setattr(Stage, "read_bytes", lambda self, path: _Held(original(self, path)))
+    original = Stage.read_checked  # how a FILE value's bytes are read
+    monkeypatch.setattr(Stage, "read_checked", lambda self, path, check: _Held(original(self, path, check)))
     _Held.alive = _Held.peak = _Held.reads = 0
     with sightql.connect(warehouse, settings=Settings(batch_size=batch, decode_threads=4)) as s:
         rows = s.sql(f"SELECT {select} AS v FROM many").to_pylist()

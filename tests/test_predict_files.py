@@ -120,6 +120,7 @@ def test_dask_workers_read_the_files_themselves_and_agree_with_the_local_runner(
 
     # The workers are other processes: this only forbids the driver to read a file.
     monkeypatch.setattr("sightql.stages.stage.Stage.read_bytes", no_bytes_here)
+    monkeypatch.setattr("sightql.stages.stage.Stage.read_checked", no_bytes_here)
     runner = DaskRunner(workers=2)
     distributed = session.predict("imagenet", "t", into="by_dask", top_k=2, runner=runner, chunk_rows=3, progress=False)
     assert (distributed.predicted, distributed.errors, distributed.runner) == (local.predicted, local.errors, "dask")

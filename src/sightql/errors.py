@@ -82,7 +82,7 @@ class GenerationError(SightQLError):
 
 class DistributedError(SightQLError):
     """Another process of a torchrun training job failed, or the launcher stopped this one; or a local
-    Dask worker process ended before it joined its cluster."""
+    Dask worker process ended before it joined its cluster, or a worker cannot see a file the driver wrote for it."""
 
 
 class MemoryLimitError(SightQLError):

@@ -99,7 +99,11 @@ def to_file(stages: StageCatalog, stage_ref: str, relative_path: str) -> FileRef
 def check_file(stage: Stage, ref: FileRef) -> None:
     """Raise :class:`~sightql.errors.StageFileChangedError` unless the file still has ``ref``'s size and etag
     (a missing or unreadable file raises :class:`~sightql.errors.StageError`); reads no bytes."""
-    now = stage.stat(ref.relative_path)
+    unchanged(ref, stage.stat(ref.relative_path))
+
+
+def unchanged(ref: FileRef, now: StageFile) -> None:
+    """Raise :class:`~sightql.errors.StageFileChangedError` unless ``now`` has ``ref``'s size and etag."""
     if now.size != ref.size or (ref.etag is not None and now.etag != ref.etag):
         raise StageFileChangedError(
             f"{ref.label} changed since this FILE value was made ({ref.size} bytes, etag {ref.etag}; now "
@@ -108,9 +112,8 @@ def check_file(stage: Stage, ref: FileRef) -> None:
 
 
 def read_file(stage: Stage, ref: FileRef) -> bytes:
-    """The bytes ``ref`` names, checked to be the recorded ones (size and etag) before they are read."""
-    check_file(stage, ref)
-    return stage.read_bytes(ref.relative_path)
+    """The bytes ``ref`` names, checked to be the recorded ones (size and etag; see :meth:`Stage.read_checked`)."""
+    return stage.read_checked(ref.relative_path, lambda now: unchanged(ref, now))
 
 
 def read_ref(stages: StageCatalog, ref: FileRef | None) -> bytes | None:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sightql.config import Settings
 from sightql.errors import MissingDependencyError, StageError
@@ -241,6 +241,29 @@ class Stage:
             raise StageError(f"@{self.name}/{relative_path} does not exist; list the stage with `sightql stage ls @{self.name}`") from None
         except OSError as exc:
             raise StageError(f"cannot read @{self.name}/{relative_path}: {exc.strerror or exc}") from None
+
+    def read_checked(self, relative_path: str, check: Callable[[StageFile], None]) -> bytes:
+        """The file's bytes, after ``check`` (which raises to refuse) has seen what the file is now.
+
+        A local file is opened once: its path resolved and checked once, and ``check`` given the
+        open file's own size and mtime, taken after the read, so bytes changed while they were read
+        are refused too (half the path work of :meth:`stat` then :meth:`read_bytes`). An S3 file is
+        checked with a HEAD before its GET, so changed bytes are never downloaded."""
+        if self._local is None:
+            check(self.stat(relative_path))
+            return self.read_bytes(relative_path)
+        rel = safe_relative_path(relative_path)
+        try:
+            with open(self._local.file(rel), "rb") as handle:
+                data = handle.read()
+                info = os.fstat(handle.fileno())
+        except FileNotFoundError:
+            raise StageError(f"@{self.name}/{rel} does not exist; list the stage with `sightql stage ls @{self.name}`") from None
+        except OSError as exc:
+            raise StageError(f"cannot read @{self.name}/{rel}: {exc.strerror or exc}") from None
+        facts = {"size": info.st_size, "mtime": info.st_mtime}
+        check(StageFile(rel, info.st_size, _modified(facts), _etag(facts), self.file_url(rel)))
+        return data
 
     def size(self, relative_path: str) -> int:
         return int(self.fs.size(self._source(relative_path)))

@@ -8,7 +8,9 @@
   and each stage's URL, and reads the files itself (:mod:`sightql.inference.file_rows`).
 * Stages: a worker gets the stage URL and a list of relative paths and reads the files.
 * The model travels as a :class:`~sightql.registry.specs.ModelSpec`; each worker process
-  loads it once (module-level cache) and re-hashes the registry artifact first.
+  loads it once (module-level cache) and re-hashes the registry artifact first. A cluster at a
+  scheduler address may be on other machines, so the driver also ships the model's files to
+  each worker once (:mod:`sightql.inference.runners.dask_model`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from sightql.config import Settings, decode_threads
-from sightql.errors import ConfigError, MissingDependencyError
+from sightql.errors import ConfigError, DistributedError, MissingDependencyError
 from sightql.inference.file_rows import StageAddress, read_file_rows, stage_addresses, stage_lookup
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
 from sightql.inference.plan import (
@@ -67,10 +69,19 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: RangeTask) -> tupl
     """On a worker: read one range's images, predict them; returns (results, rows skipped as unchanged)."""
     import pyarrow.parquet as pq
 
-    predictor = load_model(spec)  # its ONNX Runtime threads: this worker's SIGHTQL_ORT_THREADS
+    from sightql.inference.runners.dask_model import worker_spec  # imports distributed: on workers only
+
+    predictor = load_model(worker_spec(spec))  # its ONNX Runtime threads: this worker's SIGHTQL_ORT_THREADS
     if options.decode_threads is None:
         options = replace(options, decode_threads=decode_threads())
     if isinstance(task, TableRangeTask):
+        if not os.path.exists(task.parquet_path):
+            raise DistributedError(
+                f"this worker cannot see {task.parquet_path}, which the driver wrote for it: a BLOB table's ranges "
+                "go to workers as files in the driver's temporary folder, so they need workers on the driver's "
+                "machine; for workers on other machines, keep the images in an s3:// stage and predict over a table "
+                "of FILE values (to_file) or over the stage itself"
+            )
         rows = pq.read_table(task.parquet_path)
         chunk = Chunk(rows.column("key").combine_chunks(), rows.column("image").combine_chunks())
         skipped = 0
@@ -117,6 +128,10 @@ class DaskRunner:
         options = replace(plan.options, decode_threads=None)  # each worker decodes with its own share of the cores
         try:
             n_workers = max(1, len(client.scheduler_info().get("workers", {})) or (self.workers or 1))
+            if cluster is None:  # workers elsewhere cannot read the model from this warehouse folder
+                from sightql.inference.runners.dask_model import ship_model
+
+                ship_model(client, plan.spec)
             tasks = _tasks(plan, scratch)
             spec = client.scatter(plan.spec, broadcast=True, hash=False)
             submitted: dict[Any, RangeTask] = {}
