@@ -74,6 +74,19 @@ def test_classify_on_a_file_table_equals_classify_on_an_inline_copy(session, pho
     assert by_ref == inline and {r["label"] for r in by_ref} >= {"espresso", "tiger cat"}
 
 
+def test_an_internal_file_overwritten_in_place_with_the_same_size_is_that_rows_error(session, photos_dir, warehouse):
+    session.load_images("refs", photos_dir)
+    (row,) = session.sql("SELECT image.relative_path AS p, size FROM refs WHERE relative_path = 'coffee.jpg'").to_pylist()
+    copy = warehouse / "stages" / "_internal" / row["p"]
+    data = bytearray(copy.read_bytes())
+    data[-3] ^= 0xFF  # one byte flipped: same size, other bytes
+    copy.write_bytes(bytes(data))
+    result = session.sql("SELECT relative_path, classify('imagenet', image) AS c FROM refs ORDER BY 1").to_pylist()
+    errors = {r["relative_path"]: r["c"]["error"] for r in result}
+    assert "changed since this FILE value" in errors.pop("coffee.jpg")
+    assert set(errors.values()) == {None}  # the other rows go on
+
+
 def test_reload_replaces_the_row_and_an_old_blob_table_stays_inline(session, photos_dir, tmp_path, warehouse):
     folder = tmp_path / "one"
     folder.mkdir()
