@@ -260,6 +260,8 @@ def test_predict_killed_with_sigkill_at_random_points_then_rerun_loses_and_dupli
             job.send_signal(signal.SIGKILL)
         job.wait(timeout=60)
         killed_at.append(count_of(warehouse, "imgs"))
+    assert any(0 < n < rows for n in killed_at), (seed, killed_at)  # at least one kill landed mid-job
+    assert killed_at == sorted(killed_at), (seed, killed_at)  # a kill never undid committed chunks
     out = finish(start_predict(warehouse))
     done_before = killed_at[-1]
     assert f"predicted {rows - done_before} row(s) of imgs" in out, (seed, killed_at, out)
