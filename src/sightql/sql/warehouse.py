@@ -67,6 +67,8 @@ class Warehouse:
     _closed: bool = field(default=False, init=False)
     _released: int = field(default=0, init=False)  # depth of nested released() blocks
     _released_wait: float = field(default=0.0, init=False)  # the longest wait a released() block asked for
+    _shared: Any = field(default=None, init=False, repr=False)  # inside released(): the file open for the running blocks
+    _shared_users: int = field(default=0, init=False)
     _reopen_hooks: list[Callable[[Any], None]] = field(default_factory=list, init=False, repr=False)
     _guard: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)  # reentrant: a reopen hook opens cursors
 
@@ -180,15 +182,29 @@ class Warehouse:
 
     @contextmanager
     def _short_connection(self) -> Iterator[Any]:
-        """The session's connection, or inside ``released()`` one opened for this block and closed after."""
+        """The session's connection, or inside ``released()`` a connection of this block's own, on a file
+        opened for the blocks running now and closed when the last of them ends.
+
+        One file open is shared by this process's concurrent blocks (a job's reading thread and its
+        writer): DuckDB keeps one database per file in a process, and an open racing another thread's
+        close of the last connection can fail ("already attached") instead of waiting."""
         if not self._released:
             yield self.connection()
             return
-        con = self._open_file()
+        with self._guard:
+            if self._shared is None:
+                self._shared = self._open_file()
+            self._shared_users += 1
+            con = self._shared.cursor()  # a connection of its own: threads never share one
         try:
             yield con
         finally:
             con.close()
+            with self._guard:
+                self._shared_users -= 1
+                if self._shared_users == 0:
+                    self._shared.close()
+                    self._shared = None
 
     @contextmanager
     def cursor(self) -> Iterator[Any]:
