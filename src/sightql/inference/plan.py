@@ -75,6 +75,7 @@ class PredictPlan:
 
 # ---- tables -----------------------------------------------------------------------
 FIRST_RUN_ROWS = 8
+PLAN_PAGE_ROWS = 4096  # due rows' keys per planning query: a few ms of the warehouse each
 KEYS_PER_QUERY = 512  # well under DuckDB's index_scan_max_count (2,048), so reads go through the index
 
 
@@ -104,25 +105,38 @@ def table_runs(plan: PredictPlan) -> Iterator[RowRun]:
     Not one streaming query over the images: DuckDB scans a BLOB column a vector (2,048 rows) at
     a time, so a scan of large images overruns a 256 MB memory limit. The plan is made first,
     without images; each run's images are then read by row id (:func:`read_run`).
+
+    Nor one query held open for the whole run: the plan is read a page (:data:`PLAN_PAGE_ROWS`
+    rows after the last one read) per short query, so the warehouse is free between pages for
+    other processes. A row that stopped being due meanwhile (a second job predicted it) is left out.
     """
-    sql, params = plan.due_table_query()
-    with plan.warehouse.cursor() as cursor:
-        reader = cursor.sql(sql, params=params).to_arrow_reader(plan.chunk_rows)
-        with_known = "known_sha256" in reader.schema.names
-        rowids: list[Any] = []
-        keys: list[Any] = []
-        known: list[Any] = []
-        for batch in reader:
-            rowids.extend(batch.column("rowid").to_pylist())
-            keys.extend(batch.column("key").to_pylist())
-            if with_known:
-                known.extend(batch.column("known_sha256").to_pylist())
-            while len(keys) >= plan.next_run_rows():
-                size = plan.next_run_rows()
-                yield RowRun(rowids[:size], keys[:size], known[:size] if with_known else None)
-                rowids, keys, known = rowids[size:], keys[size:], known[size:]
-        if keys:
-            yield RowRun(rowids, keys, known if with_known else None)
+    source = plan.source
+    assert isinstance(source, TableSource)
+    page_rows = max(PLAN_PAGE_ROWS, plan.chunk_rows)
+    after: Any = None
+    rowids: list[Any] = []
+    keys: list[Any] = []
+    known: list[Any] = []
+    with_known = False
+    while True:
+        sql, params = plan.due_table_query(after=after, limit=page_rows)
+        with plan.warehouse.cursor() as cursor:
+            page = cursor.sql(sql, params=params).to_arrow_table()
+        with_known = "known_sha256" in page.schema.names
+        page_rowids, page_keys = page.column("rowid").to_pylist(), page.column("key").to_pylist()
+        rowids.extend(page_rowids)
+        keys.extend(page_keys)
+        if with_known:
+            known.extend(page.column("known_sha256").to_pylist())
+        while len(keys) >= plan.next_run_rows():
+            size = plan.next_run_rows()
+            yield RowRun(rowids[:size], keys[:size], known[:size] if with_known else None)
+            rowids, keys, known = rowids[size:], keys[size:], known[size:]
+        if page.num_rows < page_rows:
+            break
+        after = source.position_of(page_rowids[-1], page_keys[-1])
+    if keys:
+        yield RowRun(rowids, keys, known if with_known else None)
 
 
 def read_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Table, int]:

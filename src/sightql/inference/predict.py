@@ -3,6 +3,12 @@
 Resumable and incremental: every chunk is written in one transaction keyed by the row key,
 and rows whose current prediction came from the same model version and the same image bytes
 are skipped, so a rerun after a crash (or after new rows arrive) does only what is left.
+
+No long lock: the run is planned on the session's connection (a few short queries), then the
+runner runs inside ``warehouse.released()``: each page of the plan, each chunk's read of keys,
+FILE values or BLOB rows, and each chunk's write opens the DuckDB file for that step only, and
+images are read from stages and run through the model with the file closed. Other processes
+(the API, the app, ``sightql sql``, a second job) take their turns between those steps.
 """
 
 from __future__ import annotations
@@ -107,8 +113,8 @@ def predict(
     except duckdb.Error as exc:
         raise _sql_error(exc, where) from None
     skipped = [total - due]
-    with warehouse.cursor() as write_cursor:
-        writer = ResultWriter(write_cursor, target, spec.model_version, plan.db_lock, on_write)
+    writer = ResultWriter(warehouse, target, spec.model_version, plan.db_lock, on_write)
+    with warehouse.released():
         try:
             with progress_bar(due, f"{spec.model_version} on {src.label}", progress) as advance:
                 def on_skipped(rows: int) -> None:
@@ -125,6 +131,9 @@ def predict(
                     getattr(stream, "close", lambda: None)()  # stops readers and clusters on error
         except duckdb.Error as exc:
             raise _sql_error(exc, where) from None
+    # Rows another process predicted while this one ran were no longer due when their page was
+    # read: they count as skipped (rows added meanwhile and written make this no larger).
+    skipped[0] = max(skipped[0], total - writer.rows_written)
     return PredictReport(
         src.label, target.table, spec.model_version, chosen.name, due, writer.rows_written, writer.errors_written,
         skipped[0], time.perf_counter() - started,

@@ -138,10 +138,13 @@ class TableSource:
 
     def due_query(
         self, params: Params, target: Target, where: str | None, model_version: str, recompute: bool, top_k: int,
-        *, count: bool = False,
+        *, count: bool = False, after: Any = None, limit: int | None = None,
     ) -> tuple[str, Any]:
         """The due rows' row ids and keys in storage order (and, without a sha256 column, the hash their
-        current prediction was made from); or, with ``count``, how many there are. No image is read."""
+        current prediction was made from); or, with ``count``, how many there are. No image is read.
+
+        ``after`` (the last row id read, or the last key where the table hides its row ids) and
+        ``limit`` read one page of that order, so a job reads its plan in short queries."""
         if count:
             select: list[tuple[str, list[Any]]] = [("SELECT count(*)", [])]
         else:
@@ -149,9 +152,18 @@ class TableSource:
             if not self.has_sha256_column:
                 select.append(self._known_sha256(target, model_version, recompute, top_k))
         parts = [*select, *self._from(where), *self._due(target, model_version, recompute, top_k)]
+        if after is not None:
+            position = "s._sightql_rowid" if self.has_rowid else f"s.{quote_ident(self.key)}"
+            parts.append((f"AND {position} > {{}}", [after]))
         if not count:
             parts.append(("ORDER BY 1, 2", []))
+        if limit is not None:
+            parts.append((f"LIMIT {int(limit)}", []))
         return params.build(parts)
+
+    def position_of(self, rowid: Any, key: Any) -> Any:
+        """What :meth:`due_query`'s ``after`` takes for a row read: its row id, or its key without row ids."""
+        return rowid if self.has_rowid else key
 
     def rows_by_key_query(self, keys: Sequence[Any]) -> tuple[str, list[Any]]:
         """Key and image of the rows with these keys (a few hundred at most, answered through the

@@ -4,6 +4,10 @@ Each run registers its chunk under its own unique name (``_sightql_predictions_<
 so concurrent runs never share a staging table. Into the source table: ``UPDATE ... FROM``;
 into a separate table: ``INSERT ... ON CONFLICT (key) DO UPDATE``. A crash loses at most the
 chunk being written; a key can never hold two predictions.
+
+Each chunk's write takes a cursor of its own for that write only: inside a job's
+``warehouse.released()`` the file is open just while the chunk commits, so other processes
+(the API, the app, ``sightql sql``, a second job) use the warehouse between chunks.
 """
 
 from __future__ import annotations
@@ -12,12 +16,12 @@ import threading
 import uuid
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any
 
 import pyarrow as pa
 
 from sightql.inference.source import Target
 from sightql.sql.identifiers import quote_ident
+from sightql.sql.warehouse import Warehouse
 
 # Called as on_write('before-commit', n) inside the n-th chunk's open transaction and
 # on_write('after-commit', n) once it is committed (a crash test kills the process there).
@@ -26,10 +30,10 @@ WriteHook = Callable[[str, int], None]
 
 class ResultWriter:
     def __init__(
-        self, cursor: Any, target: Target, model_version: str, lock: threading.Lock | None = None,
+        self, warehouse: Warehouse, target: Target, model_version: str, lock: threading.Lock | None = None,
         on_write: WriteHook | None = None,
     ):
-        self._cursor = cursor  # the writer's own (the caller's, closed by the caller)
+        self._warehouse = warehouse  # each write takes a short-lived cursor of its own
         self._lock = lock  # shared with the reader (see PredictPlan.db_lock)
         self.target = target
         self.model_version = model_version
@@ -62,8 +66,7 @@ class ResultWriter:
     def write(self, results: pa.Table) -> None:
         if results.num_rows == 0:
             return
-        cursor = self._cursor
-        with self._lock or nullcontext():
+        with self._warehouse.cursor() as cursor, self._lock or nullcontext():
             cursor.register(self.staging, results)
             try:
                 cursor.execute("BEGIN TRANSACTION")

@@ -44,6 +44,11 @@ from sightql.sql.warehouse_file import open_warehouse_file
 OnError = Literal["null", "raise"]
 Params = Sequence[Any] | dict[str, Any] | None
 DB_FILE = "warehouse.duckdb"
+# How long a released job's own short opens wait for other processes, at least. A person at the
+# API or `sightql sql` waits lock_wait (5 s) and is told who holds the file; a job that has run for
+# an hour should not die because a query held the file for 6 s. It still fails, naming the holder,
+# when the file stays taken this long. SIGHTQL_LOCK_WAIT raises it further, never lowers it.
+JOB_LOCK_WAIT = 120.0
 
 
 @dataclass(eq=False)
@@ -61,6 +66,9 @@ class Warehouse:
     lock_wait: float = 5.0
     _closed: bool = field(default=False, init=False)
     _released: int = field(default=0, init=False)  # depth of nested released() blocks
+    _released_wait: float = field(default=0.0, init=False)  # the longest wait a released() block asked for
+    _shared: Any = field(default=None, init=False, repr=False)  # inside released(): the file open for the running blocks
+    _shared_users: int = field(default=0, init=False)
     _reopen_hooks: list[Callable[[Any], None]] = field(default_factory=list, init=False, repr=False)
     _guard: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)  # reentrant: a reopen hook opens cursors
 
@@ -116,15 +124,18 @@ class Warehouse:
         self._reopen_hooks.append(hook)
 
     @contextmanager
-    def released(self) -> Iterator["Warehouse"]:
+    def released(self, lock_wait: float = JOB_LOCK_WAIT) -> Iterator["Warehouse"]:
         """``with warehouse.released():`` closes the session's connection for a long job. Inside, every
         ``cursor()``, ``rows()``, ``transaction()`` and ``sql()`` opens the file for that call only and
         closes it after, so other processes use the warehouse between the job's short transactions.
-        Keep each call short, and read image bytes from stages outside them."""
+        Keep each call short, and read image bytes from stages outside them. Each open waits up to
+        ``lock_wait`` s (default :data:`JOB_LOCK_WAIT`) or the warehouse's own lock_wait, the longer."""
         with self._guard:
             if self._closed:
                 raise WarehouseError("the session is closed; open the warehouse again with sightql.connect()")
+            outer_wait = self._released_wait
             self._released += 1
+            self._released_wait = max(outer_wait, lock_wait)
             if self._con is not None:
                 self._con.close()
                 self._con = None
@@ -133,6 +144,7 @@ class Warehouse:
         finally:
             with self._guard:
                 self._released -= 1
+                self._released_wait = outer_wait
 
     def give_back_turn(self) -> None:
         """Give this process's turn on the warehouse back, once (also run when a Session is collected unclosed)."""
@@ -164,20 +176,35 @@ class Warehouse:
             return self._con
 
     def _open_file(self) -> Any:
+        wait = max(self.lock_wait, self._released_wait) if self._released else self.lock_wait
         return open_warehouse_file(self.home / DB_FILE, read_only=self.read_only,
-                                   memory_limit=self.settings.memory_limit, lock_wait=self.lock_wait)
+                                   memory_limit=self.settings.memory_limit, lock_wait=wait)
 
     @contextmanager
     def _short_connection(self) -> Iterator[Any]:
-        """The session's connection, or inside ``released()`` one opened for this block and closed after."""
+        """The session's connection, or inside ``released()`` a connection of this block's own, on a file
+        opened for the blocks running now and closed when the last of them ends.
+
+        One file open is shared by this process's concurrent blocks (a job's reading thread and its
+        writer): DuckDB keeps one database per file in a process, and an open racing another thread's
+        close of the last connection can fail ("already attached") instead of waiting."""
         if not self._released:
             yield self.connection()
             return
-        con = self._open_file()
+        with self._guard:
+            if self._shared is None:
+                self._shared = self._open_file()
+            self._shared_users += 1
+            con = self._shared.cursor()  # a connection of its own: threads never share one
         try:
             yield con
         finally:
             con.close()
+            with self._guard:
+                self._shared_users -= 1
+                if self._shared_users == 0:
+                    self._shared.close()
+                    self._shared = None
 
     @contextmanager
     def cursor(self) -> Iterator[Any]:

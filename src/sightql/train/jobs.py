@@ -2,16 +2,16 @@
 
 The web app starts training with :func:`start_job` and returns at once. The process gets its
 settings as a JSON file of :class:`~sightql.train.options.TrainOptions` (``--options-json``),
-never as rebuilt flags. It holds the warehouse's DuckDB file for its whole run, so nobody else
-can read ``training_log`` meanwhile; instead it keeps ``<warehouse>/training/jobs/<job_id>.progress.json`` current
-(:mod:`sightql.train.progress_file`) and :func:`job_status` reads that file, the job's own
+never as rebuilt flags. It holds the warehouse's DuckDB file only for short steps (see
+:mod:`sightql.train.run`), so ``training_runs`` and ``training_log`` stay readable while it trains;
+it also keeps ``<warehouse>/training/jobs/<job_id>.progress.json`` current
+(:mod:`sightql.train.progress_file`), and :func:`job_status` reads that file, the job's own
 record (``<job_id>.job.json``: request, PID, command) and its output (``<job_id>.log``) without
-touching the warehouse. When the job has ended, ``training_runs`` and ``training_log`` are
-readable again and hold the same numbers.
+touching the warehouse, so a page polling a job's steps within an epoch never waits for the file.
 
 The process starts in its own session (it outlives the app if the app stops) with
 ``SIGHTQL_LOCK_WAIT`` raised, so it waits for a page that has the warehouse open for a moment
-instead of failing.
+instead of failing (its short steps wait at least ``sightql.sql.warehouse.JOB_LOCK_WAIT`` anyway).
 """
 
 from __future__ import annotations

@@ -5,6 +5,12 @@ The steps live in modules of their own: :mod:`~sightql.train.setup` (examples, s
 rows), :mod:`~sightql.train.fit` (the epochs, on every rank), :mod:`~sightql.train.writer` (each
 epoch's writes), :mod:`~sightql.train.assessment` (the final reports), :mod:`~sightql.train.register`
 and, for the other torchrun ranks, :mod:`~sightql.train.follower`.
+
+No long lock: the run holds the warehouse released (``warehouse.released()``). The run's record,
+each epoch's ``training_log`` row, each checkpoint's record and the registration are short
+transactions, and each batch's image bytes are read on a cursor of their own, so between them
+other processes (``sightql sql "SELECT * FROM training_log"``, the app, the API, a predict job)
+open the warehouse while the model trains.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ def train(warehouse: Warehouse, registry: Registry, stages: StageCatalog, option
     ``progress_file``: :class:`ProgressFile`'s JSON file."""
     reporter = ProgressFile(progress_file)
     try:
-        result = start(warehouse, registry, stages, options, resume, epochs, progress, group, reporter)
+        with warehouse.released():  # each catalog write and each batch's read opens the file for that step only
+            result = start(warehouse, registry, stages, options, resume, epochs, progress, group, reporter)
     except KeyboardInterrupt:
         run_id = reporter.data["run_id"]
         resume_hint = f"; resume with `sightql train --resume {run_id}`" if run_id else ""

@@ -1,7 +1,8 @@
 """Training: start a run from a form in a background process, follow it live, then read its curves and result.
 
-While a run trains, its process holds the warehouse, so this page does not open it: it follows
-the job's progress file (sightql.train.jobs), polling every few seconds. Once the job has
+While a run trains, this page follows the job's progress file (sightql.train.jobs), polling every
+few seconds without opening the warehouse (the run holds it only for short steps, but a poll
+needs no file at all and sees steps within an epoch). Once the job has
 ended, curves, evaluations and the registered version come from training_log,
 training_evaluations and training_runs.
 """
