@@ -47,8 +47,8 @@ def _file_table(session, photos_dir, rows: int) -> int:
 def test_sql_and_predict_over_file_values_hold_at_most_the_budget(warehouse, photos_dir, monkeypatch):
     with sightql.connect(warehouse) as s:
         size = _file_table(s, photos_dir, 96)
-    original = Stage.read_bytes
-    monkeypatch.setattr(Stage, "read_bytes", lambda self, path: _Held(original(self, path)))
+    original = Stage.read_checked  # the one read of a FILE's bytes (checked against the value)
+    monkeypatch.setattr(Stage, "read_checked", lambda self, path, check: _Held(original(self, path, check)))
     settings = Settings(batch_size=8, decode_threads=4, read_budget_bytes=2 * size)
     with sightql.connect(warehouse, settings=settings) as s:
         _Held.alive = _Held.peak = _Held.reads = 0
