@@ -103,8 +103,12 @@ def counting_s3(monkeypatch):
     monkeypatch.setenv("SIGHTQL_S3_ENDPOINT_URL", server.endpoint)
     import boto3
 
+    import httpx
+
+    httpx.post(f"{server.endpoint}/moto-api/reset")  # moto keeps buckets per process, across servers: start empty
     boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1").create_bucket(Bucket="images")
     yield server
+    httpx.post(f"{server.endpoint}/moto-api/reset")
     server.stop()
 
 

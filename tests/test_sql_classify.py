@@ -121,7 +121,7 @@ def test_running_out_of_duckdb_memory_names_the_setting_to_raise(warehouse, phot
     from sightql.config import Settings
 
     with sightql.connect(warehouse) as s:
-        s.load_images("photos", photos_dir)
+        s.load_images("photos", photos_dir, inline=True)  # BLOBs: the 2,048-row vector DuckDB holds
         s.sql("CREATE TABLE many AS SELECT p.image FROM photos p, range(100)")
     tight = dataclasses.replace(Settings.from_env(), memory_limit="48MB")
     with sightql.connect(warehouse, settings=tight) as s:

@@ -84,8 +84,12 @@ def moto_s3(monkeypatch):
     monkeypatch.setenv("SIGHTQL_S3_ENDPOINT_URL", endpoint)
     import boto3
 
+    import httpx
+
+    httpx.post(f"{endpoint}/moto-api/reset")  # moto keeps buckets per process, across servers: start empty
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="images")
     yield endpoint
+    httpx.post(f"{endpoint}/moto-api/reset")
     server.stop()
 
 
