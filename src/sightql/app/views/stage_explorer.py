@@ -7,6 +7,7 @@ import streamlit as st
 from sightql.app.common import model_picker, open_session, shown_errors
 from sightql.app.widgets import image_grid, sample_summary
 from sightql.explore.sampling import MAX_SAMPLE, sample_stage
+from sightql.stages.paths import INTERNAL_STAGE
 
 st.title("Stage explorer")
 st.caption(
@@ -15,7 +16,8 @@ st.caption(
 )
 
 with shown_errors(), open_session() as session:
-    stages = session.stages.names()
+    # Your stages first; the warehouse's own image store (@_internal, content-addressed) last.
+    stages = sorted(session.stages.names(), key=lambda name: name == INTERNAL_STAGE)
     if not stages:
         st.info("No stages yet: create one with `sightql stage create NAME` and `sightql stage put NAME FOLDER`.")
         st.stop()
