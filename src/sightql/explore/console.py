@@ -9,18 +9,18 @@ JSON or text.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from sightql.errors import ConfigError, SightQLError
+from sightql.engine import parallel_map
+from sightql.errors import ConfigError
 from sightql.images.thumbnails import THUMBNAIL_PX, thumbnail_data_uri
-from sightql.sql.file_type import FILE_FIELDS
+from sightql.sql.file_type import is_file_arrow
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.files import STAGE_READERS, file_refs, read_ref
+from sightql.stages.files import STAGE_READERS, file_refs, read_ref_or_none
 
 
 MAX_ROWS = 200
@@ -80,7 +80,7 @@ def _displayable(
     kind = column.type
     if _is_plain(kind):
         return column.combine_chunks(), False
-    if stages is not None and _is_file(kind):
+    if stages is not None and is_file_arrow(kind):
         thumbnails = _file_thumbnails(column, warehouse, stages, thumbnail_px)
         if any(thumbnails):
             return pa.array(thumbnails, pa.string()), True
@@ -95,24 +95,14 @@ def _displayable(
     return pa.array([None if v is None else _text(v) for v in values], pa.string()), False
 
 
-def _is_file(kind: pa.DataType) -> bool:
-    return pa.types.is_struct(kind) and [kind.field(i).name for i in range(kind.num_fields)] == [
-        name for name, _, _ in FILE_FIELDS
-    ]
-
-
 def _file_thumbnails(column: pa.ChunkedArray, warehouse: Warehouse, stages: StageCatalog, px: int) -> list[str | None]:
     """A thumbnail per FILE value, read from its stage; a file that is gone, changed or not an image gives None."""
 
     def thumbnail(ref: Any) -> str | None:
-        try:
-            data = read_ref(stages, ref)
-        except (SightQLError, OSError):
-            return None
+        data = read_ref_or_none(stages, ref)
         return None if data is None else thumbnail_data_uri(data, warehouse.limits, px)
 
-    with ThreadPoolExecutor(STAGE_READERS) as pool:
-        return list(pool.map(thumbnail, file_refs(column.combine_chunks())))
+    return parallel_map(thumbnail, file_refs(column.combine_chunks()), STAGE_READERS)
 
 
 def _byte_count(value: bytes) -> str:

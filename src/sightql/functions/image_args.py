@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from sightql.engine import parallel_map
 from sightql.errors import SightQLError
-from sightql.sql.file_type import FILE_ARROW, FILE_SQL
+from sightql.sql.file_type import FILE_ARROW, FILE_SQL, is_file_arrow
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
@@ -76,7 +76,7 @@ def remove_image_function(con: Any, sql_name: str) -> None:
 
 # ---- FILE values in a UDF -------------------------------------------------------------------
 def is_file_column(images: pa.ChunkedArray) -> bool:
-    return pa.types.is_struct(images.type)
+    return is_file_arrow(images.type)
 
 
 def chosen_file_refs(images: pa.ChunkedArray, rows: list[int]) -> list[FileRef | None]:

@@ -16,13 +16,14 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
-from sightql.errors import ImageError, SightQLError
+from sightql.errors import ImageError
 from sightql.ingest.rows import checked_row, insert_rows, prepare_image_table
+from sightql.sql.file_type import is_file_arrow
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.warehouse import Warehouse
 from sightql.sql.write_budget import WriteBudget
 from sightql.stages.catalog import StageCatalog
-from sightql.stages.files import file_refs, read_ref
+from sightql.stages.files import file_refs, read_ref_or_none
 from sightql.stages.internal import store_image
 
 
@@ -146,15 +147,8 @@ def stored_images(
         f"SELECT {selected} FROM {quoted} WHERE list_contains(?, relative_path) ORDER BY relative_path",
         [list(relative_paths)],
     )
-    if "image" not in rows.column_names or not pa.types.is_struct(rows.schema.field("image").type):
+    if "image" not in rows.column_names or not is_file_arrow(rows.schema.field("image").type):
         return rows
+    refs = file_refs(rows.column("image").combine_chunks())
     return rows.set_column(rows.column_names.index("image"), "image",
-                           pa.array([_bytes_or_none(stages, ref) for ref in file_refs(rows.column("image").combine_chunks())],
-                                    pa.binary()))
-
-
-def _bytes_or_none(stages: StageCatalog, ref) -> bytes | None:
-    try:
-        return read_ref(stages, ref)
-    except (SightQLError, OSError):
-        return None
+                           pa.array([read_ref_or_none(stages, ref) for ref in refs], pa.binary()))

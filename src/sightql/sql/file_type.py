@@ -26,6 +26,13 @@ _REPORTED = {"TIMESTAMPTZ": "TIMESTAMP WITH TIME ZONE"}
 FILE_REPORTED_SQL = "STRUCT(" + ", ".join(f"{name} {_REPORTED.get(sql, sql)}" for name, sql, _ in FILE_FIELDS) + ")"
 
 
+def is_file_arrow(kind: pa.DataType) -> bool:
+    """Whether an Arrow type (a query result's column) is a ``file`` value: a struct of exactly its fields."""
+    return pa.types.is_struct(kind) and [kind.field(i).name for i in range(kind.num_fields)] == [
+        name for name, _, _ in FILE_FIELDS
+    ]
+
+
 def is_file_type(data_type: str) -> bool:
     """Whether a column type, as DuckDB reports it (e.g. :func:`sightql.sql.tables.table_columns`), is ``file``."""
     return data_type.lower() == FILE_TYPE or data_type == FILE_REPORTED_SQL

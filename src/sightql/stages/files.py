@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sightql.engine import BudgetedRead, ReadBudget
-from sightql.errors import StageError, StageFileChangedError
+from sightql.errors import SightQLError, StageError, StageFileChangedError
 from sightql.sql.file_type import FILE_FIELDS
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.paths import split_stage_ref
@@ -120,6 +120,14 @@ def read_ref(stages: StageCatalog, ref: FileRef | None) -> bytes | None:
     """The bytes of ``ref``'s file in its stage (None for None); a missing, changed or forbidden file raises
     that row's StageError."""
     return None if ref is None else read_file(stages.get(ref.stage_name), ref)
+
+
+def read_ref_or_none(stages: StageCatalog, ref: FileRef | None) -> bytes | None:
+    """:func:`read_ref`, or None where the file is gone, changed, forbidden or unreadable (for showing, not predicting)."""
+    try:
+        return read_ref(stages, ref)
+    except (SightQLError, OSError):  # a missing stage or s3 extra too: whatever keeps it from being shown
+        return None
 
 
 def file_reads(stages: Callable[[str], Stage], budget: ReadBudget) -> BudgetedRead:

@@ -19,12 +19,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
-import pyarrow as pa
-
 from sightql.engine import BudgetedRead, parallel_map, read_budget
 from sightql.errors import ImageError, SightQLError, TableError
 from sightql.images.decode import probe_image
-from sightql.sql.file_type import is_file_type
+from sightql.sql.file_type import is_file_arrow, is_file_type
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import read_rowids, table_columns
 from sightql.sql.warehouse import Warehouse
@@ -61,7 +59,7 @@ def _by_rowid(warehouse: Warehouse, quoted_table: str, column_sql: str, keys: Se
             chunk = sorted({int(k) for k in keys[start : start + READ_CHUNK]})
             rows = read_rowids(cursor, quoted_table, column_sql, chunk)
             column = rows.column(1).combine_chunks()
-            values = file_refs(column) if pa.types.is_struct(column.type) else column.to_pylist()
+            values = file_refs(column) if is_file_arrow(column.type) else column.to_pylist()
             found.update(zip(rows.column(0).to_pylist(), values))
     missing = [k for k in keys if int(k) not in found]
     if missing:
