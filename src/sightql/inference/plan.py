@@ -53,13 +53,11 @@ class PredictPlan:
     # memory limit, so a run of 256 phone photos (870 MB) cannot be read at 256MB: runs start at
     # FIRST_RUN_ROWS rows and then take as many rows as the bytes seen so far say fit. A FILE table's
     # runs hold only FILE values (each file is read where it is decoded, within the process's read
-    # budget), so they are ``chunk_rows`` long whatever the photo size: full model batches.
+    # budget), so predict sets no run_bytes for it: its runs are ``chunk_rows`` long, full model batches.
     run_bytes: int | None = None
     learned_run_rows: int = 0
 
     def next_run_rows(self) -> int:
-        if isinstance(self.source, TableSource) and self.source.is_file:
-            return self.chunk_rows
         if self.learned_run_rows:
             return self.learned_run_rows
         return min(self.chunk_rows, FIRST_RUN_ROWS) if self.run_bytes else self.chunk_rows
@@ -174,7 +172,7 @@ def read_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Table, int]:
             sql, values = source.rows_by_key_query(missing[start : start + KEYS_PER_QUERY])
             parts.append(cursor.sql(sql, params=values).to_arrow_table())
     rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    if not source.is_file:  # FILE values are small: their runs are chunk_rows long (next_run_rows)
+    if not source.is_file:  # FILE values are small: their runs are chunk_rows long (no run_bytes)
         plan.learn_run(rows.num_rows, rows.column("image").nbytes)
     return rows, len(run.keys) - rows.num_rows
 

@@ -25,7 +25,7 @@ from sightql.inference.plan import PredictPlan
 from sightql.inference.progress import progress_bar
 from sightql.inference.runners import Runner, RunnerName, resolve_runner
 from sightql.inference.source import (
-    Params, StageSource, UserParams, prepare_target, resolve_stage, resolve_table,
+    Params, StageSource, TableSource, UserParams, prepare_target, resolve_stage, resolve_table,
 )
 from sightql.inference.writeback import ResultWriter, WriteHook
 from sightql.models.device import resolve_device
@@ -107,7 +107,8 @@ def predict(
     )
     plan = PredictPlan(warehouse, spec, src, target, options, where, Params(params), recompute,
                        chunk_rows or DEFAULT_CHUNK_ROWS, stages=stages)
-    plan.run_bytes = WriteBudget.of(warehouse.connection(), settings).batch_bytes
+    if isinstance(src, TableSource) and not src.is_file:  # only BLOB runs carry bytes through DuckDB
+        plan.run_bytes = WriteBudget.of(warehouse.connection(), settings).batch_bytes
     try:
         total, due = _count(warehouse, plan)
     except duckdb.Error as exc:
