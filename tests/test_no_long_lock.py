@@ -253,13 +253,19 @@ def test_predict_killed_with_sigkill_at_random_points_then_rerun_loses_and_dupli
     seed = int.from_bytes(os.urandom(4), "little")
     chance = random.Random(seed)
     killed_at: list[int] = []
+    done = 0
     for _ in range(3):
+        # A random point by progress, not by time (a quiet machine would finish before a timed kill):
+        # once at least a random number of further rows is committed, SIGKILL at once.
+        target = done + chance.randint(1, max(1, (rows - done) // 2))
         job = start_predict(warehouse)  # into the source table itself (UPDATE per chunk)
-        time.sleep(chance.uniform(2.0, 20.0))
+        while job.poll() is None and count_of(warehouse, "imgs") < target:
+            time.sleep(chance.uniform(0.0, 0.5))
         if job.poll() is None:
             job.send_signal(signal.SIGKILL)
         job.wait(timeout=60)
-        killed_at.append(count_of(warehouse, "imgs"))
+        done = count_of(warehouse, "imgs")
+        killed_at.append(done)
     assert any(0 < n < rows for n in killed_at), (seed, killed_at)  # at least one kill landed mid-job
     assert killed_at == sorted(killed_at), (seed, killed_at)  # a kill never undid committed chunks
     out = finish(start_predict(warehouse))
