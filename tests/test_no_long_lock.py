@@ -79,7 +79,9 @@ def sql_read(home: Path, query: str, *, missing_ok: bool = False) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "SIGHTQL_LOCK_WAIT"}
     result = subprocess.run([*CLI, "sql", query, "-f", "json", "-w", str(home)], env=env, capture_output=True,
                             text=True, timeout=120)
-    if missing_ok and result.returncode == 2 and "Catalog Error" in result.stderr and "not" in result.stderr:
+    missing = ("Catalog Error" in result.stderr and "not" in result.stderr) or (  # no table yet
+        "Binder Error" in result.stderr and "not found" in result.stderr)  # no prediction columns yet
+    if missing_ok and result.returncode == 2 and missing:
         return []
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
