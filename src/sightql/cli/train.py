@@ -79,6 +79,7 @@ def train_command(
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = D["amp"],
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better val accuracy.")] = D["patience"],
     class_weights: Annotated[Optional[str], typer.Option(help="balanced, or label=weight,label=weight.")] = D["class_weights"],
+    probe: Annotated[bool, typer.Option(help="Epoch 0: fit the new head as a linear probe on the frozen body's features first; fine-tuning starts from it and the best epoch, 0 included, is registered.")] = D["probe"],
     checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N epochs.")] = D["checkpoint_every"],
     resume: Annotated[Optional[str], typer.Option(help="RUN_ID to continue from its last checkpoint.")] = None,
     test: Annotated[Optional[str], typer.Option(help="Table or '@stage/prefix' evaluated at the end.")] = D["test"],
@@ -126,6 +127,11 @@ def train_command(
         return
     typer.echo(f"run {result.run_id} completed; best epoch {result.best_epoch}, "
                f"validation accuracy {result.evaluation['accuracy']:.4f}")
+    if result.probe_val_acc is not None:
+        typer.echo(f"probe (epoch 0) validation accuracy {result.probe_val_acc:.4f}; "
+                   f"best epoch's {result.best_val_acc:.4f}")
+    if result.stop_reason:
+        typer.echo(f"stopped: {result.stop_reason}")
     if result.test_evaluation is not None:
         typer.echo(f"test accuracy {result.test_evaluation['accuracy']:.4f} on {result.test_evaluation['images']} image(s)")
     if result.registered_version:
@@ -160,8 +166,10 @@ def runs_show(
     with open_session(warehouse) as session:
         store = RunStore(session.warehouse)
         run = store.get(run_id)
-        for key in ("run_id", "name", "status", "started_at", "finished_at", "best_epoch", "registered_version", "error"):
-            typer.echo(f"{key + ':':20} {run[key] if run[key] is not None else '-'}")
+        for key in ("run_id", "name", "status", "started_at", "finished_at", "best_epoch", "best_val_acc",
+                    "probe_val_acc", "probe_val_loss", "stop_reason", "registered_version", "error"):
+            value = run.get(key)  # a read-only session of an older warehouse lacks the newer columns
+            typer.echo(f"{key + ':':20} {value if value not in (None, '') else '-'}")
         typer.echo(f"{'params:':20} {json.dumps(json.loads(run['params']), sort_keys=True)}")
         print_table(store.epochs(run_id))
         for evaluation in store.evaluations(run_id):

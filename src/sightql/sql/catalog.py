@@ -75,7 +75,7 @@ TRAINING_DDL = [
         error VARCHAR,
         best_epoch INTEGER,
         registered_version VARCHAR
-    )""",
+    )""",  # and the columns of TRAINING_UPGRADES below
     """CREATE TABLE IF NOT EXISTS training_log (
         run_id VARCHAR NOT NULL,
         epoch INTEGER NOT NULL,
@@ -107,7 +107,15 @@ TRAINING_DDL = [
         PRIMARY KEY (run_id, dataset)
     )""",
 ]
-CATALOG_DDL += TRAINING_DDL
+# training_runs' columns added since it was first made, for new and older warehouses alike (added when the
+# warehouse is opened for writing): the linear probe's (epoch 0) validation figures, the best epoch's
+# validation accuracy, and why training stopped.
+TRAINING_UPGRADES = [
+    f"ALTER TABLE training_runs ADD COLUMN IF NOT EXISTS {column} {sql_type}"
+    for column, sql_type in (("probe_val_acc", "DOUBLE"), ("probe_val_loss", "DOUBLE"), ("best_val_acc", "DOUBLE"),
+                             ("stop_reason", "VARCHAR"))
+]
+CATALOG_DDL += TRAINING_DDL + TRAINING_UPGRADES
 
 # The files of a stage reference ('@stage' or '@stage/prefix'), listed live through the stage's
 # own filesystem by the SQL function _sightql_stage_listing (sightql.functions.stage_listing): the

@@ -11,13 +11,15 @@ from sightql.train.dataset import ImageRowsDataset, make_loader
 from sightql.train.distributed import Group
 from sightql.train.loop import Loop, LoopState, Progress
 from sightql.train.options import TrainOptions
+from sightql.train.probe import start_from_probe
 from sightql.train.writer import RunWriter
 
 
 def fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: str, train_rows: list[Any],
         val_rows: list[Any], reader: Any, limits: Any, group: Group | None, writer: RunWriter | None,
-        show_progress: bool, resume_from: tuple[int, Path, str] | None) -> Any:
-    """The epochs, the same on every rank: returns the final LoopState; ``writer`` is None on ranks other than 0."""
+        show_progress: bool, resume_from: tuple[int, Path, str] | None, probe: Any = None) -> Any:
+    """The epochs, the same on every rank: returns the final LoopState; ``writer`` is None on ranks other than 0.
+    ``probe``: a new run's epoch 0 (:mod:`sightql.train.probe`), its head already in ``base``."""
     import torch
 
     class_index = {label: i for i, label in enumerate(labels)}
@@ -57,4 +59,6 @@ def fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: 
         if writer is not None:
             writer.resumed(epoch)
             loop.progress.say(f"resuming {writer.run_id} at epoch {state.start_epoch}")
+    elif probe is not None:
+        state = start_from_probe(loop, probe)
     return loop.run(state)

@@ -11,6 +11,7 @@ from sightql.train.bases import build_unweighted
 from sightql.train.distributed import Group
 from sightql.train.fit import fit
 from sightql.train.options import TrainOptions
+from sightql.train.probe import probe_from_plan
 from sightql.train.result import TrainResult
 from sightql.train.shared_rows import SharedRowsReader
 
@@ -30,7 +31,8 @@ def train_worker(group: Group) -> TrainResult:
     try:
         train_rows, val_rows = reader.split()
         state = fit(options, labels, base, spec, group.device(resolve_device(options.device)), train_rows, val_rows,
-                    reader, ImageLimits(**plan["limits"]), group, None, False, resume_from)
+                    reader, ImageLimits(**plan["limits"]), group, None, False, resume_from,
+                    probe_from_plan(plan.get("probe")))
     finally:
         reader.close()
     outcome = group.receive_outcome()

@@ -46,6 +46,7 @@ class LoopState:
     best_val_loss: float = math.inf
     epochs_without_gain: int = 0
     history: list[EpochResult] = field(default_factory=list)
+    stop_reason: str = ""
 
 
 def _keep_frozen_norms_in_eval(model: Any) -> None:

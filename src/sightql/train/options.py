@@ -22,7 +22,7 @@ AUGMENTS = ("none", "light", "standard")
 _WHOLE = ("epochs", "batch_size", "seed", "checkpoint_every", "decode_threads")
 _WHOLE_OR_NONE = ("unfreeze_after", "image_size", "patience")
 _NUMBERS = ("lr", "weight_decay", "backbone_lr_factor", "val_fraction")
-_SWITCHES = ("amp", "register")
+_SWITCHES = ("amp", "register", "probe")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class TrainOptions:
     checkpoint_every: int = 1
     test: str | None = None
     register: bool = True
+    probe: bool = True  # epoch 0: a linear probe on the frozen body's features (sightql.train.probe)
     decode_threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 

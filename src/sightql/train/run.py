@@ -30,7 +30,9 @@ from sightql.train.assessment import evaluate_rows, evaluate_test
 from sightql.train.distributed import Group
 from sightql.train.distributed import distributed_env, failure_text
 from sightql.train.fit import fit
+from sightql.train.loop import Progress
 from sightql.train.options import TrainOptions
+from sightql.train.probe import probe_epoch, summary
 from sightql.train.progress_file import ProgressFile
 from sightql.train.register import register_model
 from sightql.train.result import TrainResult
@@ -134,12 +136,21 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
         resume_from = store.last_checkpoint(run_id)
         if resume_from is None:
             raise SightQLError(f"run {run_id} has no checkpoint to resume from; start a new run")
+    probe = None
+    if options.probe and not resuming:  # epoch 0, on rank 0 before the plan: its head reaches the others through DDP
+        reporter.phase("probe")
+        probe = probe_epoch(prepared.base, prepared.spec, prepared.train_rows, prepared.val_rows, prepared.reader,
+                            prepared.labels, warehouse.limits, options, prepared.device,
+                            Progress(show_progress).say)
+        store.set_probe(run_id, probe.val_acc, probe.val_loss)
     if group is not None:
-        prepared = share_with_ranks(warehouse, run_id, options, prepared, group, resume_from)
+        prepared = share_with_ranks(warehouse, run_id, options, prepared, group, resume_from,
+                                    None if probe is None else probe.row())
     labels, spec, device, reader = prepared.labels, prepared.spec, prepared.device, prepared.reader
     try:
         state = fit(options, labels, prepared.base, spec, device, prepared.train_rows, prepared.val_rows, reader,
-                    warehouse.limits, group, RunWriter(warehouse, store, run_id, reporter), show_progress, resume_from)
+                    warehouse.limits, group, RunWriter(warehouse, store, run_id, reporter), show_progress, resume_from,
+                    probe)
         if group is not None:
             group.phase = "final"
 
@@ -169,10 +180,16 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     store.add_evaluation(run_id, "validation", registered, val_report)
     if test_report is not None:
         store.add_evaluation(run_id, "test", registered, test_report)
+    history = store.epochs(run_id).to_pylist()
+    probe_row = next((row for row in history if row["epoch"] == 0), None)  # also after a resume
+    best_row = next((row for row in history if row["epoch"] == state.best_epoch), None)
+    stop_reason = summary(state.best_epoch, probe_row, state.stop_reason, registered is not None)
+    store.set_stop_reason(run_id, stop_reason)
     store.finish(run_id, "completed")
     if prepared.rows_path is not None:
         with contextlib.suppress(OSError):  # a failed run keeps it for the ranks' error notes
             prepared.rows_path.parent.rmdir()
-    history = store.epochs(run_id).to_pylist()
     return TrainResult(run_id, "completed", state.best_epoch, registered, labels, history, val_report, test_report,
-                       train_images)
+                       train_images, probe_val_acc=probe_row["val_acc"] if probe_row else None,
+                       probe_val_loss=probe_row["val_loss"] if probe_row else None,
+                       best_val_acc=best_row["val_acc"] if best_row else None, stop_reason=stop_reason)

@@ -63,8 +63,17 @@ class RunStore:
             [status, error, _now(), run_id],
         )
 
-    def set_best(self, run_id: str, epoch: int) -> None:
-        self.warehouse.rows("UPDATE training_runs SET best_epoch = ? WHERE run_id = ?", [epoch, run_id])
+    def set_best(self, run_id: str, epoch: int, val_acc: float | None = None) -> None:
+        self.warehouse.rows("UPDATE training_runs SET best_epoch = ?, best_val_acc = ? WHERE run_id = ?",
+                            [epoch, val_acc, run_id])
+
+    def set_probe(self, run_id: str, val_acc: float, val_loss: float) -> None:
+        """Epoch 0's validation figures (the linear probe), kept beside the best epoch's for comparison."""
+        self.warehouse.rows("UPDATE training_runs SET probe_val_acc = ?, probe_val_loss = ? WHERE run_id = ?",
+                            [val_acc, val_loss, run_id])
+
+    def set_stop_reason(self, run_id: str, reason: str) -> None:
+        self.warehouse.rows("UPDATE training_runs SET stop_reason = ? WHERE run_id = ?", [reason, run_id])
 
     def set_registered(self, run_id: str, ref: str) -> None:
         self.warehouse.rows("UPDATE training_runs SET registered_version = ? WHERE run_id = ?", [ref, run_id])

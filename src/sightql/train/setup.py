@@ -70,8 +70,9 @@ def prepare(warehouse: Warehouse, registry: Registry, stages: StageCatalog, stor
 
 
 def share_with_ranks(warehouse: Warehouse, run_id: str, options: TrainOptions, prepared: Prepared, group: Group,
-                     resume_from: tuple[int, Path, str] | None) -> Prepared:
-    """Copy the rows for every rank, then tell the others the plan (options as JSON); returns the rows as shared."""
+                     resume_from: tuple[int, Path, str] | None, probe: dict[str, Any] | None = None) -> Prepared:
+    """Copy the rows for every rank, then tell the others the plan (options as JSON, and epoch 0's row when
+    rank 0 ran the probe, so every rank starts from the same loop state); returns the rows as shared."""
     shared = fresh_shared_dir(checkpoints.run_dir(warehouse.home, run_id))
     rows_path = shared / ROWS_FILE
     write_rows(rows_path, prepared.train_rows, prepared.val_rows, prepared.reader)
@@ -82,6 +83,7 @@ def share_with_ranks(warehouse: Warehouse, run_id: str, options: TrainOptions, p
         "input": json.loads(json.dumps(prepared.spec.__dict__)), "limits": warehouse.limits.__dict__,
         "shared_dir": str(shared), "rows": str(rows_path), "source": reader.description,
         "resume": None if resume_from is None else [resume_from[0], str(resume_from[1]), resume_from[2]],
+        "probe": probe,
     })
     return Prepared(prepared.examples, train_rows, val_rows, reader, prepared.labels, prepared.device, prepared.base,
                     prepared.spec, rows_path)

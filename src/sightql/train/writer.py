@@ -35,7 +35,7 @@ class RunWriter:
 
     def best(self, result: Any, module: Any) -> None:
         checkpoints.save_best_weights(self.warehouse.home, self.run_id, module)
-        self.store.set_best(self.run_id, result.epoch)
+        self.store.set_best(self.run_id, result.epoch, result.val_acc)
 
     def resumed(self, epoch: int) -> None:
         self.store.forget_epochs_after(self.run_id, epoch)
