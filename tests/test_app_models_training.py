@@ -201,9 +201,9 @@ def test_training_page_starts_a_run_follows_it_and_shows_the_registered_result(t
         log = RunStore(s.warehouse).epochs(job.run_id).to_pylist()
         (evaluation,) = RunStore(s.warehouse).evaluations(job.run_id)
         assert s.registry.get_model("tex").version("v1").card.labels == ("local", "nominal")
-    assert len(log) == 1 and job.history[0]["train_loss"] == pytest.approx(log[0]["train_loss"])
-    shown = at.dataframe[0].value
-    assert shown["epoch"].tolist() == [1] and shown["val_acc"].tolist() == pytest.approx([log[0]["val_acc"]])
+    assert len(log) == 2 and [h["train_loss"] for h in job.history] == pytest.approx([r["train_loss"] for r in log])
+    shown = at.dataframe[0].value  # epoch 0 is the linear probe
+    assert shown["epoch"].tolist() == [0, 1] and shown["val_acc"].tolist() == pytest.approx([r["val_acc"] for r in log])
     assert len(at.get("vega_lite_chart")) == 3  # loss, accuracy and the validation confusion matrix
 
     models = _page("models.py", textile_warehouse, monkeypatch)  # the Models page sees the trained version

@@ -192,9 +192,9 @@ def test_training_log_is_readable_with_sightql_sql_while_sightql_train_runs(ware
         time.sleep(0.5)  # leave the cores to the training between reads
     out = finish(job)
     assert "registered shapes@v1" in out
-    assert grew_while_running(reads, epochs), reads  # epochs' rows read while the run was still running
+    assert grew_while_running(reads, epochs + 1), reads  # epochs' rows read while the run was still running
     with sightql.connect(warehouse) as session:
-        assert session.sql("SELECT count(*) AS n FROM training_log").to_pylist() == [{"n": epochs}]
+        assert session.sql("SELECT count(*) AS n FROM training_log").to_pylist() == [{"n": epochs + 1}]  # and the probe
 
 
 # ---- a second job ------------------------------------------------------------------
@@ -341,5 +341,5 @@ def test_another_process_reads_training_log_after_each_epoch_while_the_run_goes_
         result = session.train("shapes", "shapes", label="label", epochs=2, image_size=64, batch_size=4,
                                progress=False, seed=0)
         assert result.status == "completed"
-        assert session.sql("SELECT count(*) AS n FROM visits").to_pylist() == [{"n": 2}]
-    assert seen == ["running:1", "running:1,running:2"]
+        assert session.sql("SELECT count(*) AS n FROM visits").to_pylist() == [{"n": 3}]  # one per epoch, epoch 0 included
+    assert seen == ["running:0", "running:0,running:1", "running:0,running:1,running:2"]  # epoch 0: the probe

@@ -166,10 +166,10 @@ def test_train_from_stage_logs_evaluates_registers_and_classifies_in_sql(session
         result = session.train("tex", "@tex/train", label="folder", test="@tex/test", **{**TINY, "epochs": 2})
     assert result.status == "completed" and result.registered_version == "tex@v1"
     log = session.sql("SELECT * FROM training_log WHERE run_id = ? ORDER BY epoch", [result.run_id]).to_pylist()
-    assert [r["epoch"] for r in log] == [1, 2]
+    assert [r["epoch"] for r in log] == [0, 1, 2]  # epoch 0: the linear probe
     assert all(r["seconds"] > 0 and r["images_per_s"] > 0 and 0 <= r["val_acc"] <= 1 for r in log)
     run = _run(session, result.run_id)
-    assert run["status"] == "completed" and run["registered_version"] == "tex@v1" and run["best_epoch"] in (1, 2)
+    assert run["status"] == "completed" and run["registered_version"] == "tex@v1" and run["best_epoch"] in (0, 1, 2)
     params = json.loads(run["params"])
     assert params["extra"]["train_images"] + params["extra"]["val_images"] == 14
 
@@ -215,7 +215,7 @@ def test_interrupted_run_keeps_a_checkpoint_and_resumes(session, textile_table, 
     result = session.train(resume=run["run_id"], progress=False)
     assert result.status == "completed" and _run(session, run["run_id"])["status"] == "completed"
     epochs = session.sql("SELECT epoch FROM training_log WHERE run_id = ? ORDER BY epoch", [run["run_id"]]).to_pylist()
-    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert [e["epoch"] for e in epochs] == [0, 1, 2]
     kept = session.sql("SELECT epoch FROM training_checkpoints WHERE run_id = ?", [run["run_id"]]).to_pylist()
     assert kept == [{"epoch": 2}]  # only the newest is kept
     with pytest.raises(ConfigError, match="already completed"):

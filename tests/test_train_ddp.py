@@ -93,7 +93,8 @@ def test_torchrun_two_ranks_train_one_run_and_register_a_model_sql_can_call(ware
         (run,) = again.sql("SELECT * FROM training_runs").to_pylist()
         assert run["status"] == "completed" and run["registered_version"] == "tex@v1" and run["error"] is None
         log = again.sql("SELECT * FROM training_log WHERE run_id = ? ORDER BY epoch", [run["run_id"]]).to_pylist()
-        assert [r["epoch"] for r in log] == [1, 2]
+        assert [r["epoch"] for r in log] == [0, 1, 2]  # epoch 0, the probe rank 0 ran before the plan, logged once
+        assert run["probe_val_acc"] == log[0]["val_acc"] and run["best_val_acc"] == log[run["best_epoch"]]["val_acc"]
         assert all(0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1 and r["images_per_s"] > 0 for r in log)
         extra = json.loads(run["params"])["extra"]
         assert (extra["train_images"], extra["val_images"]) == (11, 2)
@@ -131,7 +132,8 @@ def test_a_failing_rank_fails_the_run_on_every_rank(warehouse, session, stage_of
     stage_of_13.write_bytes("train/local/truncated.jpg", good[: len(good) // 3])  # header fine, pixels missing
     seed = _seed_putting_in_rank_1_shard(session, "train/local/truncated.jpg")
     session.close()
-    result = _torchrun(warehouse, *TRAIN, "--seed", str(seed))
+    # Without the probe: rank 0's feature pass over every row would meet the bad image first, on rank 0.
+    result = _torchrun(warehouse, *TRAIN, "--seed", str(seed), "--no-probe")
     assert result.returncode != 0
     assert "error: rank 1 failed: image train/local/truncated.jpg" in result.stderr  # rank 0, naming rank 1
     with sightql.connect(warehouse) as again:
