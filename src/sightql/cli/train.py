@@ -79,7 +79,7 @@ def train_command(
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = D["amp"],
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better val accuracy.")] = D["patience"],
     class_weights: Annotated[Optional[str], typer.Option(help="balanced, or label=weight,label=weight.")] = D["class_weights"],
-    probe: Annotated[bool, typer.Option(help="Epoch 0: fit the new head as a linear probe on the frozen body's features first; fine-tuning starts from it and the best epoch, 0 included, is registered.")] = D["probe"],
+    probe: Annotated[bool, typer.Option(help="Epoch 0: fit the new head as a linear probe on the frozen body first; fine-tuning starts from it.")] = D["probe"],
     checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N epochs.")] = D["checkpoint_every"],
     resume: Annotated[Optional[str], typer.Option(help="RUN_ID to continue from its last checkpoint.")] = None,
     test: Annotated[Optional[str], typer.Option(help="Table or '@stage/prefix' evaluated at the end.")] = D["test"],
