@@ -138,7 +138,7 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
             raise SightQLError(f"run {run_id} has no checkpoint to resume from; start a new run")
     probe = None
     if options.probe and not resuming:  # epoch 0, on rank 0 before the plan: its head reaches the others through DDP
-        reporter.phase("probe")
+        reporter.phase("linear probe (epoch 0)")
         probe = probe_epoch(prepared.base, prepared.spec, prepared.train_rows, prepared.val_rows, prepared.reader,
                             prepared.labels, warehouse.limits, options, prepared.device,
                             Progress(show_progress).say)
