@@ -53,7 +53,7 @@ def head_inputs(module: Any, head: Any, loader: Any, device: str, amp: bool) -> 
     was_training = module.training
     module.eval()
     try:
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the features are later used beside tensors that need gradients
             for images, labels in loader:
                 with torch.autocast(device_type="cuda", enabled=amp and device.startswith("cuda")):
                     module(images.to(device, non_blocking=True))
