@@ -38,6 +38,8 @@ SETTINGS = {
     "channels_last": (False, True, False, False, "fp32"),
     "malloc+channels_last": (True, True, False, False, "fp32"),
     "all": (True, True, True, True, "auto"),  # what sightql train does by default
+    "all-but-prefetch": (True, True, False, True, "auto"),
+    "all-but-cache": (True, True, True, False, "auto"),
     "all+bf16": (True, True, True, True, "bf16"),  # only meaningful on a CPU with AVX-512 BF16 or AMX
 }
 

@@ -8,7 +8,10 @@ resize/crop/normalise.
 Loading design: a DuckDB connection must not cross processes, so the DataLoader runs with
 ``num_workers=0`` and the dataset's ``__getitems__`` reads one batch's bytes in a few small
 queries on the main process, then decodes the batch in the batch engine's worker pool (Pillow
-releases the GIL while decoding and resizing), at most ``threads`` images at once. Memory stays at one batch of bytes.
+releases the GIL while decoding and resizing), at most ``threads`` images at once. The loader reads and
+queues the next batch while the model runs this one (:class:`PrefetchingLoader`), so memory stays at two
+batches of bytes, plus the decoded images kept between epochs within ``image_cache_mb``
+(:mod:`sightql.train.image_cache`).
 A table of FILE values reads only the batch's FILE values by rowid; each file's bytes are read in the
 pool task that decodes them, within the process's read budget, so memory stays at ``threads`` files.
 A file gone or changed since planning is left out of its batch with a warning (the run goes on); a
