@@ -170,7 +170,14 @@ def _gather(groups: int, futures: list[Future]) -> list[Any]:
 
 def parallel_map(fn: Callable[[I], X], items: Sequence[I], threads: int | None = None) -> list[X]:
     """``[fn(item) for item in items]`` in the worker pool, at most ``threads`` at once (training's decoding)."""
-    return _gather(*_submit(fn, items, _width(threads)))
+    return map_ahead(fn, items, threads)()
+
+
+def map_ahead(fn: Callable[[I], X], items: Sequence[I], threads: int | None = None) -> Callable[[], list[X]]:
+    """Start :func:`parallel_map` now and return a function that waits for its list (re-raising a task's
+    error): training decodes the next batch while the model runs this one."""
+    submitted = _submit(fn, items, _width(threads))
+    return lambda: _gather(*submitted)
 
 
 def run_batches(

@@ -12,7 +12,7 @@ from sightql.cli.common import WarehouseOpt, open_session, print_table, read_tex
 from sightql.cli.train_launch import train_warehouse
 from sightql.errors import ConfigError
 from sightql.train.options import DEFAULTS as D
-from sightql.train.options import Augment, Schedule, TrainOptions
+from sightql.train.options import Augment, Precision, Schedule, TrainOptions
 from sightql.train.runs import RunStore
 
 runs_app = typer.Typer(help="Training runs: their status, epochs and evaluations.")
@@ -77,6 +77,7 @@ def train_command(
     seed: Annotated[int, typer.Option(help="Seed for the split, shuffling and augmentation.")] = D["seed"],
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = D["device"],
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = D["amp"],
+    precision: Annotated[Precision, typer.Option(help="CPU arithmetic: auto (bfloat16 only on a CPU with AVX-512 BF16 or AMX), fp32 or bf16.")] = D["precision"],
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better val accuracy.")] = D["patience"],
     class_weights: Annotated[Optional[str], typer.Option(help="balanced, or label=weight,label=weight.")] = D["class_weights"],
     probe: Annotated[bool, typer.Option(help="Epoch 0: fit the new head as a linear probe on the frozen body first; fine-tuning starts from it.")] = D["probe"],

@@ -82,8 +82,21 @@ class Transform:
 
     def __call__(self, data: bytes | None, rng: np.random.Generator | None = None) -> np.ndarray:
         """Raises :class:`sightql.errors.ImageError`; ``rng`` draws the augmentation (required with one)."""
-        min_size = None if self.spec.resize == "squash" else resize_target(self.spec)
-        image = decode_image(data, self.limits, channels=self.spec.channels, min_size=min_size)
+        return self.finish(self.decode(data), rng)
+
+    def decode(self, data: bytes | None) -> Image.Image:
+        """The decoded image, no larger than the resize needs: a JPEG decodes at the smallest scale
+        (1/2, 1/4, 1/8) that keeps both sides at least the resize target (``Image.draft``): the
+        shorter side's target before a centre crop, the larger of width and height for ``squash``.
+        The same image for every epoch, so training may keep it (:mod:`sightql.train.image_cache`)."""
+        if self.spec.resize == "squash":
+            min_size = max(self.spec.width, self.spec.height)
+        else:
+            min_size = resize_target(self.spec)
+        return decode_image(data, self.limits, channels=self.spec.channels, min_size=min_size)
+
+    def finish(self, image: Image.Image, rng: np.random.Generator | None = None) -> np.ndarray:
+        """The random parts (augmentation, drawn from ``rng``) and the resize/crop/normalise of a decoded image."""
         if self.augment != "none":
             image = augment_image(image, self.augment, rng if rng is not None else np.random.default_rng())
         return to_array(image, self.spec)

@@ -7,9 +7,12 @@ from typing import Any, Sequence
 import numpy as np
 
 
-def predict(model: Any, loader: Any, device: str, amp: bool) -> tuple[np.ndarray, np.ndarray, float]:
-    """(true class indices, class probabilities, mean cross-entropy loss) over a loader."""
+def predict(model: Any, loader: Any, device: str, amp: bool, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray, float]:
+    """(true class indices, class probabilities, mean cross-entropy loss) over a loader; ``precision='bf16'``
+    evaluates under CPU bfloat16 autocast, as the run trained (see :mod:`sightql.train.speed`)."""
     import torch
+
+    from sightql.train.speed import autocast
 
     model.eval()
     targets, probabilities = [], []
@@ -17,7 +20,7 @@ def predict(model: Any, loader: Any, device: str, amp: bool) -> tuple[np.ndarray
     with torch.inference_mode():
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device)
-            with torch.autocast(device_type="cuda", enabled=amp and device.startswith("cuda")):
+            with autocast(device, amp, precision):
                 logits = model(images)
             logits = logits.float()
             total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))

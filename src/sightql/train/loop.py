@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from sightql.train import checkpoints
+from sightql.train import checkpoints, speed
 from sightql.train.evaluate import predict
 from sightql.train.progress_file import ProgressFile
 
@@ -129,6 +129,8 @@ class Loop:
     unfreeze_after: int | None = None
     unfreeze: Callable[[], None] | None = None
     group: Any = None  # sightql.train.distributed.Group under torchrun
+    precision: str = "fp32"  # 'bf16': CPU autocast (speed.choose_precision decided)
+    channels_last: bool = False  # inputs in channels-last, as the model (speed.to_channels_last)
 
     def state_dict(self, state: LoopState, epoch: int) -> dict[str, Any]:
         return {
@@ -173,12 +175,13 @@ class Loop:
         elif self.train_loader.generator is not None:
             self.train_loader.generator.manual_seed(self.seed * 100_003 + epoch)  # same order after a resume
         total_loss, correct, seen = 0.0, 0, 0
-        use_amp = self.amp and self.device.startswith("cuda")
         with self.group.uneven_batches(self.model) if self.group is not None else contextlib.nullcontext():
             for images, labels in self.train_loader:
                 images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
+                if self.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 self.optimizer.zero_grad(set_to_none=True)
-                with torch.autocast(device_type="cuda", enabled=use_amp):
+                with speed.autocast(self.device, self.amp, self.precision):
                     logits = self.model(images)
                     loss = self.loss_fn(logits.float(), labels)
                 self.scaler.scale(loss).backward()
@@ -200,7 +203,7 @@ class Loop:
         model = self.model if self.group is None else self.model.module
         if self.group is not None:
             self.group.sync_buffers(model)
-        targets, probabilities, val_loss = predict(model, self.val_loader, self.device, self.amp)
+        targets, probabilities, val_loss = predict(model, self.val_loader, self.device, self.amp, self.precision)
         count = len(targets)
         if self.group is None:
             return val_loss, float((probabilities.argmax(axis=1) == targets).mean()) if count else float("nan")

@@ -17,9 +17,11 @@ from sightql.errors import ConfigError
 
 Schedule = Literal["cosine", "step", "none"]
 Augment = Literal["none", "light", "standard"]
+Precision = Literal["auto", "fp32", "bf16"]
 SCHEDULES = ("cosine", "step", "none")
+PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("none", "light", "standard")
-_WHOLE = ("epochs", "batch_size", "seed", "checkpoint_every", "decode_threads")
+_WHOLE = ("epochs", "batch_size", "seed", "checkpoint_every", "decode_threads", "image_cache_mb")
 _WHOLE_OR_NONE = ("unfreeze_after", "image_size", "patience")
 _NUMBERS = ("lr", "weight_decay", "backbone_lr_factor", "val_fraction")
 _SWITCHES = ("amp", "register", "probe")
@@ -58,6 +60,8 @@ class TrainOptions:
     register: bool = True
     probe: bool = True  # epoch 0: a linear probe on the frozen body's features (sightql.train.probe)
     decode_threads: int = 0
+    precision: Precision = "auto"
+    image_cache_mb: int = 512
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -84,6 +88,10 @@ class TrainOptions:
             raise ConfigError(f"image_size={self.image_size} is too small; use 16 pixels or more")
         if self.resize not in (None, "shorter", "squash"):
             raise ConfigError(f"resize={self.resize!r} is not valid; use 'shorter' (centre crop), 'squash' (whole image) or None")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision={self.precision!r} is not known; use one of {', '.join(PRECISIONS)}")
+        if self.image_cache_mb < 0:
+            raise ConfigError(f"image_cache_mb={self.image_cache_mb} is not valid; use 0 (no cache) or more megabytes")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every={self.checkpoint_every} is not valid; use 1 or more epochs")
         if self.patience is not None and self.patience < 1:
