@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25'
 	# `all` holds every optional extra, `formats` (HEIC, AVIF, DICOM) included
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
+	# Animal-MNIST for benchmarks/train_accuracy.py: data files only (its declared dependencies pull TensorFlow)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps 'animal-mnist>=0.1'
 	touch $(STAMP)
 
 install: $(STAMP)
