@@ -191,3 +191,22 @@ def test_the_thread_helpers_read_the_settings_once_until_the_environment_changes
     assert len(reads) == 2
     clear_settings_cache()
     assert decode_threads() == 5 and len(reads) == 3
+
+
+def test_long_cli_jobs_lower_their_cpu_priority_by_job_nice(clean_env, monkeypatch, tmp_path):
+    """`sightql predict`, `train`, `load` and `tables externalize` call as_background_job() first: a child
+    process that runs it ends up job_nice steps nicer than it started; 0 leaves it as it was."""
+    import subprocess
+    import sys
+
+    script = ("import os; from sightql.cli.common import as_background_job; before = os.nice(0); "
+              "as_background_job(); print(os.nice(0) - before)")
+    for value, expected in (("3", "3"), ("0", "0"), (None, "10")):
+        env = {k: v for k, v in os.environ.items() if k != "SIGHTQL_JOB_NICE"}
+        if value is not None:
+            env["SIGHTQL_JOB_NICE"] = value
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
+    monkeypatch.setenv("SIGHTQL_JOB_NICE", "25")
+    with pytest.raises(ConfigError, match="SIGHTQL_JOB_NICE='25' must be from 0 .* to 19"):
+        Settings.from_env()

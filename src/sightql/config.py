@@ -35,6 +35,7 @@ never from the file. docs/configuration.md lists every key.
 | image_timeout         | seconds to wait for one generated image                       | 120                  |
 | dask_scheduler        | Dask scheduler address of predict's runner='dask'             | a local cluster      |
 | dask_workers          | worker processes of that local Dask cluster                   | CPU count            |
+| job_nice              | CPU priority step of long CLI jobs (predict, train, load, externalize); 0: none | 10 |
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def _cpu_count() -> int:
 
 # How the config file and the environment give each key (parsed in config_sources.py).
 POSITIVE, SECONDS, TEXT = {"kind": "positive"}, {"kind": "seconds"}, {"kind": "text"}
+NICE = {"kind": "nice"}
 DEVICE, PATH, URL = {"kind": "device"}, {"kind": "path"}, {"kind": "url"}
 
 
@@ -93,6 +95,9 @@ class Settings:
     # size of a local cluster (None: one worker per CPU core); at most one of them.
     dask_scheduler: str | None = field(default=None, metadata=TEXT)
     dask_workers: int | None = field(default=None, metadata=POSITIVE)
+    # A long CLI job lowers its own CPU priority by this many steps (0-19; 0 keeps the shell's), so that the
+    # API, the app and people's queries on the same machine keep answering while it runs (docs/batch.md).
+    job_nice: int = field(default=10, metadata=NICE)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

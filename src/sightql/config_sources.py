@@ -68,6 +68,18 @@ def _text(raw: Any, default: Any) -> Any:
     return raw.strip()
 
 
+def _nice(raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        value = int(raw.strip()) if isinstance(raw, str) else int(raw)
+    except (ValueError, TypeError, OverflowError):
+        raise _Refused(f"is not a whole number; set it to one from 0 to 19, e.g. {default}") from None
+    if not 0 <= value <= 19:
+        raise _Refused(f"must be from 0 (the shell's priority) to 19 (the lowest); set it to e.g. {default}")
+    return value
+
+
 def _device(raw: Any, default: Any) -> Any:
     if raw not in ("auto", "cpu", "cuda"):
         raise _Refused("is not valid; use auto, cpu or cuda")
@@ -87,7 +99,7 @@ def _url(raw: Any, default: Any) -> Any:
 
 
 PARSERS: dict[str, Callable[[Any, Any], Any]] = {
-    "positive": _positive, "seconds": _seconds, "text": _text, "device": _device, "path": _path, "url": _url,
+    "positive": _positive, "nice": _nice, "seconds": _seconds, "text": _text, "device": _device, "path": _path, "url": _url,
 }
 
 

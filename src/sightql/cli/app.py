@@ -16,7 +16,7 @@ from sightql.cli import stage as stage_cmds
 from sightql.cli import tables as tables_cmds
 from sightql.cli import train as train_cmds
 from sightql.cli import webapp as webapp_cmds
-from sightql.cli.common import WarehouseOpt, help_without_command, open_session, print_table, read_text
+from sightql.cli.common import WarehouseOpt, as_background_job, help_without_command, open_session, print_table, read_text
 
 app = typer.Typer(
     name="sightql",
@@ -104,6 +104,7 @@ def load(
 
         sightql load icons ./icons/ --inline
     """
+    as_background_job()
     with open_session(warehouse) as session:
         typer.echo(str(session.load_images(table, source, inline=inline)))
 

@@ -14,6 +14,22 @@ WarehouseOpt = Annotated[
 ]
 
 
+def as_background_job() -> None:
+    """A long job (predict, train, load, externalize) lowers its own CPU priority by ``job_nice`` steps
+    (SIGHTQL_JOB_NICE, default 10) before it starts any thread, so the API, the app and people's queries
+    on the same machine keep answering while it runs; alone on the machine it runs as fast (docs/batch.md)."""
+    import os
+
+    from sightql.config import cached_settings
+
+    step = cached_settings().job_nice
+    if step and hasattr(os, "nice"):
+        try:
+            os.nice(step)
+        except OSError:  # not allowed here: the job runs at the shell's priority
+            pass
+
+
 def help_without_command(ctx: typer.Context) -> None:
     """A group called without a command (`sightql`, `sightql stage`) prints its help and exits 0."""
     if ctx.invoked_subcommand is None:

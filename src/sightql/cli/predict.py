@@ -6,7 +6,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from sightql.cli.common import WarehouseOpt, open_session
+from sightql.cli.common import WarehouseOpt, as_background_job, open_session
 from sightql.inference.runners import RunnerName, runner_from_options
 
 
@@ -49,6 +49,7 @@ def predict(
     if from_stage is not None and not from_stage.startswith("@"):
         raise ConfigError(f"--from takes a stage reference such as '@photos', not {from_stage!r}; use --table for a table")
     chosen = runner_from_options(runner, scheduler, workers)  # a wrong mix is refused before the warehouse opens
+    as_background_job()
     with open_session(warehouse) as session:
         report = session.predict(
             model, table or from_stage, image=image, into=into, where=where, params=param or None, top_k=top_k,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sightql.cli.common import WarehouseOpt, open_session
+from sightql.cli.common import WarehouseOpt, as_background_job, open_session
 
 app = typer.Typer(help="Image tables: how they keep their images.")
 
@@ -24,5 +24,6 @@ def externalize(
 
         sightql tables externalize photos
     """
+    as_background_job()
     with open_session(warehouse) as session:
         typer.echo(str(session.externalize_table(table)))

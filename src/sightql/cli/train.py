@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from sightql.cli.common import WarehouseOpt, open_session, print_table, read_text
+from sightql.cli.common import WarehouseOpt, as_background_job, open_session, print_table, read_text
 from sightql.cli.train_launch import train_warehouse
 from sightql.errors import ConfigError
 from sightql.train.options import DEFAULTS as D
@@ -112,6 +112,7 @@ def train_command(
 
     Under torchrun only rank 0 opens the warehouse; see docs/training.md.
     """
+    as_background_job()
     if resume is not None:
         result = train_warehouse(warehouse, resume=resume, epochs=epochs, progress_file=progress_file)
     else:
