@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -18,6 +18,8 @@ class TrainResult:
     test_evaluation: dict[str, Any] | None = None
     train_images: int = 0
     rank: int = 0  # under torchrun, the process that returned it; rank 0 holds the full result
+    chosen: dict[str, Any] = field(default_factory=dict)  # settings chosen from the data: {name: {value, why}}
+    stop_reason: str = ""  # why the epochs ended: early stop, or the epoch limit reached
 
     def __repr__(self) -> str:
         acc = self.evaluation.get("accuracy")

@@ -27,6 +27,7 @@ from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
 from sightql.train import checkpoints
 from sightql.train.assessment import evaluate_rows, evaluate_test
+from sightql.train.auto_settings import settle_learning_rate
 from sightql.train.distributed import Group
 from sightql.train.distributed import distributed_env, failure_text
 from sightql.train.fit import fit
@@ -127,7 +128,10 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     import torch
 
     torch.manual_seed(options.seed)
-    prepared = prepare(warehouse, registry, stages, store, run_id, options, resuming, group)
+    prepared = prepare(warehouse, registry, stages, store, run_id, options, resuming, group, show_progress)
+    options = prepared.options or options  # with the settings chosen from the data
+    options = settle_learning_rate(store, run_id, options, prepared.base, prepared.labels, prepared.train_rows,
+                                   prepared.reader, prepared.spec, warehouse.limits, prepared.device, show_progress)
     train_images = len(prepared.train_rows)
     resume_from = None
     if resuming:
@@ -137,9 +141,11 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     if group is not None:
         prepared = share_with_ranks(warehouse, run_id, options, prepared, group, resume_from)
     labels, spec, device, reader = prepared.labels, prepared.spec, prepared.device, prepared.reader
+    writer = RunWriter(warehouse, store, run_id, reporter)
     try:
         state = fit(options, labels, prepared.base, spec, device, prepared.train_rows, prepared.val_rows, reader,
-                    warehouse.limits, group, RunWriter(warehouse, store, run_id, reporter), show_progress, resume_from)
+                    warehouse.limits, group, writer, show_progress, resume_from)
+        writer.stopped(state.stop_reason)
         if group is not None:
             group.phase = "final"
 
@@ -174,5 +180,6 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
         with contextlib.suppress(OSError):  # a failed run keeps it for the ranks' error notes
             prepared.rows_path.parent.rmdir()
     history = store.epochs(run_id).to_pylist()
+    chosen = json.loads(store.get(run_id)["params"]).get("extra", {}).get("chosen", {})
     return TrainResult(run_id, "completed", state.best_epoch, registered, labels, history, val_report, test_report,
-                       train_images)
+                       train_images, chosen=chosen, stop_reason=state.stop_reason)
