@@ -94,13 +94,19 @@ def test_small_images_get_64_px_and_an_explicit_size_wins(session):
 
 
 # ---- resize: squash or pad, carried by the card -------------------------------------------
-@pytest.mark.slow
-def test_square_images_squash_and_strips_pad_and_the_card_carries_it(session):
-    from sightql.images.preprocess import preprocess
+def test_square_photos_keep_the_base_size_and_are_squashed_not_cropped(session):
+    from sightql.images.spec import InputSpec
+    from sightql.train.options import TrainOptions
 
-    square = session.train("sq", _table(session, "square", _textile(5)), label="label", **TINY)
-    assert square.chosen["resize"]["value"] == "squash" and square.chosen["image_size"]["value"] == 224
-    assert session.registry.get_model("sq").version().card.input.resize == "squash"
+    rows, reader = _rows_and_reader(session, _table(session, "square", _textile(5)))  # 250x250 JPEGs
+    options, chosen = auto_settings.choose_settings(TrainOptions(name="m", source="square"), rows, reader,
+                                                    session.warehouse.limits, InputSpec())
+    assert (options.image_size, options.resize) == (224, "squash") and "1.00:1" in chosen["resize"]["why"]
+
+
+@pytest.mark.slow
+def test_strips_are_letterboxed_and_the_card_carries_it_to_inference(session):
+    from sightql.images.preprocess import preprocess
 
     strips = {label: [_reshaped(d, box=(0, 100, 250, 175)) for d in items] for label, items in _textile(5).items()}
     result = session.train("strip", _table(session, "strips", strips), label="label", image_size=64, **TINY)
@@ -244,10 +250,10 @@ def test_cli_lr_takes_a_number_or_auto_and_refuses_anything_else(warehouse, sess
 def test_cli_prints_the_settings_it_chose_and_why_it_stopped(warehouse, session):
     _table(session, "tex", _textile(16))
     session.close()
-    result = _cli("train", "--from", "tex", "--label", "label", "--register", "tex", "--epochs", "1", "--batch-size",
-                  "4", "--patience", "none", "-w", str(warehouse))
+    result = _cli("train", "--from", "tex", "--label", "label", "--epochs", "1", "--batch-size",
+                  "4", "--patience", "none", "--image-size", "64", "--no-register", "-w", str(warehouse))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("chosen from the data: lr ") for line in lines)
-    assert any(line.startswith("chosen from the data: image_size 224 ") for line in lines)
+    assert any(line.startswith("chosen from the data: resize squash ") for line in lines)
     assert "stopped: reached the epoch limit (1)" in lines and not any("patience" in line for line in lines)
