@@ -257,3 +257,14 @@ def test_cli_prints_the_settings_it_chose_and_why_it_stopped(warehouse, session)
     assert any(line.startswith("chosen from the data: lr ") for line in lines)
     assert any(line.startswith("chosen from the data: resize squash ") for line in lines)
     assert "stopped: reached the epoch limit (1)" in lines and not any("patience" in line for line in lines)
+
+
+def test_an_old_runs_params_still_read():
+    from sightql.train.options import DEFAULTS, TrainOptions
+
+    old = {"name": "m", "source": "t", "epochs": 5, "lr": 0.001, "patience": None, "image_size": None, "resize": None,
+           "extra": {"labels": ["a", "b"]}}
+    options = TrainOptions.from_json_dict(old)
+    assert (options.epochs, options.lr, options.patience, options.image_size) == (5, 0.001, None, None)
+    assert (DEFAULTS["epochs"], DEFAULTS["lr"], DEFAULTS["patience"]) == (None, "auto", None)
+    assert TrainOptions.from_json(options.to_json()) == options
