@@ -89,7 +89,7 @@ def test_the_walk_sees_typed_options():
     kinds = {(path, p.opts[0]): _kind(p) for path, command in COMMANDS for p in command.params if p.param_type_name == "option"}
     assert kinds[("serve",), "--port"] == "number"
     assert kinds[("predict",), "--top-k"] == "number"
-    assert kinds[("train",), "--lr"] == "number"
+    assert kinds[("train",), "--batch-size"] == "number"
     assert kinds[("sql",), "--format"] == "choice"
     assert {("functions", "create"), ("functions", "ls"), ("functions", "rm"), ("stage", "rm")} <= {p for p, _ in COMMANDS}
 

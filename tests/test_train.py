@@ -299,8 +299,13 @@ def test_options_survive_a_json_round_trip_and_bad_json_is_one_sentence():
         TrainOptions.from_json("{name: m}")
     with pytest.raises(ConfigError, match="epochs=0 is not valid"):
         TrainOptions.from_json('{"name": "m", "source": "t", "epochs": 0}')
-    with pytest.raises(ConfigError, match="^epochs='3' is not valid; use a whole number$"):
+    with pytest.raises(ConfigError, match="^epochs='3' is not valid; use a whole number or None$"):
         TrainOptions.from_json('{"name": "m", "source": "t", "epochs": "3"}')
+    with pytest.raises(ConfigError, match="^lr='fast' is not valid; use a positive learning rate such as 1e-3, or 'auto'$"):
+        TrainOptions(name="m", source="t", lr="fast")
+    with pytest.raises(ConfigError, match="^resize='crop' is not valid; use 'squash'"):
+        TrainOptions(name="m", source="t", resize="crop")
+    assert TrainOptions.from_json(TrainOptions(name="m", source="t", lr=0.01, patience=0, resize="pad").to_json()).lr == 0.01
     with pytest.raises(ConfigError, match="^patience=1.5 is not valid; use a whole number or None$"):
         TrainOptions(name="m", source="t", patience=1.5)
 

@@ -99,6 +99,8 @@ def test_torchrun_two_ranks_train_one_run_and_register_a_model_sql_can_call(ware
         extra = json.loads(run["params"])["extra"]
         assert (extra["train_images"], extra["val_images"]) == (11, 2)
         assert extra["distributed"]["world_size"] == 2 and extra["distributed"]["backend"] == "gloo"
+        params = json.loads(run["params"])  # lr='auto' and the resize mode were settled on rank 0, before the plan
+        assert params["lr"] == extra["chosen"]["lr"]["value"] and params["resize"] == "squash"
         shares = extra["distributed"]["train_images_per_rank"]
         assert sorted(shares) == ["1", "2"]
         for share in shares.values():  # each rank saw its half; together every training row exactly once

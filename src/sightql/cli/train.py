@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -11,6 +12,7 @@ import typer
 from sightql.cli.common import WarehouseOpt, as_background_job, open_session, print_table, read_text
 from sightql.cli.train_launch import train_warehouse
 from sightql.errors import ConfigError
+from sightql.train.auto_settings import describe
 from sightql.train.options import DEFAULTS as D
 from sightql.train.options import Augment, Precision, Schedule, TrainOptions
 from sightql.train.runs import RunStore
@@ -26,6 +28,26 @@ def _freeze(raw: str) -> str | int:
     raise ConfigError(f"--freeze {raw!r} is not valid; use backbone, none or a number of blocks")
 
 
+def _lr(raw: str) -> float | str:
+    if raw == "auto":
+        return raw
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ConfigError(f"--lr {raw!r} is not valid; use a positive number such as 0.001, or auto")
+    return value
+
+
+def _patience(raw: str) -> int:
+    if raw.lower() == "none":
+        return 0
+    if raw.isdigit():
+        return int(raw)
+    raise ConfigError(f"--patience {raw!r} is not valid; use a number of epochs, or 0 (or none) to never stop early")
+
+
 def _class_weights(raw: str | None) -> str | dict[str, float] | None:
     from sightql.cli.models import parse_metrics
 
@@ -37,7 +59,8 @@ def _class_weights(raw: str | None) -> str | dict[str, float] | None:
 # Parameters of `sightql train` that are not TrainOptions fields, flags named differently, and flags parsed first.
 _NOT_SETTINGS = ("register", "no_register", "resume", "progress_file", "options_json", "warehouse")
 _FIELD_OF_FLAG = {"weights": "weights_path"}
-_PARSE = {"freeze": _freeze, "class_weights": _class_weights}
+_PARSE = {"freeze": _freeze, "class_weights": _class_weights, "lr": _lr, "patience": _patience}
+CHOSEN = "default: chosen from the data"
 
 
 def _given_settings(ctx: typer.Context) -> dict[str, Any]:
@@ -63,14 +86,14 @@ def train_command(
     image: Annotated[str, typer.Option(help="Image BLOB column (tables).")] = D["image"],
     base: Annotated[str, typer.Option(help="efficientnet_lite0, a torchvision architecture, or a registry reference.")] = D["base"],
     weights: Annotated[Optional[str], typer.Option(help="Pretrained .pth state dict for a torchvision base (offline).")] = D["weights_path"],
-    epochs: Annotated[Optional[int], typer.Option(help=f"Epochs (default {D['epochs']}; on --resume: extend to this many).")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help=f"Most epochs to train; early stopping may end sooner ({CHOSEN}; on --resume: extend to this many).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = D["batch_size"],
-    lr: Annotated[float, typer.Option(help="Learning rate (AdamW).")] = D["lr"],
+    lr: Annotated[str, typer.Option(help=f"The new head's learning rate (AdamW; the body learns at a tenth): a number such as 0.001, or auto for a short range test ({CHOSEN}).")] = D["lr"],
     schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.")] = D["schedule"],
     freeze: Annotated[str, typer.Option(help="backbone, none, or a number of first blocks.")] = str(D["freeze"]),
     unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.")] = D["unfreeze_after"],
-    image_size: Annotated[Optional[int], typer.Option(help="Input size in pixels (default: the base's).")] = D["image_size"],
-    resize: Annotated[Optional[str], typer.Option(help="shorter (centre crop) or squash (whole image); default the base's.")] = D["resize"],
+    image_size: Annotated[Optional[int], typer.Option(help=f"Input size in pixels ({CHOSEN}: the base's, or about twice small images' shorter side).")] = D["image_size"],
+    resize: Annotated[Optional[str], typer.Option(help=f"squash (whole image), pad (whole image, aspect kept, letterboxed) or shorter (centre crop) ({CHOSEN}: squash, pad for images longer than 2:1).")] = D["resize"],
     augment: Annotated[Augment, typer.Option(help="Training-time augmentation.")] = D["augment"],
     val_fraction: Annotated[float, typer.Option(help="Held-out fraction, split by content hash.")] = D["val_fraction"],
     split_column: Annotated[Optional[str], typer.Option(help="Column with 'train'/'val' per row instead.")] = D["split_column"],
@@ -78,7 +101,7 @@ def train_command(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = D["device"],
     amp: Annotated[bool, typer.Option(help="Mixed precision on CUDA.")] = D["amp"],
     precision: Annotated[Precision, typer.Option(help="CPU arithmetic: auto (bfloat16 only on a CPU with AVX-512 BF16 or AMX), fp32 or bf16.")] = D["precision"],
-    patience: Annotated[Optional[int], typer.Option(help="Stop after this many epochs without a better val accuracy.")] = D["patience"],
+    patience: Annotated[Optional[str], typer.Option(help=f"Stop after this many epochs without a lower validation loss or a better accuracy; 0 or none: never stop early ({CHOSEN}).")] = D["patience"],
     class_weights: Annotated[Optional[str], typer.Option(help="balanced, or label=weight,label=weight.")] = D["class_weights"],
     probe: Annotated[bool, typer.Option(help="Epoch 0: fit the new head as a linear probe on the frozen body first; fine-tuning starts from it.")] = D["probe"],
     checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N epochs.")] = D["checkpoint_every"],
@@ -127,6 +150,8 @@ def train_command(
         result = train_warehouse(warehouse, start, progress_file=progress_file, **settings)
     if result.rank != 0:  # under torchrun, rank 0 reports for the job
         return
+    for line in describe(result.chosen):
+        typer.echo(line)
     typer.echo(f"run {result.run_id} completed; best epoch {result.best_epoch}, "
                f"validation accuracy {result.evaluation['accuracy']:.4f}")
     if result.probe_val_acc is not None:

@@ -29,10 +29,18 @@ def resize_target(spec: InputSpec) -> int:
     return int(math.floor(max(spec.height, spec.width) / spec.crop_pct))
 
 
+def _letterbox_size(width: int, height: int, spec: InputSpec) -> tuple[int, int]:
+    """The size that fits the longer side into the spec's box, keeping the aspect ratio (at least 1 px)."""
+    scale = min(spec.width / width, spec.height / height)
+    return max(1, min(spec.width, round(width * scale))), max(1, min(spec.height, round(height * scale)))
+
+
 def _resize_and_crop(image: Image.Image, spec: InputSpec) -> Image.Image:
     resample = _RESAMPLE[spec.interpolation]
     if spec.resize == "squash":
         return image.resize((spec.width, spec.height), resample)
+    if spec.resize == "pad":  # the whole image, aspect kept; to_array puts it in the middle of the box
+        return image.resize(_letterbox_size(*image.size, spec), resample)
     target = resize_target(spec)
     width, height = image.size
     scale = target / min(width, height)
@@ -51,8 +59,25 @@ def to_array(image: Image.Image, spec: InputSpec) -> np.ndarray:
 
     ``(pixel * scale - mean) / std`` is computed as ``pixel * (scale / std) - mean / std`` per
     channel, laid out first on the 8-bit pixels, so the float work is one pass over contiguous planes.
+    ``resize='pad'`` normalises the fitted image and centres it in a box of zeros: the mean colour,
+    exactly, whatever the statistics.
     """
-    pixels = np.asarray(_resize_and_crop(image, spec))
+    out = _normalised(np.asarray(_resize_and_crop(image, spec)), spec)
+    if spec.resize != "pad":
+        return out
+    nchw = spec.layout == "NCHW"
+    height, width = out.shape[1:3] if nchw else out.shape[0:2]
+    top, left = (spec.height - height) // 2, (spec.width - width) // 2
+    box = np.zeros(spec.shape(1)[1:], dtype=np.float32)
+    if nchw:
+        box[:, top : top + height, left : left + width] = out
+    else:
+        box[top : top + height, left : left + width, :] = out
+    return box
+
+
+def _normalised(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """8-bit pixels (HW or HWC) -> float32 in the spec's layout, scaled and normalised."""
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     std = np.asarray(spec.std, dtype=np.float32)
@@ -89,7 +114,7 @@ class Transform:
         (1/2, 1/4, 1/8) that keeps both sides at least the resize target (``Image.draft``): the
         shorter side's target before a centre crop, the larger of width and height for ``squash``.
         The same image for every epoch, so training may keep it (:mod:`sightql.train.image_cache`)."""
-        if self.spec.resize == "squash":
+        if self.spec.resize in ("squash", "pad"):  # pad: the longer side fits
             min_size = max(self.spec.width, self.spec.height)
         else:
             min_size = resize_target(self.spec)

@@ -12,6 +12,8 @@ from typing import Literal
 from sightql.errors import ConfigError
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+Resize = Literal["shorter", "squash", "pad"]
+RESIZE_MODES: tuple[str, ...] = ("shorter", "squash", "pad")
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,9 @@ class InputSpec:
     """How an image becomes the model's input tensor.
 
     ``resize='shorter'`` scales the shorter side to ``size / crop_pct`` then centre-crops
-    to ``size``; ``resize='squash'`` scales straight to ``size`` (aspect not kept).
+    to ``size``; ``resize='squash'`` scales straight to ``size`` (aspect not kept);
+    ``resize='pad'`` letterboxes: the longer side fits ``size``, the aspect is kept and the
+    rest is filled with the mean colour (0 after normalising), so nothing is cut or distorted.
     Pixels are multiplied by ``scale`` (1/255 by default), then ``(x - mean) / std``.
     """
 
@@ -30,7 +34,7 @@ class InputSpec:
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     scale: float = 1.0 / 255.0
     interpolation: Interpolation = "bilinear"
-    resize: Literal["shorter", "squash"] = "shorter"
+    resize: Resize = "shorter"
     crop_pct: float = 0.875
     layout: Literal["NCHW", "NHWC"] = "NCHW"
 
@@ -43,6 +47,8 @@ class InputSpec:
             )
         if any(s == 0 for s in self.std):
             raise ConfigError("std may not contain 0")
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize={self.resize!r} is not known; use one of {', '.join(RESIZE_MODES)}")
         if not 0 < self.crop_pct <= 1:
             raise ConfigError(f"crop_pct must be in (0, 1], not {self.crop_pct}")
         if self.height <= 0 or self.width <= 0:

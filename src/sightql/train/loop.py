@@ -1,5 +1,10 @@
 """The epoch loop: progress bar, AMP on CUDA, DDP under torchrun, early stopping, checkpoints, Ctrl-C.
 
+Early stopping (``patience``) counts epochs in which the validation loss did not fall below its lowest
+by more than ``LOSS_MIN_DELTA`` (relative) and the validation accuracy did not reach a new best: a
+run whose accuracy still climbs while its loss wobbles (as textile's did in the middle of a cosine
+schedule) goes on. ``LoopState.stop_reason`` says why the run ended, and checkpoints keep it.
+
 Under torchrun (``group`` set) each rank trains on its shard of the rows inside DDP's Join
 (shards may differ by a row), and the epoch's figures are sums over all ranks: the training
 loss and accuracy of every row seen once, and the validation loss and accuracy over the whole
@@ -18,6 +23,8 @@ from typing import Any, Callable
 from sightql.train import checkpoints, speed
 from sightql.train.evaluate import predict
 from sightql.train.progress_file import ProgressFile
+
+LOSS_MIN_DELTA = 1e-3  # a validation loss must fall by more than 0.1% of its lowest to count as better
 
 
 @dataclass
@@ -44,12 +51,13 @@ class LoopState:
     best_epoch: int | None = None
     best_val_acc: float = -1.0
     best_val_loss: float = math.inf
-    epochs_without_gain: int = 0
+    epochs_without_gain: int = 0  # epochs since the validation loss or accuracy last improved
     history: list[EpochResult] = field(default_factory=list)
-    stop_reason: str = ""
+    lowest_val_loss: float = math.inf
+    stop_reason: str = ""  # set by Loop.run: early stop, or the epoch limit reached
 
 
-def _keep_frozen_norms_in_eval(model: Any) -> None:
+def keep_frozen_norms_in_eval(model: Any) -> None:
     """A frozen block's BatchNorm keeps its pretrained running statistics."""
     import torch
 
@@ -143,6 +151,9 @@ class Loop:
             "best_val_acc": state.best_val_acc,
             "best_val_loss": state.best_val_loss,
             "epochs_without_gain": state.epochs_without_gain,
+            "lowest_val_loss": state.lowest_val_loss,
+            "stop_reason": state.stop_reason,
+            "epoch_limit": self.epochs,
             "rng": checkpoints.rng_state(),
         }
 
@@ -154,20 +165,28 @@ class Loop:
             self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
         checkpoints.restore_rng(saved["rng"])
-        return LoopState(
+        state = LoopState(
             start_epoch=int(saved["epoch"]) + 1,
             best_epoch=None if int(saved["best_epoch"]) < 0 else int(saved["best_epoch"]),
             best_val_acc=float(saved["best_val_acc"]),
             best_val_loss=float(saved["best_val_loss"]),
             epochs_without_gain=int(saved["epochs_without_gain"]),
+            lowest_val_loss=float(saved.get("lowest_val_loss", saved["best_val_loss"])),  # older checkpoints lack it
+            stop_reason=str(saved.get("stop_reason", "")),
         )
+        if state.stop_reason.startswith("early stop"):
+            if int(saved.get("epoch_limit", self.epochs)) == self.epochs:
+                state.start_epoch = self.epochs + 1  # it had stopped: a resume only evaluates and registers
+            else:
+                state.epochs_without_gain = 0  # resumed with more epochs: the user asked for them
+        return state
 
     def _train_one_epoch(self, epoch: int) -> tuple[float, float, int, list[int] | None]:
         """(loss, accuracy, rows seen, rows each rank saw or None), over all ranks under torchrun."""
         import torch
 
         self.model.train()
-        _keep_frozen_norms_in_eval(self.model)
+        keep_frozen_norms_in_eval(self.model)
         self.train_dataset.set_epoch(epoch)
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
@@ -218,6 +237,12 @@ class Loop:
             self.model._remove_autograd_hooks()
             self.model = self.group.wrap(self.model.module, self.device)
 
+    def _stop_reason(self, stop: bool, last: bool) -> str:
+        if stop:
+            return (f"early stop: validation loss did not improve for {self.patience} epochs "
+                    "(nor validation accuracy)")
+        return f"reached the epoch limit ({self.epochs})" if last else ""
+
     def run(self, state: LoopState) -> LoopState:
         finished = state.start_epoch - 1
         try:
@@ -245,18 +270,21 @@ class Loop:
                 self.on_epoch(result)
                 finished = epoch
                 improved = (val_acc, -val_loss) > (state.best_val_acc, -state.best_val_loss)
+                better_acc = val_acc > state.best_val_acc
                 if improved:
                     state.best_epoch, state.best_val_acc, state.best_val_loss = epoch, val_acc, val_loss
-                    state.epochs_without_gain = 0
                     self.on_best(result)
-                else:
-                    state.epochs_without_gain += 1
+                lower_loss = val_loss < state.lowest_val_loss * (1 - LOSS_MIN_DELTA)
+                if lower_loss:
+                    state.lowest_val_loss = val_loss
+                state.epochs_without_gain = 0 if better_acc or lower_loss else state.epochs_without_gain + 1
                 last = epoch == self.epochs
-                stop = self.patience is not None and state.epochs_without_gain >= self.patience
+                stop = bool(self.patience) and state.epochs_without_gain >= self.patience  # None or 0: never
+                state.stop_reason = self._stop_reason(stop, last)
                 if epoch % self.checkpoint_every == 0 or last or stop:
                     self.save_checkpoint(epoch, self.state_dict(state, epoch))
                 if stop:
-                    self.progress.say(f"early stop: no better validation accuracy for {self.patience} epoch(s)")
+                    self.progress.say(state.stop_reason)
                     break
         except KeyboardInterrupt:
             # The weights part-way through the epoch, filed under the last finished epoch: a resume redoes it.

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from sightql.errors import ConfigError
+from sightql.images.spec import RESIZE_MODES
 
 Schedule = Literal["cosine", "step", "none"]
 Augment = Literal["none", "light", "standard"]
@@ -21,15 +23,19 @@ Precision = Literal["auto", "fp32", "bf16"]
 SCHEDULES = ("cosine", "step", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("none", "light", "standard")
-_WHOLE = ("epochs", "batch_size", "seed", "checkpoint_every", "decode_threads", "image_cache_mb")
-_WHOLE_OR_NONE = ("unfreeze_after", "image_size", "patience")
-_NUMBERS = ("lr", "weight_decay", "backbone_lr_factor", "val_fraction")
+_WHOLE = ("batch_size", "seed", "checkpoint_every", "decode_threads", "image_cache_mb")
+_WHOLE_OR_NONE = ("epochs", "unfreeze_after", "image_size", "patience")
+_NUMBERS = ("weight_decay", "backbone_lr_factor", "val_fraction")
 _SWITCHES = ("amp", "register", "probe")
 
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """One field per training setting, with its default; docs/training.md explains each. Checked when made."""
+    """One field per training setting, with its default; docs/training.md explains each. Checked when made.
+
+    ``epochs``, ``image_size``, ``resize`` and ``patience`` left None, and ``lr='auto'``, are chosen from
+    the data when the run starts (:mod:`sightql.train.auto_settings`); the run's params keep the values chosen.
+    """
 
     name: str
     source: str
@@ -37,9 +43,9 @@ class TrainOptions:
     label: str = "label"
     base: str = "efficientnet_lite0"
     weights_path: str | None = None
-    epochs: int = 5
+    epochs: int | None = None  # an upper bound: early stopping may end the run sooner
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float | Literal["auto"] = "auto"
     schedule: Schedule = "cosine"
     weight_decay: float = 1e-4
     backbone_lr_factor: float = 0.1
@@ -66,12 +72,13 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         self._check_types()
-        if self.epochs < 1:
+        if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs} is not valid; train for at least 1 epoch")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={self.batch_size} is not valid; use 1 or more")
-        if not self.lr > 0:
-            raise ConfigError(f"lr={self.lr} is not valid; use a positive learning rate such as 1e-3")
+        if self.lr != "auto" and (isinstance(self.lr, bool) or not isinstance(self.lr, (int, float))
+                                  or not 0 < self.lr < math.inf):
+            raise ConfigError(f"lr={self.lr!r} is not valid; use a positive learning rate such as 1e-3, or 'auto'")
         if not 0 < self.backbone_lr_factor <= 1:
             raise ConfigError(f"backbone_lr_factor={self.backbone_lr_factor} is not valid; use a value in (0, 1]")
         if self.schedule not in SCHEDULES:
@@ -86,16 +93,18 @@ class TrainOptions:
             raise ConfigError(f"val_fraction={self.val_fraction} is not valid; use a fraction between 0 and 1, e.g. 0.2")
         if self.image_size is not None and self.image_size < 16:
             raise ConfigError(f"image_size={self.image_size} is too small; use 16 pixels or more")
-        if self.resize not in (None, "shorter", "squash"):
-            raise ConfigError(f"resize={self.resize!r} is not valid; use 'shorter' (centre crop), 'squash' (whole image) or None")
+        if self.resize is not None and self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize={self.resize!r} is not valid; use 'squash' (whole image), 'pad' (whole image, "
+                              "aspect kept), 'shorter' (centre crop) or None (chosen from the data)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r} is not known; use one of {', '.join(PRECISIONS)}")
         if self.image_cache_mb < 0:
             raise ConfigError(f"image_cache_mb={self.image_cache_mb} is not valid; use 0 (no cache) or more megabytes")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every={self.checkpoint_every} is not valid; use 1 or more epochs")
-        if self.patience is not None and self.patience < 1:
-            raise ConfigError(f"patience={self.patience} is not valid; use 1 or more epochs, or None")
+        if self.patience is not None and self.patience < 0:
+            raise ConfigError(f"patience={self.patience} is not valid; use 1 or more epochs, 0 to never stop early, "
+                              "or None (chosen from the data)")
         if not (self.class_weights is None or self.class_weights == "balanced" or isinstance(self.class_weights, dict)):
             raise ConfigError(
                 f"class_weights={self.class_weights!r} is not valid; use 'balanced', None or a dict of label -> weight"
@@ -134,8 +143,8 @@ class TrainOptions:
     def build(cls, options: "TrainOptions | None" = None, **overrides: Any) -> "TrainOptions":
         """``options`` (or the defaults) with ``overrides`` applied, checked again.
 
-        An override of None leaves a setting whose default is not None as it was (``epochs=None``
-        keeps the default 5); for a setting that may be None (``image_size``, ``patience``, ...) it sets None.
+        An override of None leaves a setting whose default is not None as it was (``lr=None``
+        keeps ``'auto'``); for a setting that may be None (``epochs``, ``image_size``, ``patience``, ...) it sets None.
         """
         cls.check_names(overrides)
         given = {k: v for k, v in overrides.items() if v is not None or DEFAULTS.get(k, MISSING) is None}

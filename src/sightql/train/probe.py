@@ -170,7 +170,8 @@ def probe_epoch(base: Any, spec: Any, train_rows: list[Any], val_rows: list[Any]
 def start_from_probe(loop: Loop, probe: EpochResult) -> LoopState:
     """The loop's state after epoch 0, the same on every rank; on rank 0 the epoch is logged, kept as the
     best so far (its weights saved) and checkpointed, so a run stopped during epoch 1 resumes at epoch 1."""
-    state = LoopState(best_epoch=0, best_val_acc=probe.val_acc, best_val_loss=probe.val_loss, history=[probe])
+    state = LoopState(best_epoch=0, best_val_acc=probe.val_acc, best_val_loss=probe.val_loss,
+                      lowest_val_loss=probe.val_loss, history=[probe])
     loop.progress.end(probe)  # the progress file's history gets epoch 0 too
     loop.on_epoch(probe)
     loop.on_best(probe)

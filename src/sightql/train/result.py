@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,6 +21,7 @@ class TrainResult:
     probe_val_acc: float | None = None  # epoch 0, the linear probe (None with probe=False)
     probe_val_loss: float | None = None
     best_val_acc: float | None = None  # the best epoch's, as logged (epoch 0 included)
+    chosen: dict[str, Any] = field(default_factory=dict)  # settings chosen from the data: {name: {value, why}}
     stop_reason: str = ""  # why training stopped; says so when the probe head stayed best
 
     def __repr__(self) -> str:

@@ -25,8 +25,9 @@ from sightql.registry import Registry
 from sightql.registry.refs import check_model_name
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
-from sightql.train import checkpoints
+from sightql.train import checkpoints, speed
 from sightql.train.assessment import evaluate_rows, evaluate_test
+from sightql.train.auto_settings import settle_learning_rate
 from sightql.train.distributed import Group
 from sightql.train.distributed import distributed_env, failure_text
 from sightql.train.fit import fit
@@ -129,28 +130,38 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     import torch
 
     torch.manual_seed(options.seed)
-    prepared = prepare(warehouse, registry, stages, store, run_id, options, resuming, group)
+    prepared = prepare(warehouse, registry, stages, store, run_id, options, resuming, group, show_progress)
+    options = prepared.options or options  # with the settings chosen from the data
+    probe = None
+    if options.probe and not resuming:  # epoch 0, on rank 0 before the plan: its head reaches the others through DDP
+        reporter.phase("linear probe (epoch 0)")
+        with speed.tuned_malloc():
+            speed.to_channels_last(prepared.base.module, prepared.device)
+            try:
+                probe = probe_epoch(prepared.base, prepared.spec, prepared.train_rows, prepared.val_rows,
+                                    prepared.reader, prepared.labels, warehouse.limits, options, prepared.device,
+                                    Progress(show_progress).say)
+            finally:
+                speed.to_contiguous(prepared.base.module)
+        store.set_probe(run_id, probe.val_acc, probe.val_loss)
+    # the range test starts from the probe's head, so it measures the fine-tuning that follows
+    options = settle_learning_rate(store, run_id, options, prepared.base, prepared.labels, prepared.train_rows,
+                                   prepared.reader, prepared.spec, warehouse.limits, prepared.device, show_progress)
     train_images = len(prepared.train_rows)
     resume_from = None
     if resuming:
         resume_from = store.last_checkpoint(run_id)
         if resume_from is None:
             raise SightQLError(f"run {run_id} has no checkpoint to resume from; start a new run")
-    probe = None
-    if options.probe and not resuming:  # epoch 0, on rank 0 before the plan: its head reaches the others through DDP
-        reporter.phase("linear probe (epoch 0)")
-        probe = probe_epoch(prepared.base, prepared.spec, prepared.train_rows, prepared.val_rows, prepared.reader,
-                            prepared.labels, warehouse.limits, options, prepared.device,
-                            Progress(show_progress).say)
-        store.set_probe(run_id, probe.val_acc, probe.val_loss)
     if group is not None:
         prepared = share_with_ranks(warehouse, run_id, options, prepared, group, resume_from,
                                     None if probe is None else probe.row())
     labels, spec, device, reader = prepared.labels, prepared.spec, prepared.device, prepared.reader
+    writer = RunWriter(warehouse, store, run_id, reporter)
     try:
         state = fit(options, labels, prepared.base, spec, device, prepared.train_rows, prepared.val_rows, reader,
-                    warehouse.limits, group, RunWriter(warehouse, store, run_id, reporter), show_progress, resume_from,
-                    probe)
+                    warehouse.limits, group, writer, show_progress, resume_from, probe)
+        writer.stopped(state.stop_reason)
         if group is not None:
             group.phase = "final"
 
@@ -189,7 +200,8 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     if prepared.rows_path is not None:
         with contextlib.suppress(OSError):  # a failed run keeps it for the ranks' error notes
             prepared.rows_path.parent.rmdir()
+    chosen = json.loads(store.get(run_id)["params"]).get("extra", {}).get("chosen", {})
     return TrainResult(run_id, "completed", state.best_epoch, registered, labels, history, val_report, test_report,
                        train_images, probe_val_acc=probe_row["val_acc"] if probe_row else None,
                        probe_val_loss=probe_row["val_loss"] if probe_row else None,
-                       best_val_acc=best_row["val_acc"] if best_row else None, stop_reason=stop_reason)
+                       best_val_acc=best_row["val_acc"] if best_row else None, chosen=chosen, stop_reason=stop_reason)

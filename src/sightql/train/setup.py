@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from sightql.registry import Registry
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
 from sightql.train import checkpoints
+from sightql.train.auto_settings import choose_settings, say_chosen
 from sightql.train.bases import BaseModel, build_base, train_input
 from sightql.train.distributed import Group
 from sightql.train.options import TrainOptions
@@ -35,11 +36,13 @@ class Prepared:
     base: BaseModel
     spec: Any  # the training InputSpec
     rows_path: Path | None = None  # under torchrun: the rows copied for every rank
+    options: TrainOptions | None = None  # the run's options, with the settings chosen from the data resolved
 
 
 def prepare(warehouse: Warehouse, registry: Registry, stages: StageCatalog, store: RunStore, run_id: str,
-            options: TrainOptions, resuming: bool, group: Group | None) -> Prepared:
-    """Read the source, split it, build the base; record what the run learned about its data in its params."""
+            options: TrainOptions, resuming: bool, group: Group | None, show_progress: bool = False) -> Prepared:
+    """Read the source, split it, choose the unset settings from it, build the base; record what the run learned
+    about its data, and the settings as resolved, in its params (a resume's options are resolved already)."""
     examples, reader = load_examples(warehouse, stages, options.source, options.image, options.label,
                                      options.split_column)
     split = (split_by_column(examples, options.split_column) if options.split_column
@@ -54,19 +57,25 @@ def prepare(warehouse: Warehouse, registry: Registry, stages: StageCatalog, stor
     if group is not None:
         device = group.device(device)
     base = build_base(warehouse, registry, options.base, len(labels), options.weights_path)
+    chosen: dict[str, Any] = {}
+    if not resuming:
+        options, chosen = choose_settings(options, split.train, reader, warehouse.limits, base.input,
+                                          group.world_size if group is not None else 1)
+        if show_progress:
+            say_chosen(chosen)
     spec = train_input(base, options.image_size, options.resize)
 
     if not resuming:  # what the run learned about its data, for `runs show`
         params = options.to_json_dict()
         params["extra"] = {
-            **params["extra"], "base_kind": base.kind, "labels": labels, "device": device,
+            **params["extra"], "chosen": chosen, "base_kind": base.kind, "labels": labels, "device": device,
             "train_images": len(split.train), "val_images": len(split.val),
             "input": json.loads(json.dumps(spec.__dict__)),
         }
         if group is not None:
             params["extra"]["distributed"] = {"world_size": group.world_size, "backend": group.backend}
         store.update_params(run_id, params)
-    return Prepared(examples, split.train, split.val, reader, labels, device, base, spec)
+    return Prepared(examples, split.train, split.val, reader, labels, device, base, spec, options=options)
 
 
 def share_with_ranks(warehouse: Warehouse, run_id: str, options: TrainOptions, prepared: Prepared, group: Group,
@@ -85,5 +94,4 @@ def share_with_ranks(warehouse: Warehouse, run_id: str, options: TrainOptions, p
         "resume": None if resume_from is None else [resume_from[0], str(resume_from[1]), resume_from[2]],
         "probe": probe,
     })
-    return Prepared(prepared.examples, train_rows, val_rows, reader, prepared.labels, prepared.device, prepared.base,
-                    prepared.spec, rows_path)
+    return replace(prepared, train_rows=train_rows, val_rows=val_rows, reader=reader, rows_path=rows_path)

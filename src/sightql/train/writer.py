@@ -37,5 +37,11 @@ class RunWriter:
         checkpoints.save_best_weights(self.warehouse.home, self.run_id, module)
         self.store.set_best(self.run_id, result.epoch, result.val_acc)
 
+    def stopped(self, reason: str) -> None:
+        """Why the epochs ended (early stop or the epoch limit), kept in the run's params for `runs show`."""
+        params = json.loads(self.store.get(self.run_id)["params"])
+        params.setdefault("extra", {})["stop_reason"] = reason
+        self.store.update_params(self.run_id, params)
+
     def resumed(self, epoch: int) -> None:
         self.store.forget_epochs_after(self.run_id, epoch)

@@ -1,0 +1,160 @@
+"""``lr='auto'``: a short learning-rate range test (Smith 2015; fastai's ``lr_find``), then everything put back.
+
+The sweep trains the run's own model on shuffled training batches while the head's learning rate
+grows exponentially from ``SWEEP_START`` to ``SWEEP_END`` (the body keeps its ``backbone_lr_factor``
+share), records an exponentially smoothed loss, and stops when that loss passes ``DIVERGENCE`` times
+its lowest or stops being finite. Its cost is bounded: at most ``MAX_STEPS`` steps and one epoch of
+images. The rate is fastai's "valley" (the longest stretch where the smoothed loss keeps falling,
+taken two thirds of the way down it), clamped to ``SAFE_BAND``. A data set too small for
+``MIN_STEPS`` batches of at least 2 images gets ``FALLBACK_LR``, and says so.
+
+The weights, BatchNorm running statistics, ``requires_grad`` flags, train/eval mode and the torch RNG
+are restored afterwards, so the run starts from exactly the head it had (the probe's, when there is one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+from sightql.images.decode import ImageLimits
+from sightql.images.spec import InputSpec
+from sightql.train import checkpoints, optimiser
+from sightql.train.bases import apply_freeze
+from sightql.train.dataset import ImageRowsDataset, make_loader
+from sightql.train.loop import keep_frozen_norms_in_eval
+from sightql.train.options import TrainOptions
+
+SWEEP_START, SWEEP_END = 1e-6, 1.0
+MAX_STEPS = 50
+MIN_STEPS = 12
+SMOOTHING = 0.8  # exponential moving average of the loss, bias-corrected; a short sweep needs a short memory
+DIVERGENCE = 4.0
+SAFE_BAND = (1e-4, 3e-3)
+FALLBACK_LR = 1e-3
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One range test: the learning rates tried, the raw and smoothed losses, the batch size used."""
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    batch_size: int
+
+
+def sweep_plan(train_images: int, batch_size: int) -> tuple[int, int] | None:
+    """(batch size, steps) for the sweep: full batches of the run's size, or smaller ones so a small data
+    set still gives ``MIN_STEPS``; None when even batches of 2 cannot."""
+    batch = min(batch_size, train_images // MIN_STEPS)
+    if batch < 2:
+        return None
+    return batch, min(MAX_STEPS, train_images // batch)
+
+
+def run_sweep(base: Any, options: TrainOptions, labels: list[str], train_rows: Sequence[Any], reader: Any,
+              spec: InputSpec, limits: ImageLimits, device: str, batch_size: int, steps: int) -> Sweep:
+    """Train ``steps`` batches at exponentially growing rates and record the loss; the caller restores the model."""
+    import torch
+
+    class_index = {label: i for i, label in enumerate(labels)}
+    dataset = ImageRowsDataset(train_rows, reader, class_index, spec, limits, options.augment, options.seed,
+                               options.decode_threads)
+    dataset.set_epoch(0)  # training epochs are 1..N: the sweep's augmentation draws are its own
+    loader = make_loader(dataset, batch_size, True, options.seed)
+    model = base.module.to(device)
+    apply_freeze(base, options.freeze)
+    model.train()
+    keep_frozen_norms_in_eval(model)
+    optimizer = optimiser.optimizer(base, replace(options, lr=SWEEP_START))
+    shares = [group["lr"] / SWEEP_START for group in optimizer.param_groups]  # the head/body ratio, kept
+    loss_fn = optimiser.loss_function(options, labels, [e.label for e in train_rows], device)
+    use_amp = options.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    growth = (SWEEP_END / SWEEP_START) ** (1 / max(steps - 1, 1))
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    average = 0.0
+    for step, (images, targets) in enumerate(loader):
+        if step >= steps:
+            break
+        lr = SWEEP_START * growth**step
+        for group, share in zip(optimizer.param_groups, shares):
+            group["lr"] = lr * share
+        images, targets = images.to(device), targets.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device_type="cuda", enabled=use_amp):
+            loss = loss_fn(model(images).float(), targets)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            break
+        average = SMOOTHING * average + (1 - SMOOTHING) * value
+        lrs.append(lr)
+        losses.append(value)
+        smoothed.append(average / (1 - SMOOTHING ** (step + 1)))
+        if smoothed[-1] > DIVERGENCE * min(smoothed):
+            break
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return Sweep(lrs, losses, smoothed, batch_size)
+
+
+def valley(lrs: Sequence[float], smoothed: Sequence[float]) -> float:
+    """fastai's valley rule: the longest run of falling loss (longest decreasing subsequence), two thirds
+    of the way along it: past the flat start, short of where the loss turns up."""
+    n = len(smoothed)
+    longest = [1] * n
+    start, end = 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if smoothed[i] < smoothed[j] and longest[i] < longest[j] + 1:
+                longest[i] = longest[j] + 1
+        if longest[i] > longest[end]:
+            end, start = i, i - longest[i] + 1
+    third = (end - start) / 3
+    return float(lrs[start + int(third) + int(third / 2)])
+
+
+def pick(sweep: Sweep) -> tuple[float, str]:
+    """The rate from a sweep, clamped to ``SAFE_BAND``, and a sentence saying how it was found."""
+    low, high = SAFE_BAND
+    if len(sweep.smoothed) < 3:
+        return FALLBACK_LR, (f"the range test diverged after {len(sweep.smoothed)} step(s); the default "
+                             f"{FALLBACK_LR:g}")
+    found = valley(sweep.lrs, sweep.smoothed)
+    lr = min(high, max(low, found))
+    clamped = "" if lr == found else f", clamped to the safe band {low:g}..{high:g}"
+    return lr, (f"range test: {len(sweep.lrs)} steps of {sweep.batch_size} images from {SWEEP_START:g}, "
+                f"valley of the smoothed loss at {found:.2g}{clamped}; the body learns at "
+                f"{lr:.2g} x backbone_lr_factor")
+
+
+def choose_learning_rate(base: Any, options: TrainOptions, labels: list[str], train_rows: Sequence[Any],
+                         reader: Any, spec: InputSpec, limits: ImageLimits, device: str) -> tuple[float, str]:
+    """The head's learning rate for this run and why; the model and RNG are left exactly as they were."""
+    import torch
+
+    plan = sweep_plan(len(train_rows), options.batch_size)
+    if plan is None:
+        return FALLBACK_LR, (f"{len(train_rows)} training images are too few for a range test of {MIN_STEPS} "
+                             f"batches; the default {FALLBACK_LR:g}")
+    module = base.module
+    weights = checkpoints.model_state(module)
+    trainable = [p.requires_grad for p in module.parameters()]
+    modes = [m.training for m in module.modules()]
+    rng = checkpoints.rng_state()
+    try:
+        sweep = run_sweep(base, options, labels, train_rows, reader, spec, limits, device, *plan)
+    finally:
+        with torch.no_grad():
+            module.load_state_dict(weights)
+        for parameter, flag in zip(module.parameters(), trainable):
+            parameter.requires_grad = flag
+        for layer, mode in zip(module.modules(), modes):
+            layer.training = mode
+        checkpoints.restore_rng(rng)
+    return pick(sweep)
