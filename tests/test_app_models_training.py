@@ -184,6 +184,7 @@ def test_training_page_starts_a_run_follows_it_and_shows_the_registered_result(t
     at.text_input[3].set_value("tex")
     at.number_input[0].set_value(1)  # epochs
     at.number_input[1].set_value(4)  # batch size
+    at.number_input[2].set_value(0.001)  # learning rate (empty: a range test first)
     at.number_input[3].set_value(64)  # image size
     at.button[0].click().run()
     assert not at.exception and not at.error

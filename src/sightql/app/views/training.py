@@ -62,16 +62,20 @@ with st.form("train"):
     base = right.text_input("Base", value="efficientnet_lite0",
                             help="efficientnet_lite0 (bundled), a torchvision architecture, or a registry reference.")
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", min_value=1, max_value=1000, value=5)
+    # Empty: chosen from the data, as `sightql train` does (docs/training.md, "Settings chosen from the data").
+    epochs = c1.number_input("Epochs (at most)", min_value=1, max_value=1000, value=None, placeholder="auto")
     batch_size = c2.number_input("Batch size", min_value=1, max_value=4096, value=32)
-    lr = c3.number_input("Learning rate", min_value=0.00001, max_value=1.0, value=0.001, step=0.0001, format="%.5f")
-    image_size = c4.number_input("Image size (px)", min_value=16, max_value=1024, value=224)
+    lr = c3.number_input("Learning rate", min_value=0.00001, max_value=1.0, value=None, step=0.0001, format="%.5f",
+                         placeholder="auto (range test)")
+    image_size = c4.number_input("Image size (px)", min_value=16, max_value=1024, value=None, placeholder="auto")
     name = st.text_input("Register as", placeholder="xray", help="The model name; each run adds its next version.")
     submitted = st.form_submit_button("Start training", type="primary")
 if submitted:
     with shown_errors():
         options = TrainOptions(name=name.strip(), source=source.strip(), label=label.strip(), base=base.strip(),
-                               epochs=int(epochs), batch_size=int(batch_size), lr=float(lr), image_size=int(image_size))
+                               epochs=None if epochs is None else int(epochs), batch_size=int(batch_size),
+                               lr="auto" if lr is None else float(lr),
+                               image_size=None if image_size is None else int(image_size))
         start_job(home, options)
         st.rerun()
 
