@@ -75,7 +75,7 @@ def test_a_warehouse_made_before_the_probe_gains_the_new_columns_when_opened(war
 def test_failed_fine_tuning_registers_the_probe_head_and_says_so(warehouse, session, textile_stage):
     session.close()
     out = _cli("train", "--from", "@tex/train", "--label", "folder", "--register", "tex", "--epochs", "2",
-               "--lr", "10", "--image-size", "64", "--batch-size", "4", "--val-fraction", "0.3", "-w", str(warehouse))
+               "--lr", "1000", "--image-size", "64", "--batch-size", "4", "--val-fraction", "0.3", "-w", str(warehouse))
     assert out.returncode == 0, out.stderr
     assert "best epoch 0" in out.stdout and NOT_BEATEN in out.stdout and "probe (epoch 0) validation accuracy" in out.stdout
     run_id = re.search(r"run (run-\S+) completed", out.stdout).group(1)
