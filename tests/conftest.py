@@ -18,6 +18,11 @@ from tests import media
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
 
+# Long CLI jobs lower their process's CPU priority (job_nice); tests call the CLI in this process too, and
+# must not lower the test runner's. tests/test_config.py checks job_nice itself in child processes.
+os.environ.setdefault("SIGHTQL_JOB_NICE", "0")
+
+
 def pytest_collection_modifyitems(config, items):
     from sightql.models.device import cuda_available
 

@@ -201,12 +201,14 @@ def test_long_cli_jobs_lower_their_cpu_priority_by_job_nice(clean_env, monkeypat
 
     script = ("import os; from sightql.cli.common import as_background_job; before = os.nice(0); "
               "as_background_job(); print(os.nice(0) - before)")
-    for value, expected in (("3", "3"), ("0", "0"), (None, "10")):
+    start = os.nice(0)
+    assert start <= 9, "the test runner itself runs at a lowered priority; nothing here could be seen"
+    for value, step in (("3", 3), ("0", 0), (None, 10)):
         env = {k: v for k, v in os.environ.items() if k != "SIGHTQL_JOB_NICE"}
         if value is not None:
             env["SIGHTQL_JOB_NICE"] = value
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-        assert out.stdout.strip() == expected
+        assert int(out.stdout) == min(start + step, 19) - start  # nice stops at 19
     monkeypatch.setenv("SIGHTQL_JOB_NICE", "25")
     with pytest.raises(ConfigError, match="SIGHTQL_JOB_NICE='25' must be from 0 .* to 19"):
         Settings.from_env()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -136,6 +137,10 @@ def train_command(
     Under torchrun only rank 0 opens the warehouse; see docs/training.md.
     """
     as_background_job()
+    if progress_file is not None and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A job the app started: its Stop button sends SIGINT, which a server started in the background
+        # (`sightql app &`, nohup) would have passed on ignored; stopping must work as Ctrl-C does.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if resume is not None:
         result = train_warehouse(warehouse, resume=resume, epochs=epochs, progress_file=progress_file)
     else:
