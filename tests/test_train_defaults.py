@@ -224,7 +224,8 @@ def test_early_stop_on_validation_loss_says_why_and_a_resume_keeps_it(session, m
     result = session.train(resume=run["run_id"], progress=False)  # nothing left to train: evaluated and registered
     assert result.status == "completed" and result.stop_reason == reason and result.best_epoch == 1
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    assert _params(session, run["run_id"])["extra"]["stop_reason"] == reason
+    stored = session.sql("SELECT stop_reason FROM training_runs WHERE run_id = ?", [run["run_id"]]).to_pylist()
+    assert stored == [{"stop_reason": reason}]
 
 
 # ---- the command line -----------------------------------------------------------------------

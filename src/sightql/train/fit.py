@@ -24,12 +24,9 @@ def fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: 
 
     Made fast on a CPU as :mod:`sightql.train.speed` measured: glibc malloc kept from mmapping each step,
     channels-last, bfloat16 where the CPU has it, decoded images cached and the next batch prefetched."""
-    with speed.tuned_malloc():
-        try:
-            return _fit(options, labels, base, spec, device, train_rows, val_rows, reader, limits, group, writer,
-                        show_progress, resume_from, probe)
-        finally:
-            speed.to_contiguous(base.module)  # the weights leave in the ordinary layout, for export
+    with speed.fast_cpu(base.module.to(device), device):
+        return _fit(options, labels, base, spec, device, train_rows, val_rows, reader, limits, group, writer,
+                    show_progress, resume_from, probe)
 
 
 def _fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: str, train_rows: list[Any],
@@ -40,7 +37,7 @@ def _fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device:
     class_index = {label: i for i, label in enumerate(labels)}
     unfrozen = resume_from is not None and options.unfreeze_after is not None and resume_from[0] >= options.unfreeze_after
     apply_freeze(base, "none" if unfrozen else options.freeze)  # settled before DDP sees which weights train
-    model = speed.to_channels_last(base.module.to(device), device)
+    model = base.module  # on ``device``, channels-last on a CPU (fit's speed.fast_cpu)
     if group is not None:
         model = group.wrap(model, device)
 

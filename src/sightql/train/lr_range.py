@@ -25,6 +25,7 @@ from sightql.train.bases import apply_freeze
 from sightql.train.dataset import ImageRowsDataset, make_loader
 from sightql.train.loop import keep_frozen_norms_in_eval
 from sightql.train.options import TrainOptions
+from sightql.train.speed import autocast
 
 SWEEP_START, SWEEP_END = 1e-6, 1.0
 MAX_STEPS = 50
@@ -86,7 +87,7 @@ def run_sweep(base: Any, options: TrainOptions, labels: list[str], train_rows: S
             group["lr"] = lr * share
         images, targets = images.to(device), targets.to(device)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type="cuda", enabled=use_amp):
+        with autocast(device, options.amp, "fp32"):
             loss = loss_fn(model(images).float(), targets)
         value = float(loss.detach())
         if not math.isfinite(value):

@@ -23,6 +23,7 @@ from sightql.train.dataset import ImageRowsDataset, make_loader
 from sightql.train.loop import EpochResult, Loop, LoopState
 from sightql.train.optimiser import class_weights
 from sightql.train.options import TrainOptions
+from sightql.train.speed import autocast
 
 # L2 penalties tried, strongest first, each fit starting from the previous one's weights, until the
 # validation loss has risen twice in a row. The loss is the mean cross-entropy plus penalty / 2 * |W|^2 on
@@ -55,7 +56,7 @@ def head_inputs(module: Any, head: Any, loader: Any, device: str, amp: bool) -> 
     try:
         with torch.no_grad():  # not inference_mode: the features are later used beside tensors that need gradients
             for images, labels in loader:
-                with torch.autocast(device_type="cuda", enabled=amp and device.startswith("cuda")):
+                with autocast(device, amp, "fp32"):
                     module(images.to(device, non_blocking=True))
                 targets.append(labels)
     finally:

@@ -133,20 +133,17 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     prepared = prepare(warehouse, registry, stages, store, run_id, options, resuming, group, show_progress)
     options = prepared.options or options  # with the settings chosen from the data
     probe = None
-    if options.probe and not resuming:  # epoch 0, on rank 0 before the plan: its head reaches the others through DDP
-        reporter.phase("linear probe (epoch 0)")
-        with speed.tuned_malloc():
-            speed.to_channels_last(prepared.base.module, prepared.device)
-            try:
-                probe = probe_epoch(prepared.base, prepared.spec, prepared.train_rows, prepared.val_rows,
-                                    prepared.reader, prepared.labels, warehouse.limits, options, prepared.device,
-                                    Progress(show_progress).say)
-            finally:
-                speed.to_contiguous(prepared.base.module)
-        store.set_probe(run_id, probe.val_acc, probe.val_loss)
-    # the range test starts from the probe's head, so it measures the fine-tuning that follows
-    options = settle_learning_rate(store, run_id, options, prepared.base, prepared.labels, prepared.train_rows,
-                                   prepared.reader, prepared.spec, warehouse.limits, prepared.device, show_progress)
+    with speed.fast_cpu(prepared.base.module.to(prepared.device), prepared.device):  # as fast as the epochs
+        if options.probe and not resuming:  # epoch 0, on rank 0 before the plan: its head reaches the others (DDP)
+            reporter.phase("linear probe (epoch 0)")
+            probe = probe_epoch(prepared.base, prepared.spec, prepared.train_rows, prepared.val_rows, prepared.reader,
+                                prepared.labels, warehouse.limits, options, prepared.device,
+                                Progress(show_progress).say)
+            store.set_probe(run_id, probe.val_acc, probe.val_loss)
+        # the range test starts from the probe's head, so it measures the fine-tuning that follows
+        options = settle_learning_rate(store, run_id, options, prepared.base, prepared.labels, prepared.train_rows,
+                                       prepared.reader, prepared.spec, warehouse.limits, prepared.device,
+                                       show_progress)
     train_images = len(prepared.train_rows)
     resume_from = None
     if resuming:

@@ -99,6 +99,18 @@ def to_channels_last(model: Any, device: str) -> Any:
     return model.to(memory_format=torch.channels_last) if device.startswith("cpu") else model
 
 
+@contextlib.contextmanager
+def fast_cpu(model: Any, device: str) -> Iterator[None]:
+    """The block runs ``model`` as training does on a CPU: malloc tuned (:func:`tuned_malloc`) and the
+    weights channels-last; they leave in the ordinary layout, for safetensors and the exports."""
+    with tuned_malloc():
+        to_channels_last(model, device)
+        try:
+            yield
+        finally:
+            to_contiguous(model)
+
+
 def to_contiguous(model: Any) -> Any:
     """Back to the ordinary layout once training ends: safetensors and some exporters want contiguous weights."""
     import torch

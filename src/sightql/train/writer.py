@@ -38,10 +38,9 @@ class RunWriter:
         self.store.set_best(self.run_id, result.epoch, result.val_acc)
 
     def stopped(self, reason: str) -> None:
-        """Why the epochs ended (early stop or the epoch limit), kept in the run's params for `runs show`."""
-        params = json.loads(self.store.get(self.run_id)["params"])
-        params.setdefault("extra", {})["stop_reason"] = reason
-        self.store.update_params(self.run_id, params)
+        """Why the epochs ended (early stop or the epoch limit), in ``training_runs.stop_reason`` as soon as they
+        end; the finished run adds the probe's sentence there when epoch 0 stayed best (:func:`probe.summary`)."""
+        self.store.set_stop_reason(self.run_id, reason)
 
     def resumed(self, epoch: int) -> None:
         self.store.forget_epochs_after(self.run_id, epoch)
