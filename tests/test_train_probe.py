@@ -53,6 +53,21 @@ def test_the_probe_epoch_is_epoch_0_of_the_log_and_its_figures_are_in_training_r
     assert result.history[0]["epoch"] == 0
 
 
+def test_the_probe_pass_fills_the_image_cache_so_epoch_1_decodes_nothing_again(session, textile_table, monkeypatch):
+    from sightql.images.preprocess import Transform
+
+    decoded: list[int] = []
+    real_decode = Transform.decode
+    monkeypatch.setattr(Transform, "decode", lambda self, data: decoded.append(1) or real_decode(self, data))
+    rows = session.sql("SELECT count(*) AS n FROM textile").to_pylist()[0]["n"]
+    session.train("tab", "textile", label="defect", register=False, lr=1e-3, **TINY)
+    with_cache = len(decoded)
+    decoded.clear()
+    session.train("tab", "textile", label="defect", register=False, lr=1e-3, image_cache_mb=0, **TINY)
+    # probe pass, epoch 1 and its validation, the final evaluation: each row decoded once, not once a pass
+    assert with_cache == rows and len(decoded) > 2 * rows
+
+
 def test_no_probe_trains_as_before(session, textile_table):
     result = session.train("tab", "textile", label="defect", register=False, probe=False, **TINY)
     assert [r["epoch"] for r in _log(session, result.run_id)] == [1]

@@ -15,9 +15,11 @@ from sightql.train.sources import load_examples
 
 
 def evaluate_rows(model: Any, rows: list[Any], reader: Any, class_index: dict[str, int], labels: list[str], spec: Any,
-                  limits: Any, device: str, options: TrainOptions) -> dict[str, Any]:
-    """The report on ``rows`` (accuracy, per class, confusion matrix, ...) plus the mean loss."""
-    dataset = ImageRowsDataset(rows, reader, class_index, spec, limits, "none", options.seed, options.decode_threads)
+                  limits: Any, device: str, options: TrainOptions, cache: Any = None) -> dict[str, Any]:
+    """The report on ``rows`` (accuracy, per class, confusion matrix, ...) plus the mean loss; ``cache``: the
+    run's decoded-image cache, when the rows are the run's own."""
+    dataset = ImageRowsDataset(rows, reader, class_index, spec, limits, "none", options.seed, options.decode_threads,
+                               cache)
     targets, probabilities, loss = evaluate.predict(model, make_loader(dataset, options.batch_size, False, 0),
                                                     device, options.amp)
     return evaluate.report(targets, probabilities, labels) | {"loss": loss}

@@ -130,7 +130,7 @@ def choose_settings(options: TrainOptions, train_rows: Sequence[Any], reader: An
 
 def settle_learning_rate(store: RunStore, run_id: str, options: TrainOptions, base: Any, labels: list[str],
                          train_rows: Sequence[Any], reader: Any, spec: InputSpec, limits: ImageLimits, device: str,
-                         show_progress: bool) -> TrainOptions:
+                         show_progress: bool, cache: Any = None) -> TrainOptions:
     """``options`` with ``lr='auto'`` replaced by a short range test's pick (:mod:`sightql.train.lr_range`),
     recorded in the run's params; the base's weights, BatchNorm statistics and RNG are as they were.
     Any other ``lr`` is returned as it is."""
@@ -138,7 +138,7 @@ def settle_learning_rate(store: RunStore, run_id: str, options: TrainOptions, ba
         return options
     from sightql.train.lr_range import choose_learning_rate
 
-    lr, why = choose_learning_rate(base, options, labels, train_rows, reader, spec, limits, device)
+    lr, why = choose_learning_rate(base, options, labels, train_rows, reader, spec, limits, device, cache)
     options = replace(options, lr=lr)
     params = json.loads(store.get(run_id)["params"])
     params["lr"] = lr

@@ -9,7 +9,7 @@ from sightql.train import checkpoints, optimiser, speed
 from sightql.train.bases import apply_freeze
 from sightql.train.dataset import ImageRowsDataset, make_loader
 from sightql.train.distributed import Group
-from sightql.train.image_cache import DecodedImageCache
+from sightql.train.image_cache import DecodedImageCache, image_cache
 from sightql.train.loop import Loop, LoopState, Progress
 from sightql.train.options import TrainOptions
 from sightql.train.probe import start_from_probe
@@ -18,20 +18,23 @@ from sightql.train.writer import RunWriter
 
 def fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: str, train_rows: list[Any],
         val_rows: list[Any], reader: Any, limits: Any, group: Group | None, writer: RunWriter | None,
-        show_progress: bool, resume_from: tuple[int, Path, str] | None, probe: Any = None) -> Any:
+        show_progress: bool, resume_from: tuple[int, Path, str] | None, probe: Any = None,
+        cache: DecodedImageCache | None = None) -> Any:
     """The epochs, the same on every rank: returns the final LoopState; ``writer`` is None on ranks other than 0.
-    ``probe``: a new run's epoch 0 (:mod:`sightql.train.probe`), its head already in ``base``.
+    ``probe``: a new run's epoch 0 (:mod:`sightql.train.probe`), its head already in ``base``; ``cache``: the
+    decoded images the passes before the epochs kept (rank 0), else a new cache of ``image_cache_mb``.
 
     Made fast on a CPU as :mod:`sightql.train.speed` measured: glibc malloc kept from mmapping each step,
     channels-last, bfloat16 where the CPU has it, decoded images cached and the next batch prefetched."""
     with speed.fast_cpu(base.module.to(device), device):
         return _fit(options, labels, base, spec, device, train_rows, val_rows, reader, limits, group, writer,
-                    show_progress, resume_from, probe)
+                    show_progress, resume_from, probe, cache)
 
 
 def _fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device: str, train_rows: list[Any],
          val_rows: list[Any], reader: Any, limits: Any, group: Group | None, writer: RunWriter | None,
-         show_progress: bool, resume_from: tuple[int, Path, str] | None, probe: Any) -> Any:
+         show_progress: bool, resume_from: tuple[int, Path, str] | None, probe: Any,
+         cache: DecodedImageCache | None) -> Any:
     import torch
 
     class_index = {label: i for i, label in enumerate(labels)}
@@ -42,7 +45,7 @@ def _fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device:
         model = group.wrap(model, device)
 
     threads = options.decode_threads
-    cache = DecodedImageCache(options.image_cache_mb * 1024 * 1024) if options.image_cache_mb else None
+    cache = cache if cache is not None else image_cache(options.image_cache_mb)
     train_set = ImageRowsDataset(train_rows, reader, class_index, spec, limits, options.augment, options.seed, threads, cache)
     val_set = ImageRowsDataset(val_rows, reader, class_index, spec, limits, "none", options.seed, threads, cache)
     shard = None if group is None else (group.rank, group.world_size)

@@ -9,7 +9,9 @@ so each epoch's augmentation differs as it did without the cache.
 The budget is a ceiling, not a target: images are kept first come, first kept, until the next one
 would pass it; later ones are decoded every epoch as before (with shuffled epochs, evicting to make
 room would only trade one miss for another). The training and validation sets of a run share one
-cache, keyed by the row's key.
+cache, keyed by the row's key, and so do the passes before the epochs (the probe epoch's feature pass,
+which decodes every row once anyway, and the learning-rate range test), so epoch 1 already finds the
+images decoded.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ import threading
 from typing import Any, Hashable
 
 from PIL import Image
+
+
+def image_cache(megabytes: int) -> "DecodedImageCache | None":
+    """A run's cache of ``megabytes`` (``image_cache_mb``), or None when that is 0."""
+    return DecodedImageCache(megabytes * 1024 * 1024) if megabytes else None
 
 
 def image_bytes(image: Image.Image) -> int:

@@ -56,13 +56,13 @@ def sweep_plan(train_images: int, batch_size: int) -> tuple[int, int] | None:
 
 
 def run_sweep(base: Any, options: TrainOptions, labels: list[str], train_rows: Sequence[Any], reader: Any,
-              spec: InputSpec, limits: ImageLimits, device: str, batch_size: int, steps: int) -> Sweep:
+              spec: InputSpec, limits: ImageLimits, device: str, batch_size: int, steps: int, cache: Any = None) -> Sweep:
     """Train ``steps`` batches at exponentially growing rates and record the loss; the caller restores the model."""
     import torch
 
     class_index = {label: i for i, label in enumerate(labels)}
     dataset = ImageRowsDataset(train_rows, reader, class_index, spec, limits, options.augment, options.seed,
-                               options.decode_threads)
+                               options.decode_threads, cache)
     dataset.set_epoch(0)  # training epochs are 1..N: the sweep's augmentation draws are its own
     loader = make_loader(dataset, batch_size, True, options.seed)
     model = base.module.to(device)
@@ -135,8 +135,10 @@ def pick(sweep: Sweep) -> tuple[float, str]:
 
 
 def choose_learning_rate(base: Any, options: TrainOptions, labels: list[str], train_rows: Sequence[Any],
-                         reader: Any, spec: InputSpec, limits: ImageLimits, device: str) -> tuple[float, str]:
-    """The head's learning rate for this run and why; the model and RNG are left exactly as they were."""
+                         reader: Any, spec: InputSpec, limits: ImageLimits, device: str,
+                         cache: Any = None) -> tuple[float, str]:
+    """The head's learning rate for this run and why; the model and RNG are left exactly as they were.
+    ``cache``: the run's decoded-image cache (the sweep reads through it)."""
     import torch
 
     plan = sweep_plan(len(train_rows), options.batch_size)
@@ -149,7 +151,7 @@ def choose_learning_rate(base: Any, options: TrainOptions, labels: list[str], tr
     modes = [m.training for m in module.modules()]
     rng = checkpoints.rng_state()
     try:
-        sweep = run_sweep(base, options, labels, train_rows, reader, spec, limits, device, *plan)
+        sweep = run_sweep(base, options, labels, train_rows, reader, spec, limits, device, *plan, cache=cache)
     finally:
         with torch.no_grad():
             module.load_state_dict(weights)

@@ -138,8 +138,10 @@ def _threads(count: int) -> Iterator[None]:
 
 
 def probe_epoch(base: Any, spec: Any, train_rows: list[Any], val_rows: list[Any], reader: Any, labels: list[str],
-                limits: Any, options: TrainOptions, device: str, say: Callable[[str], None]) -> EpochResult:
-    """Fit ``base``'s head on the frozen body's features and set it; returns the run's epoch 0."""
+                limits: Any, options: TrainOptions, device: str, say: Callable[[str], None],
+                cache: Any = None) -> EpochResult:
+    """Fit ``base``'s head on the frozen body's features and set it; returns the run's epoch 0.
+    ``cache``: the run's decoded-image cache, filled by this pass for the epochs."""
     import torch
 
     started = time.perf_counter()
@@ -147,7 +149,8 @@ def probe_epoch(base: Any, spec: Any, train_rows: list[Any], val_rows: list[Any]
     module = base.module.to(device)
     features = []
     for rows in (train_rows, val_rows):
-        dataset = ImageRowsDataset(rows, reader, class_index, spec, limits, "none", options.seed, options.decode_threads)
+        dataset = ImageRowsDataset(rows, reader, class_index, spec, limits, "none", options.seed, options.decode_threads,
+                                   cache)
         loader = make_loader(dataset, options.batch_size, False, options.seed)
         features.append(head_inputs(module, base.head, loader, device, options.amp))
     train, val = features

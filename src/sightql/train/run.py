@@ -31,6 +31,7 @@ from sightql.train.auto_settings import settle_learning_rate
 from sightql.train.distributed import Group
 from sightql.train.distributed import distributed_env, failure_text
 from sightql.train.fit import fit
+from sightql.train.image_cache import image_cache
 from sightql.train.loop import Progress
 from sightql.train.options import TrainOptions
 from sightql.train.probe import probe_epoch, summary
@@ -133,17 +134,18 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     prepared = prepare(warehouse, registry, stages, store, run_id, options, resuming, group, show_progress)
     options = prepared.options or options  # with the settings chosen from the data
     probe = None
+    cache = image_cache(options.image_cache_mb)  # one per process: the probe's pass fills it for the epochs
     with speed.fast_cpu(prepared.base.module.to(prepared.device), prepared.device):  # as fast as the epochs
         if options.probe and not resuming:  # epoch 0, on rank 0 before the plan: its head reaches the others (DDP)
             reporter.phase("linear probe (epoch 0)")
             probe = probe_epoch(prepared.base, prepared.spec, prepared.train_rows, prepared.val_rows, prepared.reader,
                                 prepared.labels, warehouse.limits, options, prepared.device,
-                                Progress(show_progress).say)
+                                Progress(show_progress).say, cache)
             store.set_probe(run_id, probe.val_acc, probe.val_loss)
         # the range test starts from the probe's head, so it measures the fine-tuning that follows
         options = settle_learning_rate(store, run_id, options, prepared.base, prepared.labels, prepared.train_rows,
                                        prepared.reader, prepared.spec, warehouse.limits, prepared.device,
-                                       show_progress)
+                                       show_progress, cache)
     train_images = len(prepared.train_rows)
     resume_from = None
     if resuming:
@@ -157,7 +159,7 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
     writer = RunWriter(warehouse, store, run_id, reporter)
     try:
         state = fit(options, labels, prepared.base, spec, device, prepared.train_rows, prepared.val_rows, reader,
-                    warehouse.limits, group, writer, show_progress, resume_from, probe)
+                    warehouse.limits, group, writer, show_progress, resume_from, probe, cache)
         writer.stopped(state.stop_reason)
         if group is not None:
             group.phase = "final"
@@ -168,7 +170,7 @@ def lead_run(warehouse: Warehouse, registry: Registry, stages: StageCatalog, sto
         inner.load_state_dict(checkpoints.load_best_weights(warehouse.home, run_id))
         class_index = {label: i for i, label in enumerate(labels)}
         val_report = evaluate_rows(inner, prepared.val_rows, reader, class_index, labels, spec, warehouse.limits,
-                                   device, options)
+                                   device, options, cache)
         val_report |= {"dataset": "validation"}
     finally:
         if isinstance(reader, SharedRowsReader) and prepared.rows_path is not None:
