@@ -66,8 +66,8 @@ def _rows_and_reader(session, table: str):
 
 # ---- the rules --------------------------------------------------------------------------
 def test_the_rules_give_the_documented_choices():
-    assert auto_settings.choose_image_size(28, 224)[0] == 64
-    assert auto_settings.choose_image_size(60, 224)[0] == 128
+    assert auto_settings.choose_image_size(28, 224)[0] == 128  # Animal-MNIST
+    assert auto_settings.choose_image_size(40, 224)[0] == 160 and auto_settings.choose_image_size(60, 224)[0] == 224
     assert auto_settings.choose_image_size(150, 224)[0] == 224 and auto_settings.choose_image_size(250, 224)[0] == 224
     assert auto_settings.choose_resize(1.33)[0] == "squash" and auto_settings.choose_resize(3.1)[0] == "pad"
     assert auto_settings.choose_epochs(1400, 32)[0] == 14  # textile: 44 steps an epoch
@@ -76,7 +76,7 @@ def test_the_rules_give_the_documented_choices():
     assert [auto_settings.choose_patience(e)[0] for e in (3, 9, 14, 30)] == [3, 3, 5, 10]
 
 
-def test_small_images_get_64_px_and_an_explicit_size_wins(session):
+def test_small_images_are_upscaled_to_128_px_and_an_explicit_size_wins(session):
     from sightql.images.spec import InputSpec
     from sightql.train.options import TrainOptions
 
@@ -84,7 +84,7 @@ def test_small_images_get_64_px_and_an_explicit_size_wins(session):
     rows, reader = _rows_and_reader(session, _table(session, "small", small))
     options = TrainOptions(name="m", source="small")
     chosen_options, chosen = auto_settings.choose_settings(options, rows, reader, session.warehouse.limits, InputSpec())
-    assert chosen_options.image_size == 64 and chosen["image_size"]["value"] == 64
+    assert chosen_options.image_size == 128 and chosen["image_size"]["value"] == 128
     assert "28 px" in chosen["image_size"]["why"] and chosen_options.resize == "squash"
     assert chosen_options.epochs == 30 and chosen_options.patience == 10  # 10 images: 1 step an epoch
     given, chosen = auto_settings.choose_settings(TrainOptions(name="m", source="small", image_size=96, epochs=4,
@@ -170,12 +170,55 @@ def test_a_data_set_too_small_for_a_range_test_gets_the_default_and_says_so():
     assert lr_range.sweep_plan(1400, 32) == (32, 43) and lr_range.sweep_plan(8000, 32) == (32, 50)
 
 
-def test_the_valley_is_inside_the_falling_stretch():
-    lrs = [1e-6 * 10 ** (i / 5) for i in range(31)]
-    loss = [1.0] * 10 + [1.0 - 0.08 * i for i in range(1, 11)] + [0.2 + 0.5 * i for i in range(11)]
-    assert 1e-4 <= lr_range.valley(lrs, loss) <= 1e-2
-    found, why = lr_range.pick(lr_range.Sweep(lrs, loss, loss, 4))
-    assert lr_range.SAFE_BAND[0] <= found <= lr_range.SAFE_BAND[1] and "valley" in why
+def test_the_rate_stands_well_below_where_the_loss_diverged_clamped_to_the_band():
+    lrs = [1e-6 * 10 ** (i / 5) for i in range(31)]  # 1e-6 .. 1
+    # textile's shape: a noisy plateau, a fall, a chaotic floor, divergence at the last rates
+    loss = [2.5, 2.0, 2.8, 2.2, 1.9, 1.8, 1.7, 2.9, 2.6, 2.7] + [2.4 - 0.2 * i for i in range(1, 11)] + \
+        [0.5, 1.5, 0.6, 1.2, 0.7, 0.9, 0.8, 1.1, 0.9, 2.0, 9.0]
+    found, why = lr_range.pick(lr_range.Sweep(lrs, loss, loss, 32, diverged_at=lrs[-1]))
+    assert found == lr_range.SAFE_BAND[1] and "diverged at 1, 1/100 of it 0.01, clamped to the safe band" in why
+    # a model that cannot bear much: the loss blows up at 0.025, so the rate drops to 2.5e-4
+    early = loss[:22] + [20.0]
+    found, why = lr_range.pick(lr_range.Sweep(lrs[:23], early, early, 32, diverged_at=lrs[22]))
+    assert found == pytest.approx(lrs[22] / 100) and lr_range.SAFE_BAND[0] < found < lr_range.SAFE_BAND[1]
+    assert "diverged at 0.025" in why and "clamped" not in why
+    # a sweep that ended without diverging: its last rate bounds the divergence from below
+    calm = loss[:25]
+    found, why = lr_range.pick(lr_range.Sweep(lrs[:25], calm, calm, 32))
+    assert found == pytest.approx(lrs[24] / 100) and "did not diverge up to 0.063" in why
+
+
+# ---- warm-up -------------------------------------------------------------------------------
+def test_warmup_factor_rises_linearly_to_one_over_the_warmup_epochs():
+    from sightql.train.loop import warmup_factor
+
+    assert [warmup_factor(1, step, 4, 1) for step in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert [warmup_factor(e, s, 2, 2) for e in (1, 2) for s in range(2)] == [0.25, 0.5, 0.75, 1.0]
+    assert warmup_factor(3, 0, 2, 2) == 1.0 and warmup_factor(1, 0, 0, 1) == 1.0
+
+
+def test_the_first_epoch_warms_up_step_by_step_and_the_schedule_keeps_its_own_rates(session, monkeypatch):
+    import torch
+
+    seen: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    table = _table(session, "tex", _textile(6))  # 12 images: 10 train in 3 steps of 4, 2 validate
+    result = session.train("tex", table, label="label", **{**TINY, "epochs": 2, "lr": 1e-3, "probe": False,
+                                                          "image_size": 64, "patience": 0})
+    cosine_epoch_2 = 1e-3 * (1 + math.cos(math.pi / 2)) / 2
+    assert seen == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3] + [cosine_epoch_2] * 3)
+    logged = session.sql("SELECT epoch, lr FROM training_log WHERE run_id = ? ORDER BY epoch", [result.run_id]).to_pylist()
+    assert [row["lr"] for row in logged] == pytest.approx([1e-3, cosine_epoch_2])  # the schedule's, not the warm-up's
+    seen.clear()
+    session.train("tex", table, label="label", **{**TINY, "epochs": 1, "lr": 1e-3, "probe": False, "image_size": 64,
+                                                  "warmup_epochs": 0})
+    assert seen == pytest.approx([1e-3] * 3)
 
 
 # ---- early stopping on validation loss -------------------------------------------------------

@@ -91,6 +91,7 @@ def train_command(
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = D["batch_size"],
     lr: Annotated[str, typer.Option(help=f"The new head's learning rate (AdamW; the body learns at a tenth): a number such as 0.001, or auto for a short range test ({CHOSEN}).")] = D["lr"],
     schedule: Annotated[Schedule, typer.Option(help="Learning-rate schedule.")] = D["schedule"],
+    warmup_epochs: Annotated[int, typer.Option(help="Epochs over which the rate rises linearly to the schedule's, step by step; 0: none.")] = D["warmup_epochs"],
     freeze: Annotated[str, typer.Option(help="backbone, none, or a number of first blocks.")] = str(D["freeze"]),
     unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.")] = D["unfreeze_after"],
     image_size: Annotated[Optional[int], typer.Option(help=f"Input size in pixels ({CHOSEN}: the base's, or about twice small images' shorter side).")] = D["image_size"],

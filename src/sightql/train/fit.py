@@ -68,6 +68,7 @@ def _fit(options: TrainOptions, labels: list[str], base: Any, spec: Any, device:
         progress=Progress(show_progress and writer is not None, writer.reporter if writer else None),
         unfreeze_after=options.unfreeze_after, unfreeze=lambda: apply_freeze(base, "none"), group=group,
         precision=speed.choose_precision(options.precision, device), channels_last=device.startswith("cpu"),
+        warmup_epochs=options.warmup_epochs,
     )
     state = LoopState()
     if resume_from is not None:

@@ -1,4 +1,9 @@
-"""The epoch loop: progress bar, AMP on CUDA, DDP under torchrun, early stopping, checkpoints, Ctrl-C.
+"""The epoch loop: progress bar, AMP on CUDA, DDP under torchrun, warm-up, early stopping, checkpoints, Ctrl-C.
+
+Warm-up (``warmup_epochs``, default 1): over the first fine-tuning epochs each step's rate is the
+schedule's times ``warmup_factor``, rising linearly to the full rate; the schedule's own rates are put
+back when the epoch ends, so the per-epoch schedule and checkpoints never see the warm-up. Starting at
+the full rate from the probe's head lost ground in epoch 1 on every data set measured (docs/training.md).
 
 Early stopping (``patience``) counts epochs in which the validation loss did not fall below its lowest
 by more than ``LOSS_MIN_DELTA`` (relative) and the validation accuracy did not reach a new best: a
@@ -55,6 +60,13 @@ class LoopState:
     history: list[EpochResult] = field(default_factory=list)
     lowest_val_loss: float = math.inf
     stop_reason: str = ""  # set by Loop.run: early stop, or the epoch limit reached
+
+
+def warmup_factor(epoch: int, step: int, steps: int, warmup_epochs: int) -> float:
+    """The share of the scheduled rate at ``step`` (0-based) of ``epoch`` (1-based) while warming up: rising
+    linearly from 1 / (warmup steps) to 1 at the last warm-up step (Goyal et al. 2017), 1 after it."""
+    done = (epoch - 1) * steps + step + 1
+    return min(1.0, done / max(warmup_epochs * steps, 1))
 
 
 def keep_frozen_norms_in_eval(model: Any) -> None:
@@ -137,6 +149,7 @@ class Loop:
     unfreeze_after: int | None = None
     unfreeze: Callable[[], None] | None = None
     group: Any = None  # sightql.train.distributed.Group under torchrun
+    warmup_epochs: int = 0  # the rate rises linearly over these first epochs' steps (warmup_factor)
     precision: str = "fp32"  # 'bf16': CPU autocast (speed.choose_precision decided)
     channels_last: bool = False  # inputs in channels-last, as the model (speed.to_channels_last)
 
@@ -194,8 +207,15 @@ class Loop:
         elif self.train_loader.generator is not None:
             self.train_loader.generator.manual_seed(self.seed * 100_003 + epoch)  # same order after a resume
         total_loss, correct, seen = 0.0, 0, 0
-        with self.group.uneven_batches(self.model) if self.group is not None else contextlib.nullcontext():
-            for images, labels in self.train_loader:
+        steps = len(self.train_loader)
+        with contextlib.ExitStack() as stack:
+            if self.group is not None:
+                stack.enter_context(self.group.uneven_batches(self.model))
+            if epoch <= self.warmup_epochs:
+                stack.enter_context(self._rates_put_back())
+            for step, (images, labels) in enumerate(self.train_loader):
+                if epoch <= self.warmup_epochs:
+                    self._warm_up(warmup_factor(epoch, step, steps, self.warmup_epochs))
                 images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -216,6 +236,20 @@ class Loop:
             total_loss, all_correct, _ = self.group.sum([total_loss, correct, 0])
             correct, seen = int(all_correct), sum(per_rank)
         return total_loss / max(seen, 1), correct / max(seen, 1), seen, per_rank
+
+    @contextlib.contextmanager
+    def _rates_put_back(self) -> Any:
+        """Each parameter group's rate as the schedule set it, restored when the warm-up epoch ends (or fails)."""
+        self._scheduled = [float(group["lr"]) for group in self.optimizer.param_groups]
+        try:
+            yield
+        finally:
+            for group, rate in zip(self.optimizer.param_groups, self._scheduled):
+                group["lr"] = rate
+
+    def _warm_up(self, factor: float) -> None:
+        for group, rate in zip(self.optimizer.param_groups, self._scheduled):
+            group["lr"] = rate * factor
 
     def _validate(self) -> tuple[float, float]:
         """(loss, accuracy) on the validation rows: all of them here, or this rank's share summed over ranks."""

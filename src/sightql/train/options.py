@@ -23,7 +23,7 @@ Precision = Literal["auto", "fp32", "bf16"]
 SCHEDULES = ("cosine", "step", "none")
 PRECISIONS = ("auto", "fp32", "bf16")
 AUGMENTS = ("none", "light", "standard")
-_WHOLE = ("batch_size", "seed", "checkpoint_every", "decode_threads", "image_cache_mb")
+_WHOLE = ("batch_size", "seed", "checkpoint_every", "decode_threads", "image_cache_mb", "warmup_epochs")
 _WHOLE_OR_NONE = ("epochs", "unfreeze_after", "image_size", "patience")
 _NUMBERS = ("weight_decay", "backbone_lr_factor", "val_fraction")
 _SWITCHES = ("amp", "register", "probe")
@@ -47,6 +47,7 @@ class TrainOptions:
     batch_size: int = 32
     lr: float | Literal["auto"] = "auto"
     schedule: Schedule = "cosine"
+    warmup_epochs: int = 1  # the rate rises linearly, step by step, over the first fine-tuning epochs; 0: none
     weight_decay: float = 1e-4
     backbone_lr_factor: float = 0.1
     freeze: str | int = "none"
@@ -81,6 +82,8 @@ class TrainOptions:
             raise ConfigError(f"lr={self.lr!r} is not valid; use a positive learning rate such as 1e-3, or 'auto'")
         if not 0 < self.backbone_lr_factor <= 1:
             raise ConfigError(f"backbone_lr_factor={self.backbone_lr_factor} is not valid; use a value in (0, 1]")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} is not valid; use 0 (no warm-up) or more epochs")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r} is not known; use one of {', '.join(SCHEDULES)}")
         if self.augment not in AUGMENTS:
