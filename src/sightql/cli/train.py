@@ -94,7 +94,7 @@ def train_command(
     warmup_epochs: Annotated[int, typer.Option(help="Epochs over which the rate rises linearly to the schedule's, step by step; 0: none.")] = D["warmup_epochs"],
     freeze: Annotated[str, typer.Option(help="backbone, none, or a number of first blocks.")] = str(D["freeze"]),
     unfreeze_after: Annotated[Optional[int], typer.Option(help="Unfreeze everything after this many epochs.")] = D["unfreeze_after"],
-    image_size: Annotated[Optional[int], typer.Option(help=f"Input size in pixels ({CHOSEN}: the base's, or about twice small images' shorter side).")] = D["image_size"],
+    image_size: Annotated[Optional[int], typer.Option(help=f"Input size in pixels ({CHOSEN}: the base's, or about 4x small images' shorter side, at least 128).")] = D["image_size"],
     resize: Annotated[Optional[str], typer.Option(help=f"squash (whole image), pad (whole image, aspect kept, letterboxed) or shorter (centre crop) ({CHOSEN}: squash, pad for images longer than 2:1).")] = D["resize"],
     augment: Annotated[Augment, typer.Option(help="Training-time augmentation.")] = D["augment"],
     val_fraction: Annotated[float, typer.Option(help="Held-out fraction, split by content hash.")] = D["val_fraction"],
