@@ -2,8 +2,8 @@
 
 Warm-up (``warmup_epochs``, default 1): over the first fine-tuning epochs each step's rate is the
 schedule's times ``warmup_factor``, rising linearly to the full rate; the schedule's own rates are put
-back when the epoch ends, so the per-epoch schedule and checkpoints never see the warm-up. Starting at
-the full rate from the probe's head lost ground in epoch 1 on every data set measured (docs/training.md).
+back when the epoch ends, so the per-epoch schedule and checkpoints never see the warm-up. Measured, it
+did not remove the loss of ground in epoch 1 that it was added for (docs/training.md, "Warm-up").
 
 Early stopping (``patience``) counts epochs in which the validation loss did not fall below its lowest
 by more than ``LOSS_MIN_DELTA`` (relative) and the validation accuracy did not reach a new best: a
@@ -211,11 +211,9 @@ class Loop:
         with contextlib.ExitStack() as stack:
             if self.group is not None:
                 stack.enter_context(self.group.uneven_batches(self.model))
-            if epoch <= self.warmup_epochs:
-                stack.enter_context(self._rates_put_back())
+            warm_up = stack.enter_context(self._warm_up(epoch, steps))
             for step, (images, labels) in enumerate(self.train_loader):
-                if epoch <= self.warmup_epochs:
-                    self._warm_up(warmup_factor(epoch, step, steps, self.warmup_epochs))
+                warm_up(step)
                 images, labels = images.to(self.device, non_blocking=True), labels.to(self.device)
                 if self.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -238,18 +236,26 @@ class Loop:
         return total_loss / max(seen, 1), correct / max(seen, 1), seen, per_rank
 
     @contextlib.contextmanager
-    def _rates_put_back(self) -> Any:
-        """Each parameter group's rate as the schedule set it, restored when the warm-up epoch ends (or fails)."""
-        self._scheduled = [float(group["lr"]) for group in self.optimizer.param_groups]
-        try:
-            yield
-        finally:
-            for group, rate in zip(self.optimizer.param_groups, self._scheduled):
-                group["lr"] = rate
+    def _warm_up(self, epoch: int, steps: int) -> Any:
+        """Yields ``at(step)``, which sets each parameter group's rate to the schedule's times ``warmup_factor``
+        during the warm-up epochs (and does nothing after them); the schedule's rates are put back when the
+        epoch ends or fails."""
+        if epoch > self.warmup_epochs:
+            yield lambda step: None
+            return
+        groups = self.optimizer.param_groups
+        scheduled = [float(group["lr"]) for group in groups]
 
-    def _warm_up(self, factor: float) -> None:
-        for group, rate in zip(self.optimizer.param_groups, self._scheduled):
-            group["lr"] = rate * factor
+        def at(step: int) -> None:
+            factor = warmup_factor(epoch, step, steps, self.warmup_epochs)
+            for group, rate in zip(groups, scheduled):
+                group["lr"] = rate * factor
+
+        try:
+            yield at
+        finally:
+            for group, rate in zip(groups, scheduled):
+                group["lr"] = rate
 
     def _validate(self) -> tuple[float, float]:
         """(loss, accuracy) on the validation rows: all of them here, or this rank's share summed over ranks."""
