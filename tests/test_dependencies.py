@@ -12,6 +12,8 @@ import tomllib
 from importlib.metadata import packages_distributions, requires
 from pathlib import Path
 
+from packaging.requirements import Requirement  # pytest's own dependency
+
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "sightql"
@@ -49,6 +51,9 @@ def declared() -> tuple[set[str], dict[str, set[str]]]:
     def expand(extra: str) -> set[str]:
         names: set[str] = set()
         for text in raw[extra]:
+            marker = Requirement(text).marker
+            if marker is not None and not marker.evaluate():
+                continue  # for another platform (e.g. `tensorflow` on macOS, `tensorflow-cpu` elsewhere)
             name, extras = _requirement(text)
             names |= set().union(*map(expand, extras)) if name == "sightql" else _with_extras(name, extras)
         return names
