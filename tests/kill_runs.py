@@ -36,3 +36,19 @@ def kill_at_random_points(args: list[str], span_s: float, times: int, seed: int)
             child.wait()
         delays.append(delay)
     return delays
+
+
+def kill_when_paused(code: str, args: list[str], marker: str = "sightql-test: paused", wait_s: float = 120) -> None:
+    """Run ``python -c code args`` until it prints ``marker`` on stderr (a crash test's child pausing at a
+    chosen point, e.g. inside a write's open transaction), then SIGKILL it there."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + wait_s
+    assert child.stderr is not None
+    for line in child.stderr:
+        if marker in line:
+            break
+        assert time.monotonic() < deadline, "the child never reached its pause point"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL

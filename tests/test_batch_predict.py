@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import sightql
 from sightql.errors import ConfigError, ModelNotFoundError, SightQLError, StageError, TableError
 from sightql.images.preprocess import preprocess
 from sightql.inference.runners import DaskRunner
+from tests.kill_runs import kill_when_paused
 from tests.registry_models import tiny_classifier, write_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -321,18 +320,7 @@ with sightql.connect(sys.argv[1]) as s:
 
 
 def _run_until_paused(warehouse: Path, into: str, pause: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(warehouse), into, pause], env=env,
-                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    assert child.stderr is not None
-    for line in child.stderr:
-        if "sightql-test: paused" in line:
-            break
-        assert time.monotonic() < deadline, "the child never reached its pause point"
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert child.returncode == -signal.SIGKILL
+    kill_when_paused(_CHILD, [str(warehouse), into, pause])
 
 
 @pytest.mark.slow

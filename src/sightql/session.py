@@ -272,6 +272,9 @@ class Session:
         source: str,
         *,
         image: str = "image",
+        stage: str | None = None,
+        columns: dict[str, str] | str | None = None,
+        key: str | None = None,
         into: str | None = None,
         where: str | None = None,
         params: Sequence[Any] | dict[str, Any] | None = None,
@@ -285,19 +288,23 @@ class Session:
     ) -> PredictReport:
         """Classify every row of a table (or every file under ``'@stage/prefix'``) and write the predictions back.
 
-        Results go into ``into`` (default: the source table itself) as columns ``predicted_label``,
-        ``confidence``, ``top_k`` (when ``top_k > 0``), ``model_version``, ``predicted_at``,
-        ``prediction_error`` and ``predicted_sha256``, one transaction per chunk, keyed by the row key.
-        Rows already predicted by the same model version from the same bytes are skipped unless
-        ``recompute=True``; a rerun after a crash finishes the job. ``where`` is the caller's SQL
-        filter on the source; bind its values through ``params``. ``runner`` is ``'local'``, ``'dask'``
-        (the cluster the settings ``dask_scheduler`` / ``dask_workers`` name) or a runner such as
-        ``DaskRunner(scheduler='tcp://host:8786')`` from :mod:`sightql.inference.runners`. See docs/batch.md.
+        ``image`` is the table's column of images: BLOB, FILE values, or paths (VARCHAR) relative to
+        ``stage`` ('@clothing') or full '@stage/path' references. Results go into ``into`` (default: the
+        source table itself) as columns ``predicted_label``, ``confidence``, ``top_k`` (when ``top_k > 0``),
+        ``model_version``, ``predicted_at``, ``prediction_error`` and ``predicted_sha256``, or, with
+        ``columns={'label': 'TYPE', 'score': 'CONFIDENCE', 'predicted_at': 'PRED_TIMESTAMP'}``, into your
+        own columns (made if missing), one transaction per chunk, keyed by the row key: the primary key,
+        else ``key`` (a unique column), else the path column. Rows already predicted by the same model
+        version from the same bytes (or, for paths, the same file) are skipped unless ``recompute=True``;
+        a rerun after a crash finishes the job. ``where`` is the caller's SQL filter on the source; bind its
+        values through ``params``. ``runner`` is ``'local'``, ``'dask'`` (the cluster the settings
+        ``dask_scheduler`` / ``dask_workers`` name) or a runner such as ``DaskRunner(scheduler='tcp://host:8786')``
+        from :mod:`sightql.inference.runners`. See docs/batch.md.
         """
         return predict(
-            self.warehouse, self.registry, self.stages, model, source, image=image, into=into, where=where,
-            params=params, top_k=top_k, recompute=recompute, batch_size=batch_size, chunk_rows=chunk_rows,
-            runner=runner, device=device, progress=progress,
+            self.warehouse, self.registry, self.stages, model, source, image=image, stage=stage, columns=columns,
+            key=key, into=into, where=where, params=params, top_k=top_k, recompute=recompute, batch_size=batch_size,
+            chunk_rows=chunk_rows, runner=runner, device=device, progress=progress,
         )
 
     def classify(self, images: Sequence[bytes], model: str = "imagenet", k: int = 5) -> list[dict[str, Any]]:
@@ -308,3 +315,4 @@ class Session:
         "error": None or one sentence, "model_version": e.g. 'defects@v3'}``.
         """
         return classify_images(self.warehouse, self.registry, images, model, k)
+

@@ -11,10 +11,14 @@ from sightql.inference.runners import RunnerName, runner_from_options
 
 
 def predict(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model reference, e.g. imagenet or xray@prod.")],
-    table: Annotated[Optional[str], typer.Option("--table", "-t", help="Source table (keyed by its primary key).")] = None,
+    model_ref: Annotated[Optional[str], typer.Argument(metavar="MODEL", help="Model reference, e.g. imagenet or clf@prod (or --model).")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model reference, e.g. imagenet or xray@prod.")] = None,
+    table: Annotated[Optional[str], typer.Option("--table", "-t", help="Source table (keyed by its primary key, --key, or its path column).")] = None,
     from_stage: Annotated[Optional[str], typer.Option("--from", help="Source stage prefix, e.g. '@photos/2024'.")] = None,
-    image: Annotated[str, typer.Option("--image", help="The BLOB column holding the images (tables).")] = "image",
+    image: Annotated[str, typer.Option("--image", help="The table's image column: BLOB, FILE values, or paths (VARCHAR) with --stage.")] = "image",
+    stage: Annotated[Optional[str], typer.Option("--stage", help="The stage a path column's values are relative to, e.g. '@clothing'.")] = None,
+    columns: Annotated[Optional[str], typer.Option("--columns", help="Write outputs into your columns: label=TYPE,score=CONFIDENCE,predicted_at=PRED_TIMESTAMP (outputs: label, score, top_k, model_version, predicted_at, error, sha256).")] = None,
+    key: Annotated[Optional[str], typer.Option("--key", help="A unique column identifying rows, for a table without a primary key.")] = None,
     into: Annotated[Optional[str], typer.Option("--into", help="Table for the predictions (default: the source table).")] = None,
     where: Annotated[Optional[str], typer.Option("--where", help="SQL filter on the source; values go in with --param.")] = None,
     param: Annotated[Optional[List[str]], typer.Option("--param", "-p", help="A value for each ? in --where, in order.")] = None,
@@ -31,12 +35,18 @@ def predict(
     """Classify a whole table or stage and write the predictions back (resumable, incremental).
 
     Writes predicted_label, confidence, top_k, model_version, predicted_at, prediction_error and
-    predicted_sha256. Rows already predicted by the same model version from the same bytes are skipped;
-    after an interruption, run the same command again to finish.
+    predicted_sha256, or with --columns your own columns (made if missing; model_version,
+    prediction_error and predicted_sha256 are kept too unless mapped). Rows already predicted by
+    the same model version from the same bytes (or file) are skipped; after an interruption, run
+    the same command again to finish.
 
     **Examples**
 
-        sightql predict --model xray@prod --table images --image image --into images
+        sightql predict xray@prod --table images
+
+        sightql predict clf@prod --table clothing_test --image file_name --stage @clothing --columns label=TYPE,score=CONFIDENCE,predicted_at=PRED_TIMESTAMP
+
+        sightql predict imagenet --table shots --image path --key shot_id --columns label=category,error=why
 
         sightql predict --model imagenet --from '@photos' --into photo_labels --runner dask
 
@@ -44,6 +54,8 @@ def predict(
     """
     from sightql.errors import ConfigError
 
+    if (model_ref is None) == (model is None):
+        raise ConfigError("give the model once: sightql predict MODEL --table NAME (or --model MODEL)")
     if (table is None) == (from_stage is None):
         raise ConfigError("give exactly one source: --table NAME or --from '@stage/prefix'")
     if from_stage is not None and not from_stage.startswith("@"):
@@ -52,7 +64,7 @@ def predict(
     as_background_job()
     with open_session(warehouse) as session:
         report = session.predict(
-            model, table or from_stage, image=image, into=into, where=where, params=param or None, top_k=top_k,
+            model_ref or model, table or from_stage, image=image, stage=stage, columns=columns, key=key, into=into, where=where, params=param or None, top_k=top_k,
             recompute=recompute, runner=chosen, batch_size=batch_size,
             device=device, progress=progress,
         )

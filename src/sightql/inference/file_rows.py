@@ -58,10 +58,11 @@ class StageAddress:
         return Stage(self.name, self.url, self.endpoint_url)
 
 
-def stage_addresses(stages: StageCatalog, refs: Iterable[FileRef | None]) -> dict[str, StageAddress | str]:
-    """The address of each stage ``refs`` name, or why it cannot be opened (that rows' error on the worker)."""
+def stage_addresses(stages: StageCatalog, names: Iterable[str]) -> dict[str, StageAddress | str]:
+    """The address of each stage named (e.g. by a run's FILE values), or why it cannot be opened (that
+    rows' error on the worker)."""
     out: dict[str, StageAddress | str] = {}
-    for name in {ref.stage_name for ref in refs if ref is not None}:
+    for name in set(names):
         try:
             stage = stages.get(name)
             out[name] = StageAddress(name, stage.url, stage.endpoint_url)

@@ -18,6 +18,7 @@ import pyarrow as pa
 from sightql.engine import worker_pool
 from sightql.errors import SightQLError
 from sightql.inference.file_rows import read_file_rows
+from sightql.inference.path_rows import read_path_rows
 from sightql.inference.pipeline import Chunk, PredictOptions
 from sightql.inference.source import Params, StageSource, TableSource, Target
 from sightql.registry.specs import ModelSpec
@@ -172,7 +173,7 @@ def read_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Table, int]:
             sql, values = source.rows_by_key_query(missing[start : start + KEYS_PER_QUERY])
             parts.append(cursor.sql(sql, params=values).to_arrow_table())
     rows = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
-    if not source.is_file:  # FILE values are small: their runs are chunk_rows long (no run_bytes)
+    if not source.in_stages:  # FILE values and paths are small: their runs are chunk_rows long (no run_bytes)
         plan.learn_run(rows.num_rows, rows.column("image").nbytes)
     return rows, len(run.keys) - rows.num_rows
 
@@ -203,21 +204,36 @@ def read_file_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Array, list[FileRe
     return keys, refs, known_of_rows(run, keys.to_pylist())
 
 
+def read_path_run(plan: PredictPlan, run: RowRun) -> tuple[pa.Array, list[str | None], list[str | None] | None] | None:
+    """A table of stage paths' run: the keys, paths and known identities of its rows still there (no bytes)."""
+    rows = _rows_still_there(plan, run)
+    if rows is None:
+        return None
+    keys = rows.column("key").combine_chunks()
+    return keys, rows.column("image").to_pylist(), known_of_rows(run, keys.to_pylist())
+
+
 def table_run_chunk(plan: PredictPlan, run: RowRun) -> Chunk | None:
     """One run's rows as a chunk. A table without a sha256 column has every row read, hashed
     here, and dropped when its bytes match its current prediction (never ``sha256(image)`` over
-    the whole table in SQL, which would scan every image). A FILE table's bytes are read from the
-    stages here, in the reading thread (:func:`~sightql.inference.file_rows.read_file_rows`)."""
-    assert isinstance(plan.source, TableSource)
-    if plan.source.is_file:
-        assert plan.stages is not None, "a FILE table's plan needs the stage catalog"
-        found = read_file_run(plan, run)
-        if found is None:
-            return None
-        chunk, skipped = read_file_rows(*found, plan.stages.get, plan.options.read_budget_bytes)
+    the whole table in SQL, which would scan every image). A FILE or path table's files are
+    checked (a stat each) here, in the reading thread, and their bytes read where each row is
+    decoded (:mod:`~sightql.inference.file_rows`, :mod:`~sightql.inference.path_rows`)."""
+    source = plan.source
+    assert isinstance(source, TableSource)
+    if source.in_stages:
+        assert plan.stages is not None, "a FILE or path table's plan needs the stage catalog"
+        if source.paths is not None:
+            paths = read_path_run(plan, run)
+            chunk, skipped = (None, 0) if paths is None else read_path_rows(
+                *paths, source.paths, plan.stages.get, plan.options.read_budget_bytes)
+        else:
+            files = read_file_run(plan, run)
+            chunk, skipped = (None, 0) if files is None else read_file_rows(
+                *files, plan.stages.get, plan.options.read_budget_bytes)
         if skipped:
             plan.on_skipped(skipped)
-        return chunk if len(chunk) else None
+        return chunk if chunk is not None and len(chunk) else None
     rows = _rows_still_there(plan, run)
     if rows is None:
         return None

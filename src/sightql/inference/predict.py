@@ -20,12 +20,14 @@ from typing import Any
 import duckdb
 
 from sightql.errors import ConfigError, MemoryLimitError, SightQLError
+from sightql.inference.outputs import ColumnsArg
+from sightql.inference.path_rows import path_base
 from sightql.inference.pipeline import PredictOptions
 from sightql.inference.plan import PredictPlan
 from sightql.inference.progress import progress_bar
 from sightql.inference.runners import Runner, RunnerName, resolve_runner
 from sightql.inference.source import (
-    Params, StageSource, TableSource, UserParams, prepare_target, resolve_stage, resolve_table,
+    Params, StageSource, TableSource, UserParams, current_condition, prepare_target, resolve_stage, resolve_table,
 )
 from sightql.inference.writeback import ResultWriter, WriteHook
 from sightql.models.device import resolve_device
@@ -75,6 +77,9 @@ def predict(
     source: str,
     *,
     image: str = "image",
+    stage: str | None = None,
+    columns: ColumnsArg = None,
+    key: str | None = None,
     into: str | None = None,
     where: str | None = None,
     params: UserParams = None,
@@ -90,13 +95,15 @@ def predict(
     """Arguments as in docs/batch.md; ``on_write(point, chunk)`` is told of each chunk's commit (for crash tests)."""
     started = time.perf_counter()
     _check_arguments(source, top_k, batch_size, chunk_rows, where)
+    _check_names(source, image, stage, key)
     chosen = resolve_runner(runner, warehouse.settings)
     spec = registry.spec(model, device)
     # For the bundled model this loads it here, so it is exported once, not by every Dask worker at once.
     check_classifier(card_of(spec), spec.model_version)
+    base = path_base(stages, stage)  # an unknown stage is refused before the table is looked at
     with warehouse.cursor() as cursor:
-        src = resolve_stage(stages, source) if source.startswith("@") else resolve_table(cursor, source, image)
-        target = prepare_target(cursor, src, into, top_k)
+        src = resolve_stage(stages, source) if source.startswith("@") else resolve_table(cursor, source, image, base, key)
+        target = prepare_target(cursor, src, into, top_k, columns)
     settings = warehouse.settings
     options = PredictOptions(
         batch_size=batch_size or (GPU_BATCH_SIZE if resolve_device(spec.device).startswith("cuda") else settings.batch_size),
@@ -107,7 +114,7 @@ def predict(
     )
     plan = PredictPlan(warehouse, spec, src, target, options, where, Params(params), recompute,
                        chunk_rows or DEFAULT_CHUNK_ROWS, stages=stages)
-    if isinstance(src, TableSource) and not src.is_file:  # only BLOB runs carry bytes through DuckDB
+    if isinstance(src, TableSource) and not src.in_stages:  # only BLOB runs carry bytes through DuckDB
         plan.run_bytes = WriteBudget.of(warehouse.connection(), settings).batch_bytes
     try:
         total, due = _count(warehouse, plan)
@@ -158,18 +165,14 @@ def _count(warehouse: Warehouse, plan: PredictPlan) -> tuple[int, int]:
 
 
 def _current_hashes(cursor: Any, plan: PredictPlan) -> dict[str, str]:
-    key = quote_ident(plan.target.key)
-    topk = ""
-    values: list[Any] = [plan.spec.model_version]
-    if plan.options.top_k > 0:
-        topk = " AND (prediction_error IS NOT NULL OR coalesce(len(top_k), 0) >= ?)"
-        values.append(plan.options.top_k)
-    rows = cursor.execute(
-        f"SELECT {key}, predicted_sha256 FROM {plan.target.quoted} "
-        f"WHERE model_version = ? AND predicted_sha256 IS NOT NULL{topk}",
-        values,
-    ).fetchall()
-    return dict(rows)
+    target = plan.target
+    condition, values = current_condition(target, "t", plan.spec.model_version, plan.options.top_k)
+    sha = target.column("sha256")
+    sql, values = Params(None).build([
+        (f"SELECT t.{quote_ident(target.key)}, t.{sha} FROM {target.quoted} t WHERE {condition} AND t.{sha} IS NOT NULL",
+         values),
+    ])
+    return dict(cursor.execute(sql, values).fetchall())
 
 
 def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
@@ -181,6 +184,14 @@ def _sql_error(exc: duckdb.Error, where: str | None) -> SightQLError:
     if where:
         return ConfigError(f"the query failed: {text}; check where={where!r} and its params")
     return SightQLError(f"the query failed: {text}")
+
+
+def _check_names(source: str, image: Any, stage: Any, key: Any) -> None:
+    for name, value in (("image", image), ("stage", stage), ("key", key)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"{name} must be a name, not {value!r}")
+    if source.startswith("@") and (stage is not None or key is not None):
+        raise ConfigError("stage= and key= are for a table source; a stage source is keyed by relative_path")
 
 
 def _check_arguments(source: Any, top_k: Any, batch_size: Any, chunk_rows: Any, where: Any) -> None:

@@ -12,23 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from sightql.errors import ConfigError, TableError
+from sightql.inference.outputs import ColumnsArg, OutputColumns, bind_columns, requested_columns
+from sightql.inference.path_rows import PathBase
+from sightql.inference.row_key import row_key
 from sightql.sql.catalog import STAGE_LISTING_SELECT
 from sightql.sql.file_type import is_file_type
 from sightql.sql.identifiers import quote_ident
 from sightql.sql.tables import primary_key, table_columns
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.paths import split_stage_ref
-
-# Output columns, in the order they are created. Names are fixed (see docs/batch.md).
-OUTPUT_COLUMNS: dict[str, str] = {
-    "predicted_label": "VARCHAR",
-    "confidence": "DOUBLE",
-    "top_k": "STRUCT(label VARCHAR, score DOUBLE)[]",
-    "model_version": "VARCHAR",
-    "predicted_at": "TIMESTAMP WITH TIME ZONE",
-    "prediction_error": "VARCHAR",
-    "predicted_sha256": "VARCHAR",
-}
 
 UserParams = Sequence[Any] | dict[str, Any] | None
 
@@ -71,13 +63,38 @@ class Params:
 
 @dataclass(frozen=True)
 class Target:
-    """Where predictions go: the source table itself, or a table keyed by the source's row key."""
+    """Where predictions go: the source table itself, or a table keyed by the source's row key; and which
+    outputs go to which of its columns (:mod:`sightql.inference.outputs`)."""
 
     table: str
     quoted: str
     same_as_source: bool
     key: str
-    has_top_k: bool
+    columns: OutputColumns
+
+    def column(self, output: str) -> str:
+        """The quoted column ``output`` ('model_version', 'sha256', 'error', 'top_k', ...) is written to."""
+        return self.columns.column(output)
+
+
+def current_condition(target: Target, alias: str, model_version: str, top_k: int) -> tuple[str, list[Any]]:
+    """SQL (with '{}' marks for :meth:`Params.build`) true where row ``alias`` of ``target`` holds a whole prediction
+    by ``model_version``: each output column this run writes filled (label and score unless the row is an error
+    row; at least ``top_k`` labels), so what its ``sha256`` output says is current. A column newly mapped (or
+    emptied by hand) makes its rows due again. NULL (not false) where the row was never predicted."""
+    column = target.column
+    condition = f"{alias}.{column('model_version')} = {{}}"
+    values: list[Any] = [model_version]
+    answers = [f"{alias}.{column(o)} IS NOT NULL" for o in ("label", "score") if target.columns.has(o)]
+    if answers:
+        condition += f" AND ({alias}.{column('error')} IS NOT NULL OR ({' AND '.join(answers)}))"
+    if target.columns.has("predicted_at"):
+        condition += f" AND {alias}.{column('predicted_at')} IS NOT NULL"
+    if top_k > 0:
+        condition += (f" AND ({alias}.{target.column('error')} IS NOT NULL "
+                      f"OR coalesce(len({alias}.{target.column('top_k')}), 0) >= {{}})")
+        values.append(top_k)
+    return condition, values
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,12 @@ class TableSource:
     has_sha256_column: bool
     has_rowid: bool = True  # False when a column named rowid hides DuckDB's row id: read by key then
     is_file: bool = False  # the image column holds FILE values (its bytes are in stages), not BLOBs
+    paths: PathBase | None = None  # the image column holds stage paths (VARCHAR): where they point
+
+    @property
+    def in_stages(self) -> bool:
+        """Whether the rows' bytes are in stages (FILE values or paths), read by whoever predicts a run."""
+        return self.is_file or self.paths is not None
 
     @property
     def label(self) -> str:
@@ -106,13 +129,10 @@ class TableSource:
         if recompute or not self.has_sha256_column:
             return [("WHERE true", [])]  # without a sha256 column, bytes are hashed as ranges are read
         o = "s" if target.same_as_source else "o"
-        content = "s.sha256" if self.has_sha256_column else f"sha256(s.{quote_ident(self.image)})"
-        current = [(f"{o}.model_version IS NOT DISTINCT FROM {{}} AND {o}.predicted_sha256 IS NOT DISTINCT FROM {content}",
-                    [model_version])]
-        if top_k > 0:
-            current.append((f"AND ({o}.prediction_error IS NOT NULL OR coalesce(len({o}.top_k), 0) >= {{}})", [top_k]))
-        if target.same_as_source:
-            return [("WHERE NOT (", []), *current, (")", [])]
+        condition, values = current_condition(target, o, model_version, top_k)
+        current = [(f"{condition} AND {o}.{target.column('sha256')} IS NOT DISTINCT FROM s.sha256", values)]
+        if target.same_as_source:  # NULL (never predicted) is not current
+            return [("WHERE NOT coalesce(", []), *current, (", false)", [])]
         key = quote_ident(self.key)
         return [(f"WHERE NOT EXISTS (SELECT 1 FROM {target.quoted} o WHERE o.{key} = s.{key} AND", []), *current, (")", [])]
 
@@ -122,15 +142,12 @@ class TableSource:
         if recompute:
             return (", NULL::VARCHAR AS known_sha256", [])
         o = "s" if target.same_as_source else "o"
-        condition = f"{o}.model_version = {{}}"
-        values: list[Any] = [model_version]
-        if top_k > 0:
-            condition += f" AND ({o}.prediction_error IS NOT NULL OR coalesce(len({o}.top_k), 0) >= {{}})"
-            values.append(top_k)
+        condition, values = current_condition(target, o, model_version, top_k)
+        sha = target.column("sha256")
         if target.same_as_source:
-            return (f", CASE WHEN {condition} THEN coalesce(s.predicted_sha256, '') END AS known_sha256", values)
+            return (f", CASE WHEN {condition} THEN coalesce(s.{sha}, '') END AS known_sha256", values)
         key = quote_ident(self.key)
-        return (f", (SELECT coalesce(o.predicted_sha256, '') FROM {target.quoted} o WHERE o.{key} = s.{key} AND {condition}) "
+        return (f", (SELECT coalesce(o.{sha}, '') FROM {target.quoted} o WHERE o.{key} = s.{key} AND {condition}) "
                 "AS known_sha256", values)
 
     def count_query(self, params: Params, target: Target, where: str | None) -> tuple[str, Any]:
@@ -200,31 +217,54 @@ class StageSource:
         return params.build(parts)
 
 
-def resolve_table(cursor: Any, table: str, image: str) -> TableSource:
+def resolve_table(
+    cursor: Any, table: str, image: str, paths: PathBase | None = None, key: str | None = None,
+) -> TableSource:
+    """The table source: its image column (BLOB, FILE values, or stage paths, VARCHAR) and its row key
+    (:func:`~sightql.inference.row_key.row_key`). ``paths``: where a path column's values point
+    (``stage=``; None when it was not given)."""
     quoted = quote_ident(table, "table name")
     columns = table_columns(cursor, table)
     if not columns:
         raise TableError(f"no table named {table!r}; load images first with session.load_images({table!r}, 'folder/')")
+    image = next((name for name in columns if name.lower() == image.lower()), image)
     if image not in columns:
         raise TableError(
             f"table {table!r} has no column {image!r}; pass image= one of its columns: {', '.join(columns)}"
         )
     is_file = is_file_type(columns[image])
-    if columns[image] != "BLOB" and not is_file:
+    kind = columns[image]
+    if kind not in ("BLOB", "VARCHAR") and not is_file:
         raise TableError(
-            f"column {image!r} of {table!r} is {columns[image]}, not BLOB or file; "
-            "pass image= the column holding image bytes or FILE values"
+            f"column {image!r} of {table!r} is {kind}, not BLOB or file (image bytes or FILE values) or VARCHAR (stage "
+            "paths); pass image= the column holding the images"
         )
-    key = primary_key(cursor, table)
-    if len(key) != 1:
-        raise TableError(
-            f"table {table!r} has no single-column primary key, so predictions cannot be written back by row; "
-            "give it one (image tables made by load_images use relative_path)"
-        )
+    if kind != "VARCHAR":
+        if paths is not None and paths.stage is not None:
+            raise TableError(
+                f"stage= is for a column of paths (VARCHAR), and column {image!r} of {table!r} is {kind}; "
+                "leave stage= out for a column of image bytes or FILE values"
+            )
+        paths = None
+    else:
+        paths = paths or PathBase()
+        if paths.stage is None and not _holds_stage_refs(cursor, quoted, image):
+            raise TableError(
+                f"column {image!r} of {table!r} is VARCHAR, not BLOB or file, and holds no '@stage/path' references; "
+                "if it holds paths relative to a stage, pass stage='@stage' (--stage)"
+            )
+    key_column = row_key(cursor, table, columns, image, key, paths is not None)
     shadowed = any(name.lower() == "rowid" for name in columns)
-    # A FILE row's identity is its value (size, etag), never a sha256 column: see inference/file_rows.py.
-    has_sha256 = columns.get("sha256") == "VARCHAR" and not is_file
-    return TableSource(table, quoted, key[0], columns[key[0]], image, has_sha256, not shadowed, is_file)
+    # A FILE or path row's identity is its file's (size, etag), never a sha256 column: see inference/file_rows.py.
+    has_sha256 = columns.get("sha256") == "VARCHAR" and kind == "BLOB"
+    return TableSource(table, quoted, key_column, columns[key_column], image, has_sha256, not shadowed, is_file, paths)
+
+
+def _holds_stage_refs(cursor: Any, quoted: str, image: str) -> bool:
+    """Whether a VARCHAR column holds any '@stage/path' value (a column of full references)."""
+    column = quote_ident(image)
+    return cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {quoted} WHERE starts_with({column}, '@') LIMIT 1)"
+                          ).fetchone()[0] > 0
 
 
 def resolve_stage(stages: StageCatalog, ref: str) -> StageSource:
@@ -233,32 +273,28 @@ def resolve_stage(stages: StageCatalog, ref: str) -> StageSource:
     return StageSource(name, stage.url, prefix, stage.endpoint_url)
 
 
-def prepare_target(cursor: Any, source: TableSource | StageSource, into: str | None, top_k: int) -> Target:
-    """Create the output table or add the output columns; returns where to write."""
+def prepare_target(
+    cursor: Any, source: TableSource | StageSource, into: str | None, top_k: int, columns: ColumnsArg = None,
+) -> Target:
+    """Create the output table or add the output columns (``columns=``: under the user's names, see
+    :mod:`sightql.inference.outputs`); returns where to write. Every check runs before anything is changed."""
     if into is None:
         if isinstance(source, StageSource):
             raise ConfigError(f"a stage source needs into= a table name for the predictions, e.g. into='{source.name}_labels'")
         into = source.table
     quoted = quote_ident(into, "into table name")
-    wanted = {c: t for c, t in OUTPUT_COLUMNS.items() if c != "top_k" or top_k > 0}
-    same = isinstance(source, TableSource) and quoted == source.quoted
-    if same:
-        columns = table_columns(cursor, into)
-        clash = [c for c in wanted if c in columns and c != "top_k" and columns[c] != wanted[c]]
-    else:
-        key_sql = quote_ident(source.key)
-        cursor.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({key_sql} {source.key_type} PRIMARY KEY)")
-        if primary_key(cursor, into) != [source.key]:
-            raise TableError(
-                f"table {into!r} exists but is not keyed by {source.key!r}; pick a new into= table name"
-            )
-        columns = table_columns(cursor, into)
-        clash = [c for c in wanted if c in columns and columns[c] != wanted[c] and c != "top_k"]
-    if clash:
-        raise TableError(
-            f"table {into!r} already has column(s) {', '.join(clash)} of another type; predict into a new table with into="
-        )
-    for column, sql_type in wanted.items():
+    same = isinstance(source, TableSource) and quoted.lower() == source.quoted.lower()
+    existing = table_columns(cursor, into)
+    if not same and existing and [k.lower() for k in primary_key(cursor, into)] != [source.key.lower()]:
+        raise TableError(f"table {into!r} exists but is not keyed by {source.key!r}; pick a new into= table name")
+    protected = {source.key.lower(): "the row key"}
+    if same and isinstance(source, TableSource):
+        image = source.image.lower()
+        protected[image] = "the row key and the image column" if image in protected else "the image column"
+    requested = requested_columns(columns, top_k, existing_top_k="top_k" in {c.lower() for c in existing})
+    bound, missing = bind_columns(into, existing, requested, protected)
+    if not same:
+        cursor.execute(f"CREATE TABLE IF NOT EXISTS {quoted} ({quote_ident(source.key)} {source.key_type} PRIMARY KEY)")
+    for column, sql_type in missing:
         cursor.execute(f"ALTER TABLE {quoted} ADD COLUMN IF NOT EXISTS {quote_ident(column)} {sql_type}")
-    has_top_k = "top_k" in table_columns(cursor, into)
-    return Target(into, quoted, same, source.key, has_top_k)
+    return Target(into, quoted, same, source.key, bound)

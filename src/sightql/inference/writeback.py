@@ -45,21 +45,18 @@ class ResultWriter:
         self._sql = self._statement()
 
     def _statement(self) -> str:
+        """The chunk's write: each output this run writes (the target's columns, see
+        :mod:`sightql.inference.outputs`), cast to its column's type by the assignment."""
         target, key = self.target, quote_ident(self.target.key)
-        values = ["predicted_label", "confidence", "prediction_error", "predicted_sha256"]
-        if target.has_top_k:
-            values.append("top_k")
+        written = [(quote_ident(column), output.value_sql("r", sql_type)) for output, column, sql_type in target.columns]
         if target.same_as_source:
-            sets = ", ".join(f"{c} = r.{c}" for c in values)
-            return (
-                f"UPDATE {target.quoted} SET {sets}, model_version = ?, predicted_at = now() "
-                f"FROM {self.staging} r WHERE {target.quoted}.{key} = r.key"
-            )
-        columns = [key, *values, "model_version", "predicted_at"]
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+            sets = ", ".join(f"{column} = {value}" for column, value in written)
+            return f"UPDATE {target.quoted} SET {sets} FROM {self.staging} r WHERE {target.quoted}.{key} = r.key"
+        columns = ", ".join(column for column, _ in written)
+        updates = ", ".join(f"{column} = excluded.{column}" for column, _ in written)
         return (
-            f"INSERT INTO {target.quoted} ({', '.join(columns)}) "
-            f"SELECT key, {', '.join(values)}, ?, now() FROM {self.staging} "
+            f"INSERT INTO {target.quoted} ({key}, {columns}) "
+            f"SELECT r.key, {', '.join(value for _, value in written)} FROM {self.staging} r "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
         )
 
@@ -71,7 +68,7 @@ class ResultWriter:
             try:
                 cursor.execute("BEGIN TRANSACTION")
                 try:
-                    cursor.execute(self._sql, [self.model_version])
+                    cursor.execute(self._sql, [self.model_version])  # model_version, always written
                     if self._on_write is not None:
                         self._on_write("before-commit", self.chunks_written + 1)
                     cursor.execute("COMMIT")

@@ -6,6 +6,8 @@
   scheduler, only file names in and small result tables out.
 * Tables of FILE values: a worker gets the range's FILE values (read by the driver, no bytes)
   and each stage's URL, and reads the files itself (:mod:`sightql.inference.file_rows`).
+* Tables of stage paths: likewise, with the range's paths and the stages they point into; the
+  worker stats each file, skips the unchanged ones and reads the rest (:mod:`sightql.inference.path_rows`).
 * Stages: a worker gets the stage URL and a list of relative paths and reads the files.
 * The model travels as a :class:`~sightql.registry.specs.ModelSpec`; each worker process
   loads it once (module-level cache) and re-hashes the registry artifact first. A cluster at a
@@ -28,9 +30,10 @@ import pyarrow as pa
 from sightql.config import Settings, decode_threads
 from sightql.errors import ConfigError, DistributedError, MissingDependencyError
 from sightql.inference.file_rows import StageAddress, read_file_rows, stage_addresses, stage_lookup
+from sightql.inference.path_rows import PathBase, read_path_rows
 from sightql.inference.pipeline import Chunk, PredictOptions, predict_chunk, result_schema
 from sightql.inference.plan import (
-    PredictPlan, read_file_run, read_stage_chunk, stage_path_chunks, table_run_chunk, table_runs,
+    PredictPlan, read_file_run, read_path_run, read_stage_chunk, stage_path_chunks, table_run_chunk, table_runs,
 )
 from sightql.inference.source import StageSource, TableSource
 from sightql.registry.specs import ModelSpec, load_model
@@ -62,7 +65,19 @@ class FileRangeTask:
     stages: dict[str, StageAddress | str]  # name -> address, or why the driver could not open it
 
 
-RangeTask = TableRangeTask | StageRangeTask | FileRangeTask
+@dataclass(frozen=True)
+class PathRangeTask:
+    """A range of a table of stage paths: keys, paths, current predictions' identities, where the paths
+    point, and the stages they name."""
+
+    keys: pa.Array
+    paths: tuple[str | None, ...]
+    known: tuple[str | None, ...] | None
+    base: PathBase
+    stages: dict[str, StageAddress | str]
+
+
+RangeTask = TableRangeTask | StageRangeTask | FileRangeTask | PathRangeTask
 
 
 def run_range(spec: ModelSpec, options: PredictOptions, task: RangeTask) -> tuple[pa.Table, int]:
@@ -87,6 +102,8 @@ def run_range(spec: ModelSpec, options: PredictOptions, task: RangeTask) -> tupl
         skipped = 0
     elif isinstance(task, FileRangeTask):
         chunk, skipped = read_file_rows(task.keys, task.refs, task.known, stage_lookup(task.stages))
+    elif isinstance(task, PathRangeTask):
+        chunk, skipped = read_path_rows(task.keys, task.paths, task.known, task.base, stage_lookup(task.stages))
     else:
         chunk, skipped = read_stage_chunk(task.stage_name, task.url, list(task.paths), task.known, task.endpoint_url)
     if len(chunk) == 0:
@@ -182,14 +199,23 @@ class DaskRunner:
 def _tasks(plan: PredictPlan, scratch: Path) -> Iterator[RangeTask]:
     import pyarrow.parquet as pq
 
-    if isinstance(plan.source, TableSource) and plan.source.is_file:
+    if isinstance(plan.source, TableSource) and plan.source.paths is not None:
+        assert plan.stages is not None, "a path table's plan needs the stage catalog"
+        base = plan.source.paths
+        for run in table_runs(plan):
+            rows = read_path_run(plan, run)
+            if rows is not None:
+                keys, paths, known = rows
+                yield PathRangeTask(keys, tuple(paths), None if known is None else tuple(known), base,
+                                    stage_addresses(plan.stages, base.stage_names(paths)))
+    elif isinstance(plan.source, TableSource) and plan.source.is_file:
         assert plan.stages is not None, "a FILE table's plan needs the stage catalog"
         for run in table_runs(plan):
             found = read_file_run(plan, run)
             if found is not None:
                 keys, refs, known = found
                 yield FileRangeTask(keys, tuple(refs), None if known is None else tuple(known),
-                                    stage_addresses(plan.stages, refs))
+                                    stage_addresses(plan.stages, (ref.stage_name for ref in refs if ref is not None)))
     elif isinstance(plan.source, TableSource):
         for index, run in enumerate(table_runs(plan)):
             chunk = table_run_chunk(plan, run)
