@@ -79,7 +79,7 @@ def test_images_import_nothing_above_them():
     assert found == []
 
 
-ADAPTERS = ("cli/", "app/", "api/")
+ADAPTERS = ("cli/", "app/", "api/", "torch/")
 
 
 def test_no_module_below_the_session_names_it():

@@ -36,14 +36,15 @@ def fresh_shared_dir(run_dir: Path) -> Path:
     return shared
 
 
-def write_rows(path: Path, train: Sequence[Example], val: Sequence[Example], reader: ByteReader) -> None:
-    """Copy the rows, ``READ_CHUNK`` at a time, to ``path`` (written as a partial file, then renamed)."""
+def write_rows(path: Path, train: Sequence[Example], val: Sequence[Example], reader: ByteReader,
+               chunk_rows: int = READ_CHUNK) -> None:
+    """Copy the rows, ``chunk_rows`` at a time, to ``path`` (written as a partial file, then renamed)."""
     tmp = partial_path(path)
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
             for split, examples in (("train", train), ("val", val)):
-                for start in range(0, len(examples), READ_CHUNK):
-                    chunk = examples[start : start + READ_CHUNK]
+                for start in range(0, len(examples), chunk_rows):
+                    chunk = examples[start : start + chunk_rows]
                     blobs = reader.read([e.key for e in chunk])
                     writer.write_batch(pa.record_batch([
                         [e.name for e in chunk], [e.label for e in chunk], [e.sha256 for e in chunk],

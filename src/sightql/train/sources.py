@@ -108,10 +108,11 @@ class StageReader:
 
 
 def table_examples(
-    warehouse: Warehouse, table: str, image: str, label: str, split_column: str | None = None,
+    warehouse: Warehouse, table: str, image: str, label: str | None, split_column: str | None = None,
     stages: StageCatalog | None = None,
 ) -> tuple[list[Example], TableReader]:
-    """The labelled rows of ``table`` and their reader; a FILE image column needs ``stages``."""
+    """The labelled rows of ``table`` and their reader; a FILE image column needs ``stages``.
+    ``label=None``: every row with an image, each labelled ``''`` (a dataset without labels)."""
     q_table = quote_ident(table, "table name")  # a name that cannot be a table is refused with its own sentence
     with warehouse.cursor() as cursor:
         columns = table_columns(cursor, table)
@@ -127,7 +128,8 @@ def table_examples(
         raise TableError(
             f"column {image!r} of {table!r} is {columns[image]}, not BLOB or file; pass the column holding images"
         )
-    q_image, q_label = quote_ident(image), quote_ident(label)
+    q_image = quote_ident(image)
+    label_sql = f"CAST({quote_ident(label)} AS VARCHAR)" if label is not None else "''"
     if "relative_path" in columns:
         name_sql = quote_ident("relative_path")
     else:
@@ -142,7 +144,7 @@ def table_examples(
     file_sql = f", {q_image}" if is_file else ""
     with warehouse.cursor() as cursor:
         rows = cursor.sql(
-            f"SELECT rowid, CAST({q_label} AS VARCHAR), {hash_sql}, {name_sql}, {split_sql}{file_sql} FROM {q_table} "
+            f"SELECT rowid, {label_sql}, {hash_sql}, {name_sql}, {split_sql}{file_sql} FROM {q_table} "
             f"WHERE {q_image} IS NOT NULL ORDER BY rowid"
         ).to_arrow_table()
     refs = file_refs(rows.column(5).combine_chunks()) if is_file else None
@@ -160,6 +162,8 @@ def table_examples(
         examples = _files_still_there(examples, refs_of, stages, table)
         reader = FileTableReader(warehouse, stages, table, image)
     if not examples:
+        if label is None:
+            raise TableError(f"table {table!r} has no images in its {image!r} column; load images into it first")
         raise TableError(f"table {table!r} has no labelled images; fill the {label!r} column first")
     return examples, reader
 
@@ -185,10 +189,11 @@ def _files_still_there(examples: list[Example], refs: dict[int, FileRef | None],
     return [e for e, p in zip(examples, problems) if p is None]
 
 
-def stage_examples(warehouse: Warehouse, stages: StageCatalog, ref: str, label: str
+def stage_examples(warehouse: Warehouse, stages: StageCatalog, ref: str, label: str | None
                    ) -> tuple[list[Example], StageReader]:
-    """Every image under '@stage/prefix'; with ``label='folder'`` its parent folder names the class."""
-    if label != "folder":
+    """Every image under '@stage/prefix'; with ``label='folder'`` its parent folder names the class
+    (files outside a class folder are left out); with ``label=None`` every image, each labelled ``''``."""
+    if label not in ("folder", None):
         raise SightQLError(f"label={label!r} cannot be read from a stage; use label='folder' (class-named folders)")
     name, prefix = split_stage_ref(ref)
     reader = StageReader(stages, name)
@@ -196,7 +201,7 @@ def stage_examples(warehouse: Warehouse, stages: StageCatalog, ref: str, label: 
     examples: list[Example] = []
     skipped: list[str] = []
     for f in files:
-        folder = folder_label(f.relative_path)
+        folder = folder_label(f.relative_path) if label is not None else ""
         if folder is None:
             skipped.append(f"{f.relative_path} (not in a class folder)")
             continue
@@ -215,7 +220,7 @@ def stage_examples(warehouse: Warehouse, stages: StageCatalog, ref: str, label: 
 
 
 def load_examples(
-    warehouse: Warehouse, stages: StageCatalog, source: str, image: str, label: str,
+    warehouse: Warehouse, stages: StageCatalog, source: str, image: str, label: str | None,
     split_column: str | None = None,
 ) -> tuple[list[Example], ByteReader]:
     """The labelled examples of a table, or of '@stage/prefix', and the reader of their bytes."""
