@@ -7,6 +7,7 @@ storage (``stages/``) and model artifacts (``models/``).
 from __future__ import annotations
 
 import atexit
+import functools
 import weakref
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +31,7 @@ from sightql.models.loader import describe_builtins
 from sightql.registry import Registry
 from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
+from sightql.stages.paths import split_stage_ref
 from sightql.stages.stage import Stage
 from sightql.train.options import TrainOptions
 from sightql.train.result import TrainResult
@@ -101,7 +103,7 @@ class Session:
         self._finalizer = weakref.finalize(self, self.warehouse.give_back_turn)  # a session never closed frees its turn
         try:
             self.stages = StageCatalog(self.warehouse)
-            self.registry = Registry(self.warehouse)
+            self.registry = Registry(self.warehouse, fetch_staged=functools.partial(fetch_staged_model, self.stages))
             self._functions = register_functions(self.warehouse, self.registry, self.stages)
             again = weakref.WeakMethod(self._register_functions_again)  # weak: the warehouse must not keep us alive
             self.warehouse.on_reopen(lambda con: (again() or (lambda _c: None))(con))
@@ -316,3 +318,21 @@ class Session:
         """
         return classify_images(self.warehouse, self.registry, images, model, k)
 
+
+def fetch_staged_model(stages: StageCatalog, ref: str, folder: Path, limit: int) -> Path:
+    """Copy ``'@stage/path'`` (a file, or every file under a folder) into ``folder`` for ``registry.log_model``;
+    the local file or folder to log. Read through the stage catalog, so its sandbox applies; a model over
+    ``limit`` bytes is refused before anything is copied."""
+    name, path = split_stage_ref(ref)
+    stage = stages.get(name)
+    files = stage.matching(path)
+    total = sum(f.size for f in files)
+    if total > limit:
+        raise ConfigError(
+            f"{ref} is {total:,} bytes, over the {limit:,}-byte model limit; raise SIGHTQL_MAX_MODEL_BYTES to accept it"
+        )
+    if len(files) == 1 and files[0].relative_path == path:
+        return stage.get(path, folder)[0]
+    target = folder / (path.rsplit("/", 1)[-1] or name)
+    stage.get(path, target)  # nothing there: one sentence naming the stage
+    return target

@@ -42,6 +42,9 @@ class VersionInfo(BaseModel):
     framework: str
     task: str
     input: str = Field(description="What the model reads: image or text.")
+    runtime: Optional[str] = Field(
+        None, description="What runs it on the CPU and why, e.g. 'runs through TensorFlow: tf2onnx could not convert: ...'."
+    )
     created_at: Optional[str]
     aliases: list[str]
     metrics: dict[str, float]

@@ -70,6 +70,7 @@ def show(
         lines = [
             f"model:       {version.ref}",
             f"framework:   {version.framework}",
+            f"runtime:     {version.runtime}",
             f"task:        {version.task} (output: {card.output})",
             f"input:       {spec.channels}x{spec.height}x{spec.width} {spec.layout}, scale {spec.scale:.6g}, "
             f"mean {list(spec.mean)}, std {list(spec.std)}, resize {spec.resize}, {spec.interpolation}",
@@ -88,8 +89,11 @@ def show(
 
 @app.command("log")
 def log(
-    path: Annotated[Path, typer.Argument(help="Model file (.onnx, .pt/.pth/.bin, .safetensors, .h5/.keras) or folder.")],
+    path: Annotated[str, typer.Argument(help="Model file (.onnx, .pt/.pth/.bin, .safetensors, .h5/.keras), folder "
+                                              "(SavedModel, sentence-transformers), .zip/.tar.gz of a SavedModel, "
+                                              "or @stage/path of any of these.")],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
+    framework: Annotated[str, typer.Option("--framework", help="auto (told from the file), onnx, torch, keras, tensorflow or sentence-transformers.")] = "auto",
     labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Comma list, or @file: one per line, a JSON list, or an index-to-label mapping.")] = None,
     task: Annotated[str, typer.Option("--task", help="classification or embedding.")] = "classification",
     arch: Annotated[Optional[str], typer.Option("--arch", help="torchvision architecture of a state dict, e.g. resnet18.")] = None,
@@ -98,10 +102,13 @@ def log(
     version: Annotated[Optional[str], typer.Option("--version", help="Version name (default: next vN).")] = None,
     metric: Annotated[Optional[List[str]], typer.Option("--metric", help="name=value; repeatable.")] = None,
     description: Annotated[str, typer.Option("--description", help="What this version is.")] = "",
-    trust: Annotated[bool, typer.Option("--trust", help="Allow a pickle or a Keras Lambda layer (runs code on load): only for files you trust.")] = False,
+    trust: Annotated[bool, typer.Option("--trust", help="Allow a pickle, a Keras Lambda layer or TensorFlow file ops (run code on load): only for files you trust.")] = False,
+    signature: Annotated[Optional[str], typer.Option("--signature", help="SavedModel signature to call (default: serving_default, or the only one).")] = None,
+    input_name: Annotated[Optional[str], typer.Option("--input-name", help="The signature's input to feed (default: its only one).")] = None,
+    output_name: Annotated[Optional[str], typer.Option("--output-name", help="The signature's output to read (default: its only float output).")] = None,
     warehouse: WarehouseOpt = None,
 ) -> None:
-    """Log a model file as the next version of NAME (copied, hashed, checked).
+    """Log a model file, folder or archive (local or @stage/path) as the next version of NAME (copied, hashed, checked).
 
     **Examples**
 
@@ -112,6 +119,10 @@ def log(
         sightql models log model.onnx --name features --task embedding
 
         sightql models log ./all-MiniLM-L6-v2 --name sentences
+
+        sightql models log @models/use.zip --name use
+
+        sightql models log ./flowers_savedmodel --name flowers --labels @labels.txt --framework tensorflow --output-name logits
     """
     spec: dict[str, object] = {}
     if input_size is not None:
@@ -120,8 +131,9 @@ def log(
         spec["rescale"] = rescale
     with open_session(warehouse) as session:
         logged = session.registry.log_model(
-            path, name, version=version, task=task, labels=parse_labels(labels), input=spec or None,
-            metrics=parse_metrics(metric), description=description, trust=trust, architecture=arch,
+            path if path.startswith("@") else Path(path), name, version=version, framework=framework, task=task,
+            labels=parse_labels(labels), input=spec or None, metrics=parse_metrics(metric), description=description,
+            trust=trust, architecture=arch, signature=signature, input_name=input_name, output_name=output_name,
         )
         typer.echo(f"logged {logged.ref} ({logged.framework}, {logged.task}, sha256 {logged.sha256[:12]})")
 

@@ -115,6 +115,15 @@ def check_folder(folder: Path, trust: bool) -> None:
         )
 
 
+def check_texts(texts: Sequence[str]) -> None:
+    """Refuse what a text model's ``embed_texts`` cannot take: one bare string, or values that are not text."""
+    if isinstance(texts, str):
+        raise ConfigError("embed_texts takes a list of texts, not one string; wrap it as [text]")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ConfigError(f"embed_texts got non-text values at positions {bad[:5]}; filter out NULLs before embedding")
+
+
 class TextEmbedder:
     """A loaded sentence-transformers model: a list of texts in, an (n, dim) float32 array out.
 
@@ -132,11 +141,7 @@ class TextEmbedder:
         self.dim = int(dimension())
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if isinstance(texts, str):
-            raise ConfigError("embed_texts takes a list of texts, not one string; wrap it as [text]")
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise ConfigError(f"embed_texts got non-text values at positions {bad[:5]}; filter out NULLs before embedding")
+        check_texts(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
@@ -199,6 +204,7 @@ def load_minilm(device: str = "cpu") -> TextEmbedder:
 __all__ = [
     "TextEmbedder",
     "check_folder",
+    "check_texts",
     "load_minilm",
     "load_text_embedder",
     "minilm_path",

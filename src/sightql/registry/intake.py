@@ -16,11 +16,16 @@ from sightql.images.spec import InputSpec
 from sightql.models.keras.introspect import describe_model
 from sightql.models.keras.load import load_model as load_keras_model
 from sightql.models.onnx.files import static_onnx_input
+from sightql.models.tensorflow.archive import archive_kind
+from sightql.models.tensorflow.files import describe_archive_without_model, holds_saved_model
 from sightql.models.torch.files import (
     PICKLE_SUFFIXES, STATE_DICT_SUFFIXES, detect_format, load_module, save_module, unsafe_message,
 )
 from sightql.registry.artifacts import artifact_name, check_size, copy_artifact
 from sightql.registry.inputs import InputArg, build_input_spec
+from sightql.registry.saved_models import (
+    SignatureChoice, open_saved_model, place_saved_model, saved_model_input,
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,16 @@ def detect_framework(path: Path, trust: bool) -> str:
     if path.is_dir():
         if (path / "modules.json").is_file():
             return "sentence-transformers"
-        raise ConfigError(f"{path} is a folder without modules.json; give a model file or a sentence-transformers folder")
+        if holds_saved_model(path):
+            return "tensorflow"
+        raise ConfigError(
+            f"{path} is a folder without modules.json or saved_model.pb; give a model file, a TensorFlow "
+            "SavedModel folder or a sentence-transformers folder"
+        )
+    if archive_kind(path) is not None:
+        if holds_saved_model(path):  # reads the archive's index: a corrupt archive is said here
+            return "tensorflow"
+        raise describe_archive_without_model(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return "onnx"
@@ -54,7 +68,8 @@ def detect_framework(path: Path, trust: bool) -> str:
         return "torch"
     raise ConfigError(
         f"cannot tell the framework of {path.name}; use .onnx, .pt/.pth/.bin/.safetensors, .h5/.keras, "
-        "a sentence-transformers folder, or pass framework="
+        "a TensorFlow SavedModel folder (or .zip/.tar.gz), a sentence-transformers folder, or pass framework= "
+        "(CLI --framework)"
     )
 
 
@@ -76,7 +91,7 @@ def is_torch_module(obj: Any) -> bool:
 
 def take_in(
     staging: Path, model_or_path: Any, framework: str, task: str, input: InputArg, trust: bool,
-    architecture: str | None, output: str | None, limit: int,
+    architecture: str | None, output: str | None, limit: int, choice: SignatureChoice = SignatureChoice(),
 ) -> Intake:
     """Write the artifact into ``staging`` (checked, within ``limit`` bytes) and open it once."""
     if is_torch_module(model_or_path):
@@ -94,6 +109,13 @@ def take_in(
         raise ConfigError(f"{source} does not exist; give the path of a model file or folder")
     if framework == "auto":
         framework = detect_framework(source, trust)
+    if choice.given() and framework != "tensorflow":
+        raise ConfigError(
+            f"{'=, '.join(choice.given())}= choose what to call in a TensorFlow SavedModel, but {source} is a "
+            f"{framework} model; leave them out"
+        )
+    if framework == "tensorflow":
+        return _saved_model_intake(staging, source, input, trust, output, limit, choice)
     check_size(source, limit)
     artifact = staging / artifact_name(source)
     model = None
@@ -112,6 +134,15 @@ def take_in(
         fmt, state = detect_format(artifact, trust)
         return _torch_intake(artifact, spec, fmt, state, trust, architecture, output)
     return Intake(framework, artifact, spec, {}, model, output)
+
+
+def _saved_model_intake(
+    staging: Path, source: Path, input: InputArg, trust: bool, output: str | None, limit: int, choice: SignatureChoice,
+) -> Intake:
+    artifact = place_saved_model(staging, source, limit)
+    model = open_saved_model(artifact, source, choice, trust)
+    spec = saved_model_input(model.info, input, source)
+    return Intake("tensorflow", artifact, spec, model.info.options(), model, output)
 
 
 def _torch_intake(

@@ -16,6 +16,7 @@ from sightql.models.base import LoadedModel, Predictor, TextModel
 from sightql.models.keras.runtime import load_keras_predictor
 from sightql.models.loader import cached_predictor, version_key
 from sightql.models.onnx.runtime import OnnxPredictor
+from sightql.models.tensorflow.runtime import load_tensorflow_predictor
 from sightql.models.text_embedder import load_text_embedder
 from sightql.models.torch.files import load_module
 from sightql.models.torch.runtime import TorchPredictor
@@ -60,6 +61,16 @@ def load_keras(record: VersionRecord, home: Path, device: str, trust: bool) -> P
     return load_keras_predictor(path, record.card, trust=trust, device=device)
 
 
+def load_tensorflow(record: VersionRecord, home: Path, device: str, trust: bool) -> LoadedModel:
+    """CPU: the ONNX file converted (and checked against TensorFlow) at log time. Otherwise (a text model,
+    a failed conversion, or CUDA): the SavedModel through TensorFlow, calling the signature chosen at log time."""
+    derived = _derived_onnx(record, home, device)
+    if derived is not None:
+        return derived
+    folder = verify(record.artifact(home), record.sha256, record.ref)
+    return load_tensorflow_predictor(folder, record.card, record.options, trust=trust, device=device)
+
+
 def load_sentence_transformers(record: VersionRecord, home: Path, device: str, trust: bool) -> TextModel:
     """A sentence-transformers folder: text in, unit vectors out (``embed_text`` in SQL)."""
     folder = verify(record.artifact(home), record.sha256, record.ref)
@@ -71,6 +82,7 @@ LOADERS: dict[str, Loader] = {
     "torch": load_torch,
     "keras": load_keras,
     "sentence-transformers": load_sentence_transformers,
+    "tensorflow": load_tensorflow,
 }
 FRAMEWORKS = tuple(LOADERS)
 

@@ -25,10 +25,12 @@ from sightql.registry.loading import FRAMEWORKS
 from sightql.registry.probe import build_record
 from sightql.registry.records import VersionRecord
 from sightql.registry.refs import LATEST, check_model_name, check_tag, version_number
+from sightql.registry.saved_models import SignatureChoice
 from sightql.registry.store import RegistryStore
 from sightql.sql.warehouse import Warehouse
 
 TASKS = ("classification", "embedding")
+NEEDS_LABELS = "a classification model needs labels= (a list or a text file, one per line), or pass task='embedding'"
 
 
 def next_version(existing: list[str]) -> str:
@@ -67,6 +69,7 @@ def log_model(
     trust: bool = False,
     architecture: str | None = None,
     output: str | None = None,
+    choice: SignatureChoice = SignatureChoice(),
 ) -> VersionRecord:
     check_model_name(name)
     if is_builtin(name):
@@ -76,9 +79,10 @@ def log_model(
     if framework != "auto" and framework not in FRAMEWORKS:
         raise ConfigError(f"framework={framework!r} is not known; use 'auto' or one of {', '.join(FRAMEWORKS)}")
     label_list = read_labels(labels)
-    text_model = framework_of(model_or_path, framework, trust) == "sentence-transformers"
-    if task == "classification" and not label_list and not text_model:
-        raise ConfigError("a classification model needs labels= (a list or a text file, one per line), or pass task='embedding'")
+    # A SavedModel's signature tells a text model from an image one only once it is opened (_stage).
+    maybe_text = framework_of(model_or_path, framework, trust) in ("sentence-transformers", "tensorflow")
+    if task == "classification" and not label_list and not maybe_text:
+        raise ConfigError(NEEDS_LABELS)
     metric_values = {str(k): float(v) for k, v in (metrics or {}).items()}
     version = choose_version(store, name, version)
 
@@ -91,7 +95,7 @@ def log_model(
     staging.mkdir(parents=True)
     try:
         record = _stage(warehouse, staging, model_or_path, name, version, framework, task, label_list,
-                        input, description, trust, architecture, output)
+                        input, description, trust, architecture, output, choice)
         record = _relocate(record, staging, final, home)
         if version in store.version_names(name):
             raise RegistryError(f"{name}@{version} was logged meanwhile by another process; log again for the next number")
@@ -124,14 +128,17 @@ def _relocate(record: VersionRecord, staging: Path, final: Path, home: Path) -> 
 def _stage(
     warehouse: Warehouse, staging: Path, model_or_path: Any, name: str, version: str, framework: str, task: str,
     labels: tuple[str, ...], input: InputArg, description: str, trust: bool, architecture: str | None,
-    output: str | None,
+    output: str | None, choice: SignatureChoice,
 ) -> VersionRecord:
     """Write the artifact (and derived ONNX) into ``staging``; return the record pointing there.
 
     The model is opened once (:func:`take_in`) and that one object is probed and exported.
     """
     home, limit = warehouse.home, warehouse.settings.max_model_bytes
-    intake = take_in(staging, model_or_path, framework, task, input, trust, architecture, output, limit)
+    intake = take_in(staging, model_or_path, framework, task, input, trust, architecture, output, limit, choice)
+    if intake.framework == "tensorflow" and intake.options.get("modality") == "image":
+        if task == "classification" and not labels:
+            raise ConfigError(NEEDS_LABELS)
     record, card = build_record(intake, home, name, version, task, labels, description, trust, limit)
     return derive_onnx(record, intake, card, staging, home)
 

@@ -13,6 +13,7 @@ import numpy as np
 from sightql.errors import ConfigError
 from sightql.models.card import ModelCard
 from sightql.models.keras.runtime import KerasPredictor
+from sightql.models.tensorflow.runtime import text_card, wrap
 from sightql.registry.artifacts import check_size, sha256_of
 from sightql.registry.intake import Intake
 from sightql.registry.loading import load_version
@@ -54,7 +55,7 @@ def build_record(
     elif framework == "keras":
         raw = KerasPredictor(intake.model, card).predict(zeros)  # checks the card against the model, as loading does
     else:
-        probe = load_version(record, home, "cpu")
+        probe = _saved_model(intake, card) if framework == "tensorflow" else load_version(record, home, "cpu")
         if probe.card.modality == "text":  # a text model: its card comes from its own config
             card = replace(probe.card, name=name, description=description)
             task = "embedding"
@@ -70,6 +71,13 @@ def build_record(
     card = replace(card, task=task, output=output_kind(raw, task, intake.output))  # type: ignore[arg-type]
     record = replace(record, task=task, card_json=card.to_json(), size_bytes=check_size(artifact, limit))
     return record, card
+
+
+def _saved_model(intake: Intake, card: ModelCard) -> Any:
+    """The SavedModel opened at intake, as its predictor (a text model's card comes from its signature)."""
+    if intake.options.get("modality") == "text":
+        card = text_card(card.name, card.description)
+    return wrap(intake.model, card)
 
 
 def _torch_raw(module: Any, shape: tuple[int, ...]) -> np.ndarray:

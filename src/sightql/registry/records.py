@@ -15,6 +15,8 @@ VERSION_COLUMNS = (
     "derived_onnx_path", "derived_onnx_sha256", "trusted", "description", "created_at", "load_options",
 )
 
+_FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "keras": "Keras", "torch": "PyTorch"}
+
 
 @dataclass(frozen=True)
 class VersionRecord:
@@ -49,6 +51,19 @@ class VersionRecord:
     @property
     def card(self) -> ModelCard:
         return ModelCard.from_json(self.card_json)
+
+    @property
+    def runtime(self) -> str:
+        """What runs this version on the CPU, and why (``models show``)."""
+        if self.framework == "onnx":
+            return "ONNX Runtime"
+        shown = _FRAMEWORK_NAMES.get(self.framework, self.framework)
+        if self.derived_onnx_path:
+            return f"ONNX Runtime (converted from {shown} at log time and checked against it)"
+        if self.framework == "sentence-transformers":
+            return "sentence-transformers (PyTorch)"
+        note = self.options.get("onnx_note")
+        return f"runs through {shown}" + (f": {note}" if note else "")
 
     def artifact(self, home: Path) -> Path:
         return home / self.artifact_path

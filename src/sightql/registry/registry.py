@@ -7,13 +7,14 @@ Storage SQL lives in :mod:`sightql.registry.store`, reference resolution in
 from __future__ import annotations
 
 import shutil
+import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import pyarrow as pa
 
-from sightql.errors import ConfigError, ModelNotFoundError, RegistryError
+from sightql.errors import ConfigError, ModelNotFoundError, RegistryError, SightQLError
 from sightql.models.base import LoadedModel
 from sightql.models.card import ModelCard
 from sightql.registry.artifacts import REGISTRY_DIR
@@ -22,17 +23,27 @@ from sightql.registry.log import log_model
 from sightql.registry.records import VersionRecord
 from sightql.registry.refs import ModelRef, check_alias, parse_ref
 from sightql.registry.resolve import known_model, resolve
+from sightql.registry.saved_models import SignatureChoice
 from sightql.registry.specs import ModelSpec, load_model, spec_for
 from sightql.registry.store import RegistryStore
 from sightql.sql.warehouse import Warehouse
 
 
-class Registry:
-    """``session.registry``: log models, list them, and resolve references such as 'defects@prod'."""
+# Copies a staged file or folder ('@stage/path') into a local folder, within a byte limit; returns its local path.
+FetchStaged = Callable[[str, Path, int], Path]
 
-    def __init__(self, warehouse: Warehouse):
+
+class Registry:
+    """``session.registry``: log models, list them, and resolve references such as 'defects@prod'.
+
+    ``fetch_staged`` lets ``log_model('@stage/path', ...)`` read a stage: the Session passes one over its
+    stage catalog (the registry and the stages stand side by side, so neither imports the other).
+    """
+
+    def __init__(self, warehouse: Warehouse, fetch_staged: FetchStaged | None = None):
         self.warehouse = warehouse
         self.store = RegistryStore(warehouse)
+        self._fetch_staged = fetch_staged
 
     # ---- plumbing -----------------------------------------------------------------
     @property
@@ -58,20 +69,43 @@ class Registry:
         trust: bool = False,
         architecture: str | None = None,
         output: str | None = None,
+        signature: str | None = None,
+        input_name: str | None = None,
+        output_name: str | None = None,
     ) -> "ModelVersion":
-        """Register a model file (or an in-memory ``torch.nn.Module``) as the next version of ``name``.
+        """Register a model file or folder (or an in-memory ``torch.nn.Module``) as the next version of ``name``.
 
+        ``model_or_path`` may be ``'@stage/path'``: a file, folder or archive in a stage, copied out first.
+        ``framework``: 'auto' (told from the file) or one of onnx, torch, keras, sentence-transformers, tensorflow.
         ``labels``: a list or a text file, one per line (classification). ``input``: an
         ``InputSpec`` or a dict of its fields plus ``size`` and ``rescale`` ('1/255').
         ``output``: 'logits', 'probabilities' or 'embedding'; guessed when None.
+        ``signature``, ``input_name``, ``output_name``: what to call in a TensorFlow SavedModel (found when None).
         Pickles are refused unless ``trust=True``. Returns the new :class:`ModelVersion`.
         """
-        record = log_model(
-            self.warehouse, self.store, model_or_path, name, version=version, framework=framework, task=task, labels=labels,
-            input=input, metrics=metrics, description=description, trust=trust, architecture=architecture,
-            output=output,
+        choice = SignatureChoice(signature, input_name, output_name)
+        options: dict[str, Any] = dict(
+            version=version, framework=framework, task=task, labels=labels, input=input, metrics=metrics,
+            description=description, trust=trust, architecture=architecture, output=output, choice=choice,
         )
+        if isinstance(model_or_path, str) and model_or_path.startswith("@"):
+            record = self._log_staged(model_or_path, name, options)
+        else:
+            record = log_model(self.warehouse, self.store, model_or_path, name, **options)
         return self.get_model(name).version(record.version)
+
+    def _log_staged(self, ref: str, name: str, options: dict[str, Any]) -> VersionRecord:
+        """Copy ``'@stage/path'`` into a temporary folder and log that; messages name ``ref``, not the copy."""
+        if self._fetch_staged is None:
+            raise ConfigError(f"{ref} names a stage, which this registry cannot read; log it through a session (session.registry)")
+        with tempfile.TemporaryDirectory(prefix="sightql-staged-model-") as folder:
+            local = Path(folder)
+            try:
+                local = self._fetch_staged(ref, local, self.settings.max_model_bytes)
+                return log_model(self.warehouse, self.store, local, name, **options)
+            except SightQLError as exc:
+                exc.args = tuple(a.replace(str(local), ref) if isinstance(a, str) else a for a in exc.args)
+                raise
 
     def model_names(self) -> list[str]:
         return self.store.model_names()
@@ -101,7 +135,8 @@ class Registry:
             versions = [
                 {
                     "version": v.version, "ref": v.ref, "framework": v.framework, "task": v.task,
-                    "input": v.card.modality, "created_at": v.created_at.isoformat() if v.created_at else None,
+                    "input": v.card.modality, "runtime": v.runtime,
+                    "created_at": v.created_at.isoformat() if v.created_at else None,
                     "aliases": sorted(a for a, target in aliases.items() if target == v.version), "metrics": v.metrics,
                 }
                 for v in model.versions()
@@ -243,6 +278,11 @@ class ModelVersion:
     @property
     def card(self) -> ModelCard:
         return self.record.card
+
+    @property
+    def runtime(self) -> str:
+        """What runs this version on the CPU and why, e.g. 'runs through TensorFlow: tf2onnx could not convert: ...'."""
+        return self.record.runtime
 
     @property
     def artifact_path(self) -> Path:
