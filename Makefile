@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
 	# Animal-MNIST for benchmarks/train_accuracy.py: data files only (its declared dependencies pull TensorFlow)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps 'animal-mnist>=0.1'
+	# tf-keras (Keras 2) for the test of a Keras-2-era SavedModel; --no-deps: it requires `tensorflow`,
+	# the GPU-capable build, which would overwrite the tensorflow-cpu files the extra installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps 'tf-keras~=2.21.0'
 	touch $(STAMP)
 
 install: $(STAMP)
