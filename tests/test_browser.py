@@ -89,6 +89,15 @@ def _wait_for_element(driver, css: str, seconds: float = 120) -> None:
     WebDriverWait(driver, seconds, poll_frequency=0.5).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
 
 
+def _wait_for_xpath(driver, xpath: str, seconds: float = 120):
+    """The element at ``xpath`` once the page has drawn it (a page run draws its parts one after another)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, seconds, poll_frequency=0.5).until(lambda d: d.find_elements(By.XPATH, xpath))
+    return driver.find_element(By.XPATH, xpath)
+
+
 def _screenshot(driver, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
@@ -146,3 +155,34 @@ def test_a_page_opened_by_its_address_keeps_the_apps_navigation(browser, app_url
     _screenshot(browser, "generate-no-provider")
     assert "Stage explorer" in text and "SQL" in text and "Model" in text
     assert "sql console" not in text.lower() and "stage_explorer" not in text
+
+
+def test_search_page_creates_an_index_and_shows_the_images_nearest_a_picked_one(browser, app_url, warehouse, photos_dir):
+    """Search: no index yet, so the page's form creates one; then picking one of the table's images shows the grid."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    searched = ("chelsea.jpg", "coffee.jpg", "astronaut.jpg", "rocket.jpg", "china.jpg", "flower.jpg")
+    with sightql.connect(warehouse) as session:  # the app holds the warehouse only while a page runs
+        session.store_images("photos", [(name, (photos_dir / name).read_bytes()) for name in searched])
+    browser.get(f"{app_url}/search")
+    _wait_for_text(browser, lambda t: "No table has a search index yet" in t, "the Search page without an index")
+    _idle(browser)
+    _wait_for_xpath(browser, "//button[.//p[text()='Create index']]").click()
+    _wait_for_text(browser, lambda t: "index of photos: embedded 6 row(s)" in t and "Near-duplicates" in t, "the new index")
+    _idle(browser)
+    _wait_for_xpath(browser, "//label[.//p[text()=\"Pick one of the table's images\"]]").click()
+    _wait_for_text(browser, lambda t: "Image of the table" in t, "the image picker")
+    _idle(browser)
+    picker = _wait_for_xpath(browser, "//div[@data-testid='stSelectbox'][.//p[text()='Image of the table']]//input")
+    picker.click()
+    picker.send_keys("coffee.jpg", Keys.ENTER)
+    text = _wait_for_text(browser, lambda t: "6 nearest image(s) of photos" in t and "distance" in t, "the nearest images")
+    _idle(browser)
+    thumbnails = browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] img")
+    assert len(thumbnails) == 1 + 6  # the query, then each of the table's six images, nearest first
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", thumbnails[-1])
+    shot = _screenshot(browser, "search-grid")
+    assert shot.stat().st_size > 20_000
+    assert "1. coffee.jpg · distance 0.0000" in text
+    assert all(name in text for name in searched)

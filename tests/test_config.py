@@ -84,7 +84,7 @@ def test_an_unknown_key_is_refused_in_one_sentence_naming_it_and_the_known_ones(
     assert message.startswith(f"the config file {config} has an unknown key 'batchsize'; remove or rename it "
                               "(the known keys are api_max_images, api_max_request_bytes, batch_size, ")
     assert message.endswith("lock_wait, max_image_bytes, max_image_pixels, max_model_bytes, memory_limit, "
-                            "ort_threads, read_budget_bytes, s3_endpoint_url)")
+                            "ort_threads, read_budget_bytes, s3_endpoint_url, search_ef, search_exact_rows)")
     assert message.count(". ") == 0 and "\n" not in message
 
 

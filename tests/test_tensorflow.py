@@ -432,8 +432,9 @@ CORRUPT_ZIP = b"PK\x03\x04" + b"\x00" * 40 + b"this is not really a zip archive"
 
 @pytest.mark.parametrize("case, expected", [
     ("corrupt_zip", r"^{path} is not a readable zip archive \(.+\); download or pack it again$"),
-    ("no_savedmodel", r"^{path} is a folder without modules.json or saved_model.pb; give a model file, a "
-                      r"TensorFlow SavedModel folder or a sentence-transformers folder$"),
+    ("no_savedmodel", r"^{path} is a folder without modules.json, saved_model.pb, a CLIP config.json or "
+                      r"zero_shot.json; give a model file, a TensorFlow SavedModel folder, a sentence-transformers "
+                      r"folder or a zero-shot dual encoder folder$"),
     ("not_image", r"^signature 'serving_default' of {path} takes features \(float32 \[N, 10\]\), which is neither "
                   r"images .* nor a batch of strings; choose another signature with signature= \(CLI --signature\)$"),
     ("zip_without_model", r"^{path} holds no TensorFlow SavedModel \(no saved_model.pb in it\); pack the folder .*$"),

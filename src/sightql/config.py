@@ -9,7 +9,7 @@ The config file is the first of these that applies (only one file is read):
 Its keys are the field names below (``batch_size = 64``, ``memory_limit = "1GB"``); a key it does
 not know is refused. Each key's variable is ``SIGHTQL_`` and the key in capitals, and a variable
 that is set (and not empty) wins over the file. Keys and tokens (``SIGHTQL_API_TOKEN``,
-``SIGHTQL_IMAGE_API_KEY``, ``OPENAI_API_KEY``) are secrets: they are read from the environment only,
+``SIGHTQL_IMAGE_API_KEY``, ``SIGHTQL_CHAT_API_KEY``, ``OPENAI_API_KEY``) are secrets: they are read from the environment only,
 never from the file. docs/configuration.md lists every key.
 
 | key                   | meaning                                                       | default              |
@@ -36,6 +36,13 @@ never from the file. docs/configuration.md lists every key.
 | dask_scheduler        | Dask scheduler address of predict's runner='dask'             | a local cluster      |
 | dask_workers          | worker processes of that local Dask cluster                   | CPU count            |
 | job_nice              | CPU priority step of long CLI jobs (predict, train, load, externalize); 0: none | 10 |
+| chat_api_base         | base URL of an OpenAI-compatible chat endpoint (ai_classify, ai_complete) | OpenAI's |
+| chat_model            | vision-language model asked when a query names none            | gpt-4o-mini          |
+| chat_timeout          | seconds to wait for one chat answer                           | 60                   |
+| chat_concurrency      | chat requests in flight at once, per session                  | 4                    |
+| chat_max_attempts     | tries per image (retries on 429, 5xx, timeouts)               | 4                    |
+| chat_max_images       | images sent to the chat provider per query (above: refused)   | 1000                 |
+| chat_image_side       | longest side, in pixels, of the image sent                    | 768                  |
 """
 
 from __future__ import annotations
@@ -98,6 +105,19 @@ class Settings:
     # A long CLI job lowers its own CPU priority by this many steps (0-19; 0 keeps the shell's), so that the
     # API, the app and people's queries on the same machine keep answering while it runs (docs/batch.md).
     job_nice: int = field(default=10, metadata=NICE)
+    # Vision-language classification (ai_classify / ai_complete) through an OpenAI-compatible chat API
+    # (sightql.generation.chat_provider); its key is a secret, read from the environment only.
+    chat_api_base: str | None = field(default=None, metadata=URL)
+    chat_model: str = field(default="gpt-4o-mini", metadata=TEXT)
+    chat_timeout: float = field(default=60.0, metadata=SECONDS)
+    chat_concurrency: int = field(default=4, metadata=POSITIVE)
+    chat_max_attempts: int = field(default=4, metadata=POSITIVE)
+    chat_max_images: int = field(default=1000, metadata=POSITIVE)
+    chat_image_side: int = field(default=768, metadata=POSITIVE)
+    # Image search (sightql.search): an index of more rows than this is searched through its approximate
+    # (faiss HNSW) index, fewer rows exactly; and the HNSW search breadth (higher: better recall, slower).
+    search_exact_rows: int = field(default=20_000, metadata=POSITIVE)
+    search_ef: int = field(default=128, metadata=POSITIVE)
 
     @classmethod
     def keys(cls) -> tuple[str, ...]:

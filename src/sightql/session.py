@@ -19,6 +19,8 @@ from sightql.errors import ConfigError
 from sightql.explore.topk import classify_images
 from sightql.functions.named import create_model_function, drop_model_function, list_model_functions
 from sightql.functions.register import register_functions
+from sightql.functions.vision_language import ask_about_images
+from sightql.functions.zero_shot import classify_labels_images
 from sightql.images.decode import ImageLimits
 from sightql.inference.predict import PredictReport, predict
 from sightql.inference.runners import Runner, RunnerName
@@ -29,6 +31,7 @@ from sightql.ingest.uploads import StoreReport, store_images
 from sightql.models.base import LoadedModel
 from sightql.models.loader import describe_builtins
 from sightql.registry import Registry
+from sightql.search import RefreshReport, SearchIndexes, attach_search
 from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
 from sightql.stages.paths import split_stage_ref
@@ -105,6 +108,7 @@ class Session:
             self.stages = StageCatalog(self.warehouse)
             self.registry = Registry(self.warehouse, fetch_staged=functools.partial(fetch_staged_model, self.stages))
             self._functions = register_functions(self.warehouse, self.registry, self.stages)
+            self._search: SearchIndexes = attach_search(self.warehouse, self.registry, self.stages)
             again = weakref.WeakMethod(self._register_functions_again)  # weak: the warehouse must not keep us alive
             self.warehouse.on_reopen(lambda con: (again() or (lambda _c: None))(con))
         except BaseException:
@@ -317,6 +321,68 @@ class Session:
         "error": None or one sentence, "model_version": e.g. 'defects@v3'}``.
         """
         return classify_images(self.warehouse, self.registry, images, model, k)
+
+    def ai_classify(self, images: Sequence[bytes], labels: Sequence[str], model: str | None = None) -> list[dict[str, Any]]:
+        """One of ``labels`` for each image, chosen by a vision-language model behind an OpenAI-compatible
+        chat API, through the SQL function ``ai_classify``: ``{"label": ... or None, "error": None or one
+        sentence}`` per image. ``model`` defaults to the ``chat_model`` setting; answers are cached (docs/search.md)."""
+        return ask_about_images(self.warehouse, "ai_classify", images, list(labels), model)
+
+    def ai_complete(self, images: Sequence[bytes], prompt: str, model: str | None = None) -> list[dict[str, Any]]:
+        """A vision-language model's answer to ``prompt`` about each image, through the SQL function
+        ``ai_complete``: ``{"text": ... or None, "error": None or one sentence}`` per image."""
+        return ask_about_images(self.warehouse, "ai_complete", images, prompt, model)
+
+    def classify_labels(
+        self, images: Sequence[bytes], labels: Sequence[str], *, model: str | None = None,
+        templates: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The best of ``labels`` for each image from a zero-shot model, through the ``classify_labels`` SQL function.
+
+        ``model`` is a version logged with ``task='zero-shot'`` (None: the one registered), resolved once;
+        ``templates`` override its prompt templates (e.g. ``["a close-up photo of a {}."]``). Each result is
+        ``{"label", "score", "scores": [{"label", "score"}, ...], "error", "model_version"}``.
+        """
+        return classify_labels_images(self.warehouse, self.registry, images, labels, model, templates)
+
+    # ---- image search (sightql.search, docs/search.md) ---------------------------
+    def create_index(self, table: str, *, image: str = "image", model: str = "imagenet") -> RefreshReport:
+        """Make an embedding index on ``table``'s ``image`` column (BLOB, FILE values or '@stage/path' values) and
+        embed every row; returns what was embedded. ``model``: ``'imagenet'`` (the bundled network's 1,280 pooled
+        features) or a registry reference whose output is a vector (a zero-shot model also answers text queries).
+        Run again with the same column and model, it refreshes; with another, it replaces the index."""
+        return self._search.create(table, image, model)
+
+    def refresh_index(self, table: str) -> RefreshReport:
+        """Bring ``table``'s index up to date: embed rows added or changed since (new bytes, a new FILE value) and
+        remove deleted ones. One transaction per chunk: after a crash, run it again; nothing is lost or doubled."""
+        return self._search.refresh(table)
+
+    def indexes(self) -> list[dict[str, Any]]:
+        """The embedding indexes: table, image column, key, model, model version, dimension, refreshed_at."""
+        return self._search.list()
+
+    def drop_index(self, table: str) -> None:
+        """Remove ``table``'s embedding index (its vectors and its approximate-index files); the table stays."""
+        self._search.drop(table)
+
+    def similar_images(self, table: str, query: Any, k: int = 10, *, approximate: bool | None = None) -> pa.Table:
+        """The ``k`` indexed rows of ``table`` nearest ``query``: an Arrow table ``(key, distance, rank)``, nearest
+        first. ``query``: image bytes, a local image file path, ``'@stage/path'``, a FILE value (dict), or a text (only
+        for an index built by a zero-shot model). ``distance`` is the cosine distance (0 = same direction, up to 2);
+        ``key`` is the table's row key. ``approximate``: None picks by size (above the ``search_exact_rows``
+        setting), True/False forces it. Rows added since the last :meth:`refresh_index` are not found."""
+        return self._search.similar_images(table, query, k, approximate=approximate)
+
+    def index_images(self, table: str, keys: Sequence[Any]) -> dict[Any, bytes | None]:
+        """The image bytes of these rows of an indexed ``table`` by key (None where a row is gone or its file cannot
+        be read), read as the index reads them: e.g. to show :meth:`similar_images` results."""
+        return self._search.images(table, list(keys))
+
+    def near_duplicates(self, table: str, threshold: float = 0.1, *, approximate: bool | None = None) -> pa.Table:
+        """Pairs of indexed rows at most ``threshold`` apart (cosine distance): an Arrow table
+        ``(key_a, key_b, distance)`` with ``key_a < key_b``, closest first."""
+        return self._search.near_duplicates(table, threshold, approximate=approximate)
 
 
 def fetch_staged_model(stages: StageCatalog, ref: str, folder: Path, limit: int) -> Path:

@@ -15,6 +15,7 @@ navigation = st.navigation(
     [
         st.Page(PAGES / "recognize.py", title="Recognize", icon=":material/image_search:", default=True),
         st.Page(PAGES / "generate.py", title="Generate", icon=":material/brush:"),
+        st.Page(PAGES / "search.py", title="Search", icon=":material/photo_library:"),
         st.Page(PAGES / "stage_explorer.py", title="Stage explorer", icon=":material/folder_open:"),
         st.Page(PAGES / "models.py", title="Models", icon=":material/model_training:"),
         st.Page(PAGES / "training.py", title="Training", icon=":material/monitoring:"),

@@ -9,6 +9,9 @@ from typing import NoReturn
 import typer
 
 from sightql.cli.app import app
+from sightql.cli.search import register as register_search
+
+register_search(app)  # sightql search, sightql index ...
 
 PROG = "sightql"
 

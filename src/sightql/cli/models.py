@@ -82,6 +82,8 @@ def show(
             f"created:     {version.created_at:%Y-%m-%d %H:%M:%S} UTC",
             f"aliases:     {', '.join(version.aliases) or 'none'}",
         ]
+        if card.task == "zero-shot":
+            lines.append(f"zero-shot:   logit scale {card.logit_scale:g}, templates {list(card.templates)}")
         if version.description:
             lines.append(f"description: {version.description}")
         typer.echo("\n".join(lines))
@@ -90,12 +92,13 @@ def show(
 @app.command("log")
 def log(
     path: Annotated[str, typer.Argument(help="Model file (.onnx, .pt/.pth/.bin, .safetensors, .h5/.keras), folder "
-                                              "(SavedModel, sentence-transformers), .zip/.tar.gz of a SavedModel, "
+                                              "(SavedModel, sentence-transformers, CLIP or zero_shot.json), .zip/.tar.gz of a SavedModel, "
                                               "or @stage/path of any of these.")],
     name: Annotated[str, typer.Option("--name", "-n", help="Model name.")],
-    framework: Annotated[str, typer.Option("--framework", help="auto (told from the file), onnx, torch, keras, tensorflow or sentence-transformers.")] = "auto",
+    framework: Annotated[str, typer.Option("--framework", help="auto (told from the file), onnx, torch, keras, tensorflow, sentence-transformers, transformers (a CLIP folder) or onnx-dual (zero_shot.json).")] = "auto",
     labels: Annotated[Optional[str], typer.Option("--labels", "-l", help="Comma list, or @file: one per line, a JSON list, or an index-to-label mapping.")] = None,
-    task: Annotated[str, typer.Option("--task", help="classification or embedding.")] = "classification",
+    task: Annotated[str, typer.Option("--task", help="classification, embedding or zero-shot (a CLIP-style dual encoder folder).")] = "classification",
+    template: Annotated[Optional[List[str]], typer.Option("--template", help="A zero-shot model's prompt template, e.g. 'a photo of a {}.'; repeatable.")] = None,
     arch: Annotated[Optional[str], typer.Option("--arch", help="torchvision architecture of a state dict, e.g. resnet18.")] = None,
     input_size: Annotated[Optional[int], typer.Option("--input-size", help="Square input size in pixels.")] = None,
     rescale: Annotated[Optional[str], typer.Option("--rescale", help="Pixel scale, e.g. 1/255.")] = None,
@@ -120,6 +123,8 @@ def log(
 
         sightql models log ./all-MiniLM-L6-v2 --name sentences
 
+        sightql models log ./clip-vit-b-32 --name clip --task zero-shot --template "a photo of a {}."
+
         sightql models log @models/use.zip --name use
 
         sightql models log ./flowers_savedmodel --name flowers --labels @labels.txt --framework tensorflow --output-name logits
@@ -134,6 +139,7 @@ def log(
             path if path.startswith("@") else Path(path), name, version=version, framework=framework, task=task,
             labels=parse_labels(labels), input=spec or None, metrics=parse_metrics(metric), description=description,
             trust=trust, architecture=arch, signature=signature, input_name=input_name, output_name=output_name,
+            templates=template or None,
         )
         typer.echo(f"logged {logged.ref} ({logged.framework}, {logged.task}, sha256 {logged.sha256[:12]})")
 

@@ -30,7 +30,10 @@ from sightql.stages.catalog import StageCatalog
 from sightql.stages.files import STAGE_READERS, FileRef, file_refs, to_file
 
 COMMON = {"type": "arrow", "null_handling": "special", "side_effects": False}
-Params = Sequence[tuple[str, str]]  # (macro parameter name, SQL type) around the image argument
+# (macro parameter name, SQL type[, default SQL expression]) around the image argument; a parameter with a
+# default may be left out or given by name (``model := 'x'``), after the ones without.
+Params = Sequence[tuple[str, str] | tuple[str, str, str]]
+Hidden = Sequence[tuple[str, str]]  # (SQL expression, SQL type) passed to the UDF after the parameters
 
 
 def udf_names(sql_name: str) -> tuple[str, str]:
@@ -38,14 +41,14 @@ def udf_names(sql_name: str) -> tuple[str, str]:
     return f"_sightql_{sql_name}_blob", f"_sightql_{sql_name}_file"
 
 
-def image_macro(sql_name: str, before: Params = (), after: Params = ()) -> str:
+def image_macro(sql_name: str, before: Params = (), after: Params = (), hidden: Hidden = ()) -> str:
     """``CREATE OR REPLACE TEMP MACRO sql_name`` with its BLOB, FILE and VARCHAR overloads."""
     blob, file = udf_names(sql_name)
 
     def overload(image_type: str, udf: str, image: str) -> str:
         params = [*before, ("image", image_type), *after]
-        signature = ", ".join(f"{name} {sql}" for name, sql in params)
-        arguments = ", ".join(image if name == "image" else name for name, _ in params)
+        signature = ", ".join(f"{p[0]} {p[1]}" + (f" := {p[2]}" if len(p) > 2 else "") for p in params)
+        arguments = ", ".join([*(image if p[0] == "image" else p[0] for p in params), *(e for e, _ in hidden)])
         return f"({signature}) AS {quote_ident(udf)}({arguments})"
 
     overloads = [overload("BLOB", blob, "image"), overload(FILE_SQL, file, "image"),
@@ -54,14 +57,16 @@ def image_macro(sql_name: str, before: Params = (), after: Params = ()) -> str:
 
 
 def register_image_function(
-    con: Any, sql_name: str, body: Callable[..., pa.Array], returns: Any, before: Params = (), after: Params = ()
+    con: Any, sql_name: str, body: Callable[..., pa.Array], returns: Any, before: Params = (), after: Params = (),
+    hidden: Hidden = (),
 ) -> None:
-    """``sql_name(..., image, ...)`` taking a BLOB or a FILE: its two UDFs (one ``body``), then the macro."""
+    """``sql_name(..., image, ...)`` taking a BLOB or a FILE: its two UDFs (one ``body``), then the macro.
+    ``hidden`` expressions (e.g. ``txid_current()``) reach ``body`` after the parameters."""
     blob, file = udf_names(sql_name)
-    types = [duckdb.sqltype(sql) for _, sql in before], [duckdb.sqltype(sql) for _, sql in after]
+    types = [duckdb.sqltype(p[1]) for p in before], [duckdb.sqltype(p[1]) for p in (*after, *hidden)]
     for name, image_type in ((blob, "BLOB"), (file, FILE_SQL)):
         con.create_function(name, body, [*types[0], duckdb.sqltype(image_type), *types[1]], returns, **COMMON)
-    con.execute(image_macro(sql_name, before, after))
+    con.execute(image_macro(sql_name, before, after, hidden))
 
 
 def remove_image_function(con: Any, sql_name: str) -> None:

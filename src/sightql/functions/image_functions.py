@@ -27,6 +27,7 @@ from sightql.errors import ImageError, SightQLError, StageError
 from sightql.functions.image_args import chosen_file_refs, is_file_column
 from sightql.images.decode import probe_image
 from sightql.models.base import Predictor, TextModel
+from sightql.models.features import FEATURES_OF, imagenet_features
 from sightql.registry import Registry
 from sightql.sql.warehouse import Warehouse
 from sightql.stages.catalog import StageCatalog
@@ -86,7 +87,7 @@ class ImageFunctions:
 
     # ---- helpers --------------------------------------------------------------
     def _by_model(
-        self, models: pa.ChunkedArray, images: pa.ChunkedArray
+        self, models: pa.ChunkedArray, images: pa.ChunkedArray, features: bool = False
     ) -> list[tuple[RowResult, Predictor | None]]:
         """Run each row through the model its row names; usually one model per query.
 
@@ -102,7 +103,7 @@ class ImageFunctions:
                 for i in rows:
                     results[i] = (RowResult(None, "no model named (the model argument is NULL)"), None)
                 continue
-            predictor = self._image_model(name)
+            predictor = self.embedding_model(name) if features else self._image_model(name)
             items, read = self._images(images, rows)
             outputs = predict_rows(
                 predictor,
@@ -137,15 +138,25 @@ class ImageFunctions:
             raise SightQLError(f"{name!r} reads text; use embed_text(model, text)")
         return model  # type: ignore[return-value]
 
+    def embedding_model(self, name: str) -> Predictor:
+        """What ``embed(name, image)`` runs: the bundled model's pooled features, else the model itself."""
+        if name in FEATURES_OF:
+            return imagenet_features(self.warehouse.models_dir, self.warehouse.device)  # type: ignore[return-value]
+        return self._image_model(name)
+
     def _text_model(self, name: str) -> TextModel:
         model = self.registry.predictor(name)
-        if model.card.modality != "text":
+        if model.card.modality != "text" and model.card.task != "zero-shot":  # a dual encoder reads both
             raise SightQLError(f"{name!r} reads images; use embed(model, image)")
         return model  # type: ignore[return-value]
 
     @staticmethod
     def _labels(name: str, predictor: Predictor) -> tuple[str, ...]:
         labels = predictor.card.labels
+        if predictor.card.task == "zero-shot":
+            raise SightQLError(
+                f"{name!r} is a zero-shot model with no fixed labels; use classify_labels(model, image, ['label', ...])"
+            )
         if not labels:
             raise SightQLError(f"model {name!r} has no labels, so it cannot classify; use embed() instead")
         return labels
@@ -177,8 +188,10 @@ class ImageFunctions:
 
     # ---- embed(model, image) -> FLOAT[] ------------------------------------------
     def embed(self, models: pa.ChunkedArray, images: pa.ChunkedArray) -> pa.Array:
-        """The model's output vector: features for an embedding model, probabilities for a classifier."""
-        rows = [None if r.output is None else r.output.astype(np.float32) for r, _ in self._by_model(models, images)]
+        """The model's output vector: features for an embedding model and for the bundled 'imagenet' (its
+        1,280 pooled features, unit length), probabilities for a registered classifier."""
+        rows = [None if r.output is None else r.output.astype(np.float32)
+                for r, _ in self._by_model(models, images, features=True)]
         return pa.array(rows, type=pa.list_(pa.float32()))
 
     # ---- embed_text(model, text) -> FLOAT[] ----------------------------------------

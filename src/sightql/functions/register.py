@@ -9,6 +9,8 @@ from sightql.functions.image_args import COMMON, register_image_function, to_fil
 from sightql.functions.image_functions import ImageFunctions, sql_types
 from sightql.functions.named import register_saved_functions
 from sightql.functions.stage_listing import register_stage_listing
+from sightql.functions.vision_language import register_vision_language
+from sightql.functions.zero_shot import register_zero_shot
 from sightql.registry import Registry
 from sightql.sql.file_type import FILE_SQL
 from sightql.sql.warehouse import Warehouse
@@ -35,4 +37,6 @@ def register_functions(warehouse: Warehouse, registry: Registry, stages: StageCa
     )
     register_stage_listing(con, stages)
     register_saved_functions(con, registry, funcs)
+    register_zero_shot(con, warehouse, registry, stages)
+    register_vision_language(con, warehouse, stages)
     return funcs

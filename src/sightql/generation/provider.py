@@ -21,12 +21,12 @@ import binascii
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from sightql.config import Settings
 from sightql.errors import ConfigError, GenerationError, MissingDependencyError
+from sightql.generation.endpoints import OPENAI_BASE, RemoteEndpoint
 
-OPENAI_BASE = "https://api.openai.com/v1"
 DEFAULT_MODEL = Settings.image_model
 DEFAULT_SIZE = Settings.image_size
 DEFAULT_TIMEOUT = Settings.image_timeout
@@ -44,24 +44,13 @@ SETUP_HELP = (
 
 
 @dataclass(frozen=True)
-class ImageProvider:
+class ImageProvider(RemoteEndpoint):
     """Where images come from; ``api_key`` is read from the environment and never shown or stored."""
 
-    api_base: str
     api_key: str | None
     model: str = DEFAULT_MODEL
     size: str = DEFAULT_SIZE
     timeout: float = DEFAULT_TIMEOUT
-
-    @property
-    def name(self) -> str:
-        return "openai" if self.api_base == OPENAI_BASE else "openai-compatible"
-
-    @property
-    def endpoint(self) -> str:
-        """The base URL without any user:password part, safe to show and store."""
-        parts = urlsplit(self.api_base)
-        return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
 
     def __repr__(self) -> str:
         return f"ImageProvider({self.name!r}, endpoint={self.endpoint!r}, model={self.model!r})"

@@ -17,9 +17,14 @@ def thumbnail(
     """A JPEG of at most ``size`` x ``size`` pixels, decoded as classify decodes (EXIF orientation, modes);
     None if ``data`` is no image."""
     try:
-        image = decode_image(data, limits, min_size=size)
+        return downscaled_jpeg(data, limits, size, quality)
     except ImageError:
         return None
+
+
+def downscaled_jpeg(data: bytes | None, limits: ImageLimits, size: int, quality: int = 80) -> bytes:
+    """:func:`thumbnail`, raising the ImageError that says why ``data`` is no image (never enlarged)."""
+    image = decode_image(data, limits, min_size=size)
     image.thumbnail((size, size))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=quality)

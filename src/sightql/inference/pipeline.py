@@ -82,6 +82,15 @@ def _prepare_row(chunk: Chunk, index: int, predictor: Predictor, limits: ImageLi
 
 def stream_results(predictor: Predictor, chunks: Iterable[Chunk], options: PredictOptions) -> Iterator[pa.Table]:
     """One result table (see :func:`result_schema`) per non-empty input chunk, in order."""
+    for chunk, rows, hashes in stream_rows(predictor, chunks, options):
+        yield results_table(predictor, chunk.keys, rows, hashes, options.top_k)
+
+
+def stream_rows(
+    predictor: Predictor, chunks: Iterable[Chunk], options: PredictOptions
+) -> Iterator[tuple[Chunk, list[RowResult], list[str | None]]]:
+    """Per non-empty input chunk, in order: the chunk, each row's raw model output (or error) and the hash
+    (or FILE identity) it was made from; :func:`stream_results` shapes them as labels, image search as vectors."""
     size = options.batch_size
 
     def batches() -> Iterator[tuple[tuple[Chunk, int], list[tuple[Chunk, int]]]]:
@@ -99,7 +108,7 @@ def stream_results(predictor: Predictor, chunks: Iterable[Chunk], options: Predi
         rows.extend(results)
         hashes.extend(shas)
         if stop == len(chunk):
-            yield results_table(predictor, chunk.keys, rows, hashes, options.top_k)
+            yield chunk, rows, hashes
             rows, hashes = [], []
 
 

@@ -31,7 +31,7 @@ WriteHook = Callable[[str, int], None]
 class ResultWriter:
     def __init__(
         self, warehouse: Warehouse, target: Target, model_version: str, lock: threading.Lock | None = None,
-        on_write: WriteHook | None = None,
+        on_write: WriteHook | None = None, statement: Callable[[str], str] | None = None,
     ):
         self._warehouse = warehouse  # each write takes a short-lived cursor of its own
         self._lock = lock  # shared with the reader (see PredictPlan.db_lock)
@@ -42,7 +42,9 @@ class ResultWriter:
         self.rows_written = 0
         self.errors_written = 0
         self._on_write = on_write
-        self._sql = self._statement()
+        # ``statement(staging table)``: another chunk write than predict's outputs (image search writes vectors);
+        # it binds the model version as its one parameter, and the chunk has a ``prediction_error`` column.
+        self._sql = statement(self.staging) if statement is not None else self._statement()
 
     def _statement(self) -> str:
         """The chunk's write: each output this run writes (the target's columns, see

@@ -1,5 +1,9 @@
 """Models that ship with SightQL and work offline: ``imagenet`` (EfficientNet-Lite0, images)
-and ``minilm`` (all-MiniLM-L6-v2, text; loaded by :mod:`sightql.models.text_embedder`)."""
+and ``minilm`` (all-MiniLM-L6-v2, text; loaded by :mod:`sightql.models.text_embedder`).
+
+``imagenet`` is exported to ONNX twice, each cached and checked against torch once: the classifier
+(``classify``) and its pooled features (``embed``, image search): 1,280 numbers per image, unit length.
+"""
 
 from __future__ import annotations
 
@@ -33,14 +37,26 @@ def imagenet_torch_module() -> Any:
     return efficientnet_lite.build(num_classes=1000, pretrained=True)
 
 
-def cached_imagenet_onnx(models_dir: Path) -> tuple[Path, ModelCard]:
-    """The exported ONNX file and card, exporting (and checking) on first use.
+def imagenet_features_card() -> ModelCard:
+    return ModelCard(
+        name="imagenet",
+        task="embedding",
+        framework="torch",
+        input=efficientnet_lite.INPUT_SPEC,
+        output="embedding",
+        description=f"EfficientNet-Lite0 (ImageNet-1k) pooled features: {efficientnet_lite.FEATURES} numbers, unit length",
+    )
+
+
+def cached_imagenet_onnx(models_dir: Path, features: bool = False) -> tuple[Path, ModelCard]:
+    """The exported ONNX file and card (the classifier, or with ``features`` the pooled features),
+    exporting (and checking) on first use.
 
     The cache is keyed by the weights' sha256, so new weights mean a new export.
     Concurrent processes wait on a file lock instead of exporting twice. Partial files of an
     export that was killed outright are removed here (and by the next export).
     """
-    folder = models_dir / "builtin" / "imagenet" / efficientnet_lite.weights_sha256()[:16]
+    folder = models_dir / "builtin" / ("imagenet-features" if features else "imagenet") / efficientnet_lite.weights_sha256()[:16]
     onnx_path, card_path = folder / "model.onnx", folder / "card.json"
     remove_dead_partials(folder)
     if onnx_path.exists() and card_path.exists():
@@ -50,8 +66,9 @@ def cached_imagenet_onnx(models_dir: Path) -> tuple[Path, ModelCard]:
         for leftover in folder.glob("tmp*.onnx"):  # older versions' temp names; only the lock holder writes here
             leftover.unlink(missing_ok=True)
         if not (onnx_path.exists() and card_path.exists()):
-            card = imagenet_card()
-            diff = export_onnx(imagenet_torch_module(), card, onnx_path)
+            card = imagenet_features_card() if features else imagenet_card()
+            module = efficientnet_lite.build_features() if features else imagenet_torch_module()
+            diff = export_onnx(module, card, onnx_path)
             meta = {"max_abs_diff_vs_torch": diff}
             (folder / "export.json").write_text(json.dumps(meta))
             tmp = card_path.with_suffix(".tmp")

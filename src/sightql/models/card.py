@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from sightql.images.spec import InputSpec
 
-Task = Literal["classification", "embedding"]
+Task = Literal["classification", "embedding", "zero-shot"]
 Modality = Literal["image", "text"]
 
 
@@ -27,6 +27,10 @@ class ModelCard:
     description: str = ""
     # What the model reads: images (preprocessed by ``input``) or text (its own tokenizer).
     modality: Modality = "image"
+    # A zero-shot dual encoder (task 'zero-shot'): the scale of its cosine similarities before the softmax,
+    # and the prompt templates ('a photo of a {}.') whose label texts are averaged per label.
+    logit_scale: float | None = None
+    templates: tuple[str, ...] = ()
 
     def with_name(self, name: str) -> "ModelCard":
         return replace(self, name=name)
@@ -49,6 +53,8 @@ class ModelCard:
             output=raw.get("output", "probabilities"),
             description=raw.get("description", ""),
             modality=raw.get("modality", "image"),
+            logit_scale=raw.get("logit_scale"),
+            templates=tuple(raw.get("templates", ())),
         )
 
     @classmethod

@@ -31,10 +31,15 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _SAFE_MODULE_PREFIX = "sentence_transformers."
 
 
-def _sentence_transformers() -> Any:
-    """Import sentence-transformers with the Hugging Face hub switched off for this process."""
+def offline_hub() -> None:
+    """Switch the Hugging Face hub off for this process: models are read from disk only, never fetched."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+def _sentence_transformers() -> Any:
+    """Import sentence-transformers with the Hugging Face hub switched off for this process."""
+    offline_hub()
     try:
         import sentence_transformers
     except ImportError as exc:
@@ -209,5 +214,6 @@ __all__ = [
     "load_text_embedder",
     "minilm_path",
     "minilm_sha256",
+    "offline_hub",
     "text_card",
 ]

@@ -18,6 +18,7 @@ from sightql.models.keras.load import load_model as load_keras_model
 from sightql.models.onnx.files import static_onnx_input
 from sightql.models.tensorflow.archive import archive_kind
 from sightql.models.tensorflow.files import describe_archive_without_model, holds_saved_model
+from sightql.models.zero_shot.layouts import FRAMEWORKS as ZERO_SHOT_FRAMEWORKS, layout_input, layout_of
 from sightql.models.torch.files import (
     PICKLE_SUFFIXES, STATE_DICT_SUFFIXES, detect_format, load_module, save_module, unsafe_message,
 )
@@ -47,9 +48,12 @@ def detect_framework(path: Path, trust: bool) -> str:
             return "sentence-transformers"
         if holds_saved_model(path):
             return "tensorflow"
+        layout = layout_of(path)
+        if layout is not None:
+            return layout
         raise ConfigError(
-            f"{path} is a folder without modules.json or saved_model.pb; give a model file, a TensorFlow "
-            "SavedModel folder or a sentence-transformers folder"
+            f"{path} is a folder without modules.json, saved_model.pb, a CLIP config.json or zero_shot.json; give a "
+            "model file, a TensorFlow SavedModel folder, a sentence-transformers folder or a zero-shot dual encoder folder"
         )
     if archive_kind(path) is not None:
         if holds_saved_model(path):  # reads the archive's index: a corrupt archive is said here
@@ -117,6 +121,8 @@ def take_in(
     if framework == "tensorflow":
         return _saved_model_intake(staging, source, input, trust, output, limit, choice)
     check_size(source, limit)
+    if framework in ZERO_SHOT_FRAMEWORKS:
+        return _dual_encoder_intake(staging, source, framework, input)
     artifact = staging / artifact_name(source)
     model = None
     from_file: dict[str, Any] | None = None
@@ -134,6 +140,18 @@ def take_in(
         fmt, state = detect_format(artifact, trust)
         return _torch_intake(artifact, spec, fmt, state, trust, architecture, output)
     return Intake(framework, artifact, spec, {}, model, output)
+
+
+def _dual_encoder_intake(staging: Path, source: Path, framework: str, input: InputArg) -> Intake:
+    """A zero-shot folder copied whole; its preprocessing read from its own files (then ``input=`` overrides)."""
+    if layout_of(source) != framework:
+        raise ConfigError(
+            f"{source} is not a {framework} dual encoder folder; a Hugging Face CLIP folder has config.json and "
+            "preprocessor_config.json, an ONNX pair has zero_shot.json"
+        )
+    artifact = staging / artifact_name(source)
+    copy_artifact(source, artifact)
+    return Intake(framework, artifact, build_input_spec(input, layout_input(artifact, framework)), {})
 
 
 def _saved_model_intake(

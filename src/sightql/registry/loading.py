@@ -20,6 +20,10 @@ from sightql.models.tensorflow.runtime import load_tensorflow_predictor
 from sightql.models.text_embedder import load_text_embedder
 from sightql.models.torch.files import load_module
 from sightql.models.torch.runtime import TorchPredictor
+from sightql.models.zero_shot.hf_clip import load_hf_clip
+from sightql.models.zero_shot.layouts import HF_CLIP, ONNX_DUAL, OPEN_CLIP
+from sightql.models.zero_shot.onnx_pair import load_onnx_dual
+from sightql.models.zero_shot.open_clip_folder import load_open_clip
 from sightql.registry.artifacts import verify
 from sightql.registry.records import VersionRecord
 
@@ -77,12 +81,28 @@ def load_sentence_transformers(record: VersionRecord, home: Path, device: str, t
     return load_text_embedder(folder, record.name, device=device, trust=trust)
 
 
+def load_dual_encoder(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:
+    """A zero-shot dual encoder: a Hugging Face CLIP folder through transformers, an open_clip folder through
+    open_clip, or an ONNX pair on the CPU."""
+    folder = verify(record.artifact(home), record.sha256, record.ref)
+    if record.framework == HF_CLIP:
+        return load_hf_clip(folder, record.card, device, trust=trust)
+    if record.framework == OPEN_CLIP:
+        return load_open_clip(folder, record.card, device, trust=trust)
+    if device.startswith("cuda"):
+        warnings.warn(f"{record.ref} is an ONNX dual encoder; it runs on the CPU with ONNX Runtime, not on {device}", stacklevel=2)
+    return load_onnx_dual(folder, record.card)
+
+
 LOADERS: dict[str, Loader] = {
     "onnx": load_onnx,
     "torch": load_torch,
     "keras": load_keras,
     "sentence-transformers": load_sentence_transformers,
     "tensorflow": load_tensorflow,
+    HF_CLIP: load_dual_encoder,
+    OPEN_CLIP: load_dual_encoder,
+    ONNX_DUAL: load_dual_encoder,
 }
 FRAMEWORKS = tuple(LOADERS)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sightql.errors import ConfigError, RegistryError
 from sightql.models.loader import is_builtin
@@ -20,6 +20,7 @@ from sightql.partial_files import is_partial_name, partial_path, remove_dead_par
 from sightql.registry.artifacts import REGISTRY_DIR, publish_folder
 from sightql.registry.derive import derive_onnx
 from sightql.registry.inputs import InputArg, LabelsArg, read_labels
+from sightql.models.zero_shot.layouts import FRAMEWORKS as ZERO_SHOT_FRAMEWORKS
 from sightql.registry.intake import framework_of, take_in
 from sightql.registry.loading import FRAMEWORKS
 from sightql.registry.probe import build_record
@@ -27,9 +28,10 @@ from sightql.registry.records import VersionRecord
 from sightql.registry.refs import LATEST, check_model_name, check_tag, version_number
 from sightql.registry.saved_models import SignatureChoice
 from sightql.registry.store import RegistryStore
+from sightql.registry.zero_shot import ZERO_SHOT, zero_shot_record
 from sightql.sql.warehouse import Warehouse
 
-TASKS = ("classification", "embedding")
+TASKS = ("classification", "embedding", ZERO_SHOT)
 NEEDS_LABELS = "a classification model needs labels= (a list or a text file, one per line), or pass task='embedding'"
 
 
@@ -70,17 +72,20 @@ def log_model(
     architecture: str | None = None,
     output: str | None = None,
     choice: SignatureChoice = SignatureChoice(),
+    templates: Sequence[str] | None = None,
 ) -> VersionRecord:
     check_model_name(name)
     if is_builtin(name):
         raise RegistryError(f"{name!r} is a built-in model; log yours under another name")
     if task not in TASKS:
-        raise ConfigError(f"task={task!r} is not valid; use 'classification' or 'embedding'")
+        raise ConfigError(f"task={task!r} is not valid; use 'classification', 'embedding' or 'zero-shot'")
     if framework != "auto" and framework not in FRAMEWORKS:
         raise ConfigError(f"framework={framework!r} is not known; use 'auto' or one of {', '.join(FRAMEWORKS)}")
     label_list = read_labels(labels)
+    told = framework_of(model_or_path, framework, trust)
+    task = _zero_shot_task(told, task, label_list, templates)
     # A SavedModel's signature tells a text model from an image one only once it is opened (_stage).
-    maybe_text = framework_of(model_or_path, framework, trust) in ("sentence-transformers", "tensorflow")
+    maybe_text = told in ("sentence-transformers", "tensorflow")
     if task == "classification" and not label_list and not maybe_text:
         raise ConfigError(NEEDS_LABELS)
     metric_values = {str(k): float(v) for k, v in (metrics or {}).items()}
@@ -95,7 +100,7 @@ def log_model(
     staging.mkdir(parents=True)
     try:
         record = _stage(warehouse, staging, model_or_path, name, version, framework, task, label_list,
-                        input, description, trust, architecture, output, choice)
+                        input, description, trust, architecture, output, choice, templates)
         record = _relocate(record, staging, final, home)
         if version in store.version_names(name):
             raise RegistryError(f"{name}@{version} was logged meanwhile by another process; log again for the next number")
@@ -128,7 +133,7 @@ def _relocate(record: VersionRecord, staging: Path, final: Path, home: Path) -> 
 def _stage(
     warehouse: Warehouse, staging: Path, model_or_path: Any, name: str, version: str, framework: str, task: str,
     labels: tuple[str, ...], input: InputArg, description: str, trust: bool, architecture: str | None,
-    output: str | None, choice: SignatureChoice,
+    output: str | None, choice: SignatureChoice, templates: Sequence[str] | None = None,
 ) -> VersionRecord:
     """Write the artifact (and derived ONNX) into ``staging``; return the record pointing there.
 
@@ -136,11 +141,36 @@ def _stage(
     """
     home, limit = warehouse.home, warehouse.settings.max_model_bytes
     intake = take_in(staging, model_or_path, framework, task, input, trust, architecture, output, limit, choice)
+    if (intake.framework in ZERO_SHOT_FRAMEWORKS) != (task == ZERO_SHOT):
+        _zero_shot_task(intake.framework, task, labels, templates)  # raises: the folder and the task disagree
+    if task == ZERO_SHOT:
+        return zero_shot_record(intake, home, name, version, templates, description, trust, limit)
     if intake.framework == "tensorflow" and intake.options.get("modality") == "image":
         if task == "classification" and not labels:
             raise ConfigError(NEEDS_LABELS)
     record, card = build_record(intake, home, name, version, task, labels, description, trust, limit)
     return derive_onnx(record, intake, card, staging, home)
+
+
+def _zero_shot_task(framework: str, task: str, labels: tuple[str, ...], templates: Sequence[str] | None) -> str:
+    """The task a log has: a dual encoder folder is 'zero-shot' (labels come per query), and 'zero-shot' needs one."""
+    if framework in ZERO_SHOT_FRAMEWORKS:
+        if labels:
+            raise ConfigError(
+                "a zero-shot dual encoder takes its labels per query (classify_labels(model, image, [...])); "
+                "log it without labels, with task='zero-shot'"
+            )
+        if task not in (ZERO_SHOT, "classification"):
+            raise ConfigError(f"a dual encoder folder is logged with task='zero-shot', not task={task!r}")
+        return ZERO_SHOT
+    if task == ZERO_SHOT and framework != "auto":
+        raise ConfigError(
+            f"task='zero-shot' needs a dual encoder (a Hugging Face CLIP folder, or a folder with zero_shot.json "
+            f"naming an image and a text encoder ONNX), not a {framework} model"
+        )
+    if templates is not None and task != ZERO_SHOT:
+        raise ConfigError("templates= are prompt templates of a zero-shot model; leave them out for this model")
+    return task
 
 
 __all__ = ["choose_version", "log_model", "next_version"]

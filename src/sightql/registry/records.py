@@ -15,7 +15,8 @@ VERSION_COLUMNS = (
     "derived_onnx_path", "derived_onnx_sha256", "trusted", "description", "created_at", "load_options",
 )
 
-_FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "keras": "Keras", "torch": "PyTorch"}
+_FRAMEWORK_NAMES = {"tensorflow": "TensorFlow", "keras": "Keras", "torch": "PyTorch", "transformers": "transformers (PyTorch)",
+                   "open_clip": "open_clip (PyTorch)"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class VersionRecord:
     @property
     def runtime(self) -> str:
         """What runs this version on the CPU, and why (``models show``)."""
-        if self.framework == "onnx":
+        if self.framework in ("onnx", "onnx-dual"):
             return "ONNX Runtime"
         shown = _FRAMEWORK_NAMES.get(self.framework, self.framework)
         if self.derived_onnx_path:

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import pyarrow as pa
 
@@ -72,6 +72,7 @@ class Registry:
         signature: str | None = None,
         input_name: str | None = None,
         output_name: str | None = None,
+        templates: Sequence[str] | None = None,
     ) -> "ModelVersion":
         """Register a model file or folder (or an in-memory ``torch.nn.Module``) as the next version of ``name``.
 
@@ -81,12 +82,15 @@ class Registry:
         ``InputSpec`` or a dict of its fields plus ``size`` and ``rescale`` ('1/255').
         ``output``: 'logits', 'probabilities' or 'embedding'; guessed when None.
         ``signature``, ``input_name``, ``output_name``: what to call in a TensorFlow SavedModel (found when None).
+        ``task='zero-shot'``: a CLIP-style dual encoder folder (Hugging Face CLIP, or ONNX encoders named by
+        ``zero_shot.json``); ``templates``: its default prompt templates (``["a photo of a {}."]``).
         Pickles are refused unless ``trust=True``. Returns the new :class:`ModelVersion`.
         """
         choice = SignatureChoice(signature, input_name, output_name)
         options: dict[str, Any] = dict(
             version=version, framework=framework, task=task, labels=labels, input=input, metrics=metrics,
             description=description, trust=trust, architecture=architecture, output=output, choice=choice,
+            templates=templates,
         )
         if isinstance(model_or_path, str) and model_or_path.startswith("@"):
             record = self._log_staged(model_or_path, name, options)

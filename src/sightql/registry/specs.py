@@ -55,6 +55,11 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 
 
 def check_classifier(card: ModelCard, version: str) -> None:
+    if card.task == "zero-shot":
+        raise ConfigError(
+            f"{version} is a zero-shot model with no fixed labels; use classify_labels(model, image, ['label', ...]) "
+            "(Python: session.classify_labels(images, labels, model=...))"
+        )
     if card.modality == "text":
         raise ConfigError(f"{version} reads text, not images; predict needs an image classification model")
     if not card.labels:

@@ -57,3 +57,25 @@ def build(num_classes: int = 1000, pretrained: bool = True) -> Any:
     if num_classes != 1000:
         model._fc = torch.nn.Linear(model._fc.in_features, num_classes)
     return model.eval()
+
+
+FEATURES = 1280  # the width of EfficientNet-Lite0's global-average-pooled penultimate layer
+
+
+def build_features(pretrained: bool = True) -> Any:
+    """The pretrained network up to its pooled features: ``(batch, 3, 224, 224) -> (batch, 1280)``,
+    each row scaled to unit length (L2), so cosine and Euclidean distances rank alike."""
+    import torch
+
+    network = build(num_classes=1000, pretrained=pretrained)
+
+    class PooledFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def forward(self, inputs: Any) -> Any:
+            pooled = self.network._avg_pooling(self.network.extract_features(inputs)).flatten(1)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    return PooledFeatures().eval()
