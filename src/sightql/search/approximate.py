@@ -103,7 +103,8 @@ def _build(cursor: Any, record: IndexRecord, faiss: Any) -> Approximate:
     index = faiss.IndexHNSWFlat(record.dimension, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = BUILD_EF
     if len(vectors):
-        index.add(unit_rows(vectors))
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        index.add(np.divide(vectors, np.where(norms > 0, norms, 1.0), out=vectors))  # in place: no second copy
     return Approximate(index, keys)
 
 

@@ -144,12 +144,34 @@ def drop_record(cursor: Any, record: IndexRecord) -> None:
     cursor.execute("DELETE FROM sightql_search_indexes WHERE table_name = ?", [record.table])
 
 
+VECTOR_BATCH_ROWS = 8_192  # vectors streamed per Arrow batch (8,192 x 1,280 floats: 42 MB)
+
+
 def indexed_vectors(cursor: Any, record: IndexRecord) -> tuple[list[Any], np.ndarray, pa.DataType]:
-    """Every vector by the index's model version, in key order: (keys, an (n, dimension) array, the key's type)."""
-    table = cursor.sql(
-        f"SELECT {quote_ident(record.key)} AS key, {VECTOR} AS vector FROM {record.quoted_index} "
-        f"WHERE {VECTOR} IS NOT NULL AND model_version = ? ORDER BY 1", params=[record.model_version],
-    ).to_arrow_table()
-    column = table.column("vector").combine_chunks()
-    values = column.flatten().to_numpy(zero_copy_only=False) if len(column) else np.zeros(0, np.float32)
-    return table.column("key").to_pylist(), values.reshape(len(column), record.dimension), table.schema.field("key").type
+    """Every vector by the index's model version, in key order: (keys, an (n, dimension) array, the key's type).
+
+    The vectors are streamed in batches into one array made for them, and sorted here rather than by an
+    ORDER BY: DuckDB materialising 100k 1,280-float rows (512 MB) at once, sorted or as one Arrow table,
+    fails at the warehouse's default memory_limit (256 MB; measured by benchmarks/search_ann.py). The count
+    and the rows are read in one transaction, so a refresh committing meanwhile cannot make them disagree.
+    """
+    where = f"FROM {record.quoted_index} WHERE {VECTOR} IS NOT NULL AND model_version = ?"
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        ((count,),) = cursor.execute(f"SELECT count(*) {where}", [record.model_version]).fetchall()
+        reader = cursor.sql(f"SELECT {quote_ident(record.key)} AS key, {VECTOR} AS vector {where}",
+                            params=[record.model_version]).to_arrow_reader(VECTOR_BATCH_ROWS)
+        vectors = np.empty((count, record.dimension), np.float32)
+        keys: list[Any] = []
+        for batch in reader:
+            rows = len(batch)
+            flat = batch.column(1).flatten().to_numpy(zero_copy_only=False)
+            vectors[len(keys):len(keys) + rows] = flat.reshape(rows, record.dimension)
+            keys += batch.column(0).to_pylist()
+        key_type = reader.schema.field("key").type
+    finally:
+        cursor.execute("COMMIT")
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    if order != list(range(len(keys))):
+        vectors, keys = vectors[order], [keys[i] for i in order]
+    return keys, vectors, key_type
