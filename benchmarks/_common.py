@@ -12,31 +12,11 @@ import numpy as np
 from PIL import Image
 
 
-def photo_pool() -> list[Image.Image]:
-    import skimage.data
-    from sklearn.datasets import load_sample_image
-
-    arrays = [getattr(skimage.data, n)() for n in ("astronaut", "chelsea", "coffee", "rocket")]
-    arrays += [load_sample_image(n) for n in ("china.jpg", "flower.jpg")]
-    return [Image.fromarray(a).convert("RGB") for a in arrays]
-
-
 def generated_jpegs(n: int, size: tuple[int, int] = (500, 375), seed: int = 0) -> list[bytes]:
-    """``n`` distinct JPEGs: random crops of real photos, resized, with a little noise."""
-    rng = np.random.default_rng(seed)
-    pool = photo_pool()
-    out = []
-    for i in range(n):
-        base = pool[i % len(pool)]
-        w, h = base.size
-        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-        x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-        crop = np.asarray(base.crop((x, y, x + cw, y + ch)).resize(size), dtype=np.int16)
-        noisy = np.clip(crop + rng.integers(-6, 7, crop.shape), 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(noisy).save(buffer, "JPEG", quality=90)
-        out.append(buffer.getvalue())
-    return out
+    """``n`` distinct JPEGs: random crops of real photos, resized, with a little noise (the int8 gate's generator)."""
+    from sightql.models.sample_photos import generated_crops
+
+    return generated_crops(n, seed, size)
 
 
 def add_file_table(session, table: str = "bench", files_table: str = "bench_files") -> None:

@@ -8,6 +8,10 @@ the GIL) while the model works on the previous batch, so the two overlap; at mos
 that row alone. :func:`best_label` and :func:`top_labels` turn a model's output into
 labels and scores, the same way for SQL and for predictions written back.
 
+A predictor that decodes images itself (``takes_encoded``: the GPU predictor of
+:mod:`sightql.models.torch.gpu`, which decodes JPEGs on the GPU) gets the rows' bytes instead of
+arrays, through its ``predict_encoded``; the pool then only reads (and hashes) them.
+
 Rows whose value is not their bytes (FILE values) are read where they are decoded, in the
 same pool task, within the process's one :class:`ReadBudget`: the bytes of files read and
 not yet decoded, across every reader (each SQL function call DuckDB runs at once, predict,
@@ -36,7 +40,9 @@ B = TypeVar("B")
 I = TypeVar("I")  # noqa: E741
 X = TypeVar("X")
 
-Prepared = np.ndarray | str  # a preprocessed image, or why this row could not be read
+# A preprocessed image, why this row could not be read, or (for a predictor that decodes itself,
+# see takes_encoded) the image's bytes.
+Prepared = np.ndarray | str | bytes
 
 
 @dataclass
@@ -142,8 +148,28 @@ class BudgetedRead:
 
 
 # ---- decode ahead, run in batches --------------------------------------------------------------
+def takes_encoded(predictor: Predictor) -> bool:
+    """Whether ``predictor`` decodes images itself, from their bytes (``predict_encoded``: a GPU predictor,
+    :mod:`sightql.models.torch.gpu`, decoding JPEGs on the GPU); then the pool only reads the bytes."""
+    return bool(getattr(predictor, "takes_encoded", False)) and hasattr(predictor, "predict_encoded")
+
+
+ENCODED_BATCHES_AHEAD = 2  # an engine batch for a predictor that decodes holds this many of its model batches
+
+
+def encoded_batch_size(predictor: Predictor) -> int | None:
+    """For a predictor that :func:`takes_encoded`, rows per engine batch: enough for its model batches to overlap
+    decoding with compute (None for any other predictor: the caller's batch size stands)."""
+    if not takes_encoded(predictor):
+        return None
+    return ENCODED_BATCHES_AHEAD * int(getattr(predictor, "max_batch_size", 0) or 128)
+
+
 def prepare_image(data: bytes | None, predictor: Predictor, limits: ImageLimits) -> Prepared:
-    """The model's input tensor for ``data``, or one sentence saying why this row cannot be read."""
+    """The model's input tensor for ``data``, or one sentence saying why this row cannot be read;
+    for a predictor that :func:`takes_encoded`, the bytes themselves (it decodes, and reports bad ones)."""
+    if isinstance(data, bytes) and takes_encoded(predictor):
+        return data
     try:
         return preprocess(data, predictor.card.input, limits)
     except SightQLError as exc:
@@ -235,20 +261,29 @@ def predict_rows(
 
 
 def run_batch(predictor: Predictor, prepared: Sequence[Prepared]) -> list[RowResult]:
-    """One model call over the readable rows; unreadable rows keep their reason, a failed call fails its rows."""
-    good = [i for i, item in enumerate(prepared) if not isinstance(item, str)]
-    out = [RowResult(None, item) if isinstance(item, str) else None for item in prepared]
-    if good:
-        batch = np.stack([prepared[i] for i in good])  # type: ignore[misc]
+    """One model call over the readable rows; unreadable rows keep their reason, a failed call fails its rows.
+
+    Rows prepared as bytes (a predictor that :func:`takes_encoded`) go to ``predict_encoded`` in one
+    call, which gives each row its output or its error."""
+    out: list[RowResult | None] = [RowResult(None, item) if isinstance(item, str) else None for item in prepared]
+    arrays = [i for i, item in enumerate(prepared) if isinstance(item, np.ndarray)]
+    encoded = [i for i, item in enumerate(prepared) if isinstance(item, bytes)]
+    for rows, call in (
+        (arrays, lambda: (predictor.predict(np.stack([prepared[i] for i in arrays])), None)),  # type: ignore[misc]
+        (encoded, lambda: predictor.predict_encoded([prepared[i] for i in encoded])),  # type: ignore[attr-defined]
+    ):
+        if not rows:
+            continue
         try:
-            outputs = predictor.predict(batch)
+            outputs, errors = call()
         except Exception as exc:
             message = f"model failed on this batch: {type(exc).__name__}: {exc}"
-            for i in good:
+            for i in rows:
                 out[i] = RowResult(None, message)
-        else:
-            for row, i in enumerate(good):
-                out[i] = RowResult(outputs[row], None)
+            continue
+        for row, i in enumerate(rows):
+            error = errors[row] if errors is not None else None
+            out[i] = RowResult(None, error) if error else RowResult(outputs[row], None)
     return out  # type: ignore[return-value]
 
 

@@ -64,6 +64,10 @@ class RegistryError(SightQLError):
     """A registry operation is not allowed (an alias points at the version, a name is taken, ...)."""
 
 
+class QuantizeRefused(RegistryError):
+    """A quantized model agreed with its original less often than the gate asks; nothing was registered."""
+
+
 class WarehouseError(SightQLError):
     """The warehouse cannot be opened or is in use."""
 

@@ -31,6 +31,7 @@ from sightql.ingest.uploads import StoreReport, store_images
 from sightql.models.base import LoadedModel
 from sightql.models.loader import describe_builtins
 from sightql.registry import Registry
+from sightql.quantize import quantize_model
 from sightql.search import RefreshReport, SearchIndexes, attach_search
 from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
@@ -106,7 +107,10 @@ class Session:
         self._finalizer = weakref.finalize(self, self.warehouse.give_back_turn)  # a session never closed frees its turn
         try:
             self.stages = StageCatalog(self.warehouse)
-            self.registry = Registry(self.warehouse, fetch_staged=functools.partial(fetch_staged_model, self.stages))
+            self.registry = Registry(
+                self.warehouse, fetch_staged=functools.partial(fetch_staged_model, self.stages),
+                quantizer=self._quantize,
+            )
             self._functions = register_functions(self.warehouse, self.registry, self.stages)
             self._search: SearchIndexes = attach_search(self.warehouse, self.registry, self.stages)
             again = weakref.WeakMethod(self._register_functions_again)  # weak: the warehouse must not keep us alive
@@ -115,6 +119,10 @@ class Session:
             self.close()
             raise
         _open_sessions.add(self)
+
+    def _quantize(self, ref: str, **options: Any) -> Any:
+        """``registry.quantize``: calibration images are read through this session's stages (sightql.quantize)."""
+        return quantize_model(self.registry, self.stages, ref, **options)
 
     # ---- the open warehouse (read-only views of the narrow context, for adapters and users) ----
     con = _of_warehouse("con", "The DuckDB connection (None once closed).")

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 from duckdb import sqltypes as T
 
-from sightql.engine import BudgetedRead, RowResult, best_label, parallel_map, predict_rows, read_budget, top_labels, worker_pool
+from sightql.engine import encoded_batch_size, BudgetedRead, RowResult, best_label, parallel_map, predict_rows, read_budget, top_labels, worker_pool
 from sightql.errors import ImageError, SightQLError, StageError
 from sightql.functions.image_args import chosen_file_refs, is_file_column
 from sightql.images.decode import probe_image
@@ -108,7 +108,7 @@ class ImageFunctions:
             outputs = predict_rows(
                 predictor,
                 items,
-                batch_size=self.warehouse.settings.batch_size,
+                batch_size=encoded_batch_size(predictor) or self.warehouse.settings.batch_size,
                 limits=self.warehouse.limits,
                 threads=self.warehouse.settings.decode_threads,
                 read=read,

@@ -40,7 +40,7 @@ from sightql.sql.write_budget import WriteBudget
 from sightql.stages.catalog import StageCatalog
 
 DEFAULT_CHUNK_ROWS = 256
-GPU_BATCH_SIZE = 128
+GPU_BATCH_SIZE = 512  # two of the GPU predictor's largest model batches (models.loader.GPU_MAX_BATCH)
 
 
 @dataclass

@@ -14,6 +14,10 @@ from sightql.images.spec import InputSpec
 
 Task = Literal["classification", "embedding", "zero-shot"]
 Modality = Literal["image", "text"]
+# How the model's numbers are computed: 'fp32'; 'int8' (a quantized ONNX file, run by ONNX Runtime on the CPU);
+# 'fp16' (half precision where a CUDA GPU runs it; the CPU, which gains nothing from fp16, runs it in fp32).
+Runtime = Literal["fp32", "int8", "fp16"]
+RUNTIMES: tuple[str, ...] = ("fp32", "int8", "fp16")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class ModelCard:
     # and the prompt templates ('a photo of a {}.') whose label texts are averaged per label.
     logit_scale: float | None = None
     templates: tuple[str, ...] = ()
+    runtime: Runtime = "fp32"
 
     def with_name(self, name: str) -> "ModelCard":
         return replace(self, name=name)
@@ -55,6 +60,7 @@ class ModelCard:
             modality=raw.get("modality", "image"),
             logit_scale=raw.get("logit_scale"),
             templates=tuple(raw.get("templates", ())),
+            runtime=raw.get("runtime", "fp32"),
         )
 
     @classmethod

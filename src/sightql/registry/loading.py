@@ -14,11 +14,12 @@ from typing import Callable
 from sightql.errors import ConfigError
 from sightql.models.base import LoadedModel, Predictor, TextModel
 from sightql.models.keras.runtime import load_keras_predictor
-from sightql.models.loader import cached_predictor, version_key
+from sightql.models.loader import GPU_MAX_BATCH, cached_predictor, version_key
 from sightql.models.onnx.runtime import OnnxPredictor
 from sightql.models.tensorflow.runtime import load_tensorflow_predictor
 from sightql.models.text_embedder import load_text_embedder
 from sightql.models.torch.files import load_module
+from sightql.models.torch.gpu import TorchGpuPredictor
 from sightql.models.torch.runtime import TorchPredictor
 from sightql.models.zero_shot.hf_clip import load_hf_clip
 from sightql.models.zero_shot.layouts import HF_CLIP, ONNX_DUAL, OPEN_CLIP
@@ -53,6 +54,8 @@ def load_torch(record: VersionRecord, home: Path, device: str, trust: bool) -> P
     options = record.options
     path = verify(record.artifact(home), record.sha256, record.ref)
     module = load_module(path, options["format"], options.get("architecture"), trusted=trust, device=device)
+    if device.startswith("cuda"):  # the card's runtime: fp16 (autocast) or fp32; JPEGs decoded on the GPU
+        return TorchGpuPredictor(module, record.card, device, fp16=record.card.runtime == "fp16", max_batch_size=GPU_MAX_BATCH)
     return TorchPredictor(module, record.card, device)
 
 

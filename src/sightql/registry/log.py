@@ -9,12 +9,14 @@ The artifact keeps the user's file name, so every message about it names the fil
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from sightql.errors import ConfigError, RegistryError
+from sightql.models.card import RUNTIMES
 from sightql.models.loader import is_builtin
 from sightql.partial_files import is_partial_name, partial_path, remove_dead_partials
 from sightql.registry.artifacts import REGISTRY_DIR, publish_folder
@@ -73,12 +75,18 @@ def log_model(
     output: str | None = None,
     choice: SignatureChoice = SignatureChoice(),
     templates: Sequence[str] | None = None,
+    runtime: str = "fp32",
+    provenance: Mapping[str, Any] | None = None,
 ) -> VersionRecord:
+    """``runtime``: how the card says to run it ('fp32', 'int8' for a quantized ONNX file, 'fp16' on a GPU).
+    ``provenance``: how the file was made (e.g. by ``quantize``), kept in the version's load options."""
     check_model_name(name)
     if is_builtin(name):
         raise RegistryError(f"{name!r} is a built-in model; log yours under another name")
     if task not in TASKS:
         raise ConfigError(f"task={task!r} is not valid; use 'classification', 'embedding' or 'zero-shot'")
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime={runtime!r} is not valid; use one of {', '.join(RUNTIMES)}")
     if framework != "auto" and framework not in FRAMEWORKS:
         raise ConfigError(f"framework={framework!r} is not known; use 'auto' or one of {', '.join(FRAMEWORKS)}")
     label_list = read_labels(labels)
@@ -101,6 +109,7 @@ def log_model(
     try:
         record = _stage(warehouse, staging, model_or_path, name, version, framework, task, label_list,
                         input, description, trust, architecture, output, choice, templates)
+        record = _with_runtime(record, runtime, provenance)
         record = _relocate(record, staging, final, home)
         if version in store.version_names(name):
             raise RegistryError(f"{name}@{version} was logged meanwhile by another process; log again for the next number")
@@ -119,6 +128,17 @@ def log_model(
                 folder.rmdir()
             except OSError:
                 break
+
+
+def _with_runtime(record: VersionRecord, runtime: str, provenance: Mapping[str, Any] | None) -> VersionRecord:
+    """``record`` whose card carries ``runtime``, with ``provenance`` kept in its load options."""
+    if runtime != "fp32" and record.task == ZERO_SHOT:
+        raise ConfigError(f"runtime={runtime!r} is for image classifiers and embedders; a zero-shot model runs as logged")
+    if runtime == "int8" and record.derived_onnx_path:
+        raise ConfigError("runtime='int8' names a quantized ONNX file; quantize this model with registry.quantize(...) instead")
+    card = replace(record.card, runtime=runtime)  # type: ignore[arg-type]
+    options = {**record.options, **({"provenance": dict(provenance)} if provenance else {})}
+    return replace(record, card_json=card.to_json(), load_options=json.dumps(options, sort_keys=True))
 
 
 def _relocate(record: VersionRecord, staging: Path, final: Path, home: Path) -> VersionRecord:

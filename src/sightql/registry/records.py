@@ -55,7 +55,18 @@ class VersionRecord:
 
     @property
     def runtime(self) -> str:
-        """What runs this version on the CPU, and why (``models show``)."""
+        """What runs this version on the CPU, and why (``models show``), and its precision where not fp32."""
+        engine = self._engine()
+        precision = self.card.runtime
+        if precision == "int8":
+            made = self.options.get("provenance", {})
+            source = f" (quantized from {made['quantized_from']})" if made.get("quantized_from") else ""
+            return f"{engine}, int8{source}"
+        if precision == "fp16":
+            return f"{engine}; fp16 on a CUDA GPU"
+        return engine
+
+    def _engine(self) -> str:
         if self.framework in ("onnx", "onnx-dual"):
             return "ONNX Runtime"
         shown = _FRAMEWORK_NAMES.get(self.framework, self.framework)

@@ -31,6 +31,8 @@ from sightql.sql.warehouse import Warehouse
 
 # Copies a staged file or folder ('@stage/path') into a local folder, within a byte limit; returns its local path.
 FetchStaged = Callable[[str, Path, int], Path]
+# Quantizes a version to int8 on images from a source (sightql.quantize, given by the Session): Registry.quantize.
+Quantizer = Callable[..., Any]
 
 
 class Registry:
@@ -40,10 +42,11 @@ class Registry:
     stage catalog (the registry and the stages stand side by side, so neither imports the other).
     """
 
-    def __init__(self, warehouse: Warehouse, fetch_staged: FetchStaged | None = None):
+    def __init__(self, warehouse: Warehouse, fetch_staged: FetchStaged | None = None, quantizer: Quantizer | None = None):
         self.warehouse = warehouse
         self.store = RegistryStore(warehouse)
         self._fetch_staged = fetch_staged
+        self._quantizer = quantizer
 
     # ---- plumbing -----------------------------------------------------------------
     @property
@@ -73,6 +76,8 @@ class Registry:
         input_name: str | None = None,
         output_name: str | None = None,
         templates: Sequence[str] | None = None,
+        runtime: str = "fp32",
+        provenance: Mapping[str, Any] | None = None,
     ) -> "ModelVersion":
         """Register a model file or folder (or an in-memory ``torch.nn.Module``) as the next version of ``name``.
 
@@ -84,13 +89,14 @@ class Registry:
         ``signature``, ``input_name``, ``output_name``: what to call in a TensorFlow SavedModel (found when None).
         ``task='zero-shot'``: a CLIP-style dual encoder folder (Hugging Face CLIP, or ONNX encoders named by
         ``zero_shot.json``); ``templates``: its default prompt templates (``["a photo of a {}."]``).
-        Pickles are refused unless ``trust=True``. Returns the new :class:`ModelVersion`.
+        ``runtime``: 'fp32', or 'fp16' to run in half precision where a CUDA GPU runs it (int8 versions come from
+        :meth:`quantize`). ``provenance``: how the file was made, kept with the version. Pickles are refused unless ``trust=True``. Returns the new :class:`ModelVersion`.
         """
         choice = SignatureChoice(signature, input_name, output_name)
         options: dict[str, Any] = dict(
             version=version, framework=framework, task=task, labels=labels, input=input, metrics=metrics,
             description=description, trust=trust, architecture=architecture, output=output, choice=choice,
-            templates=templates,
+            templates=templates, runtime=runtime, provenance=provenance,
         )
         if isinstance(model_or_path, str) and model_or_path.startswith("@"):
             record = self._log_staged(model_or_path, name, options)
@@ -110,6 +116,23 @@ class Registry:
             except SightQLError as exc:
                 exc.args = tuple(a.replace(str(local), ref) if isinstance(a, str) else a for a in exc.args)
                 raise
+
+    def quantize(
+        self, ref: str, calibrate: str | None = None, n: int = 300, image: str = "image", label: str | None = None,
+        held_out: int = 1000, threshold: float = 0.98, force: bool = False, seed: int = 0, method: str = "minmax",
+    ) -> "ModelVersion | dict[str, Any]":
+        """A new version of ``ref`` in int8, calibrated on a seeded sample of ``n`` images of ``calibrate`` (a table,
+        '@stage/prefix', or a table of FILE values) and gated on up to ``held_out`` other images of it: refused (with
+        the figures) when fewer than ``threshold`` of them keep the fp32 top-1 label, unless ``force``.
+
+        ``label``: a label column (or 'folder' for a stage's class folders), to also measure both accuracies.
+        The gate's figures are stored as the new version's metrics. ``ref='imagenet'`` (no ``calibrate``) builds
+        the built-in's int8 variant, 'imagenet@int8', from the bundled photos and returns its gate report.
+        """
+        if self._quantizer is None:
+            raise ConfigError("this registry cannot read images to calibrate on; quantize through a session (session.registry)")
+        return self._quantizer(ref, calibrate=calibrate, n=n, image=image, label=label, held_out=held_out,
+                               threshold=threshold, force=force, seed=seed, method=method)
 
     def model_names(self) -> list[str]:
         return self.store.model_names()

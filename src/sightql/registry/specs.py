@@ -76,7 +76,7 @@ def loaded_model_count() -> int:
 def card_of(spec: ModelSpec) -> ModelCard:
     """The model's card without loading the model (so a wrong model fails before any work)."""
     if spec.builtin is not None:
-        if spec.builtin != "imagenet":
+        if not spec.builtin.startswith("imagenet"):
             raise ConfigError(f"{spec.builtin} reads text, not images; predict needs an image classification model")
         # The bundled model's card comes with its cached export; building it afresh would import torchvision.
         return load_model(spec).card

@@ -22,7 +22,7 @@ from typing import Any
 
 from distributed import WorkerPlugin
 
-from sightql.models.builtin import cached_imagenet_onnx
+from sightql.models.builtin import INT8_REF, cached_imagenet_int8, cached_imagenet_onnx
 from sightql.registry.specs import ModelSpec
 
 _shipped: dict[str, str] = {}  # in a worker process: model key -> the folder its files were written under
@@ -42,6 +42,9 @@ def model_files(spec: ModelSpec) -> dict[str, bytes]:
     if spec.builtin == "imagenet":
         onnx_path, _ = cached_imagenet_onnx(home / "models")  # exported already: predict read its card
         paths += [onnx_path, onnx_path.with_name("card.json")]
+    elif spec.builtin == INT8_REF:
+        int8_path, _ = cached_imagenet_int8(home / "models")  # built and gated already: predict read its card
+        paths += [int8_path, int8_path.with_name("card.json")]
     elif spec.record is not None:
         for found in (spec.record.artifact(home), spec.record.derived_onnx(home)):
             if found is not None and found.is_dir():
