@@ -225,3 +225,30 @@ def test_the_cli_quantizes_and_shows_the_gate(warehouse, quantized, tmp_path):
     assert "was refused: top-1 agreement" in refused.stderr
     wrong = run("models", "log", str(warehouse.parent / "colours.onnx"), "--name", "x", "--labels", "a,b,c", "--runtime", "int4")
     assert wrong.returncode == 2 and "runtime='int4' is not valid" in wrong.stderr
+
+
+# ---- the built-in's int8 variant ------------------------------------------------------------------
+@pytest.mark.slow
+def test_imagenet_int8_is_built_gated_and_used_from_sql_and_the_cli(tmp_path, model_cache, photos_dir):
+    from sightql.models.builtin import imagenet_int8_gate
+
+    home = tmp_path / "warehouse"
+    shutil.copytree(model_cache, home / "models", copy_function=os.link)
+    photos = [(photos_dir / name).read_bytes() for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")]
+    with sightql.connect(home) as s:
+        assert imagenet_int8_gate(home / "models") is None  # not built until it is first used
+        query = "SELECT classify(?, image) AS c FROM (SELECT unnest(?::BLOB[]) AS image)"
+        int8 = s.sql(query, ["imagenet@int8", photos]).column("c").to_pylist()
+        fp32 = s.sql(query, ["imagenet", photos]).column("c").to_pylist()
+        version = s.sql("SELECT classify_topk('imagenet@int8', ?, 1) AS t", [photos[0]]).column("t").to_pylist()
+    gate = imagenet_int8_gate(home / "models")
+    assert gate["int8_top1_agreement"] >= 0.98 and gate["held_out_images"] == 500 and not gate["forced"]
+    assert gate["int8_top5_contains_fp32_top1"] >= 0.995
+    assert "GPTQ" in gate["weights"]
+    assert [r["label"] for r in int8] == [r["label"] for r in fp32]  # clear photos keep their labels
+    assert [r["score"] for r in int8] != pytest.approx([r["score"] for r in fp32], abs=1e-6)  # ... from another model
+    assert version[0][0]["label"] == int8[0]["label"]
+    shown = subprocess.run([sys.executable, "-m", "sightql", "models", "show", "imagenet@int8", "-w", str(home)],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "runtime:     ONNX Runtime, int8" in shown.stdout and "top-1 agreement 9" in shown.stdout

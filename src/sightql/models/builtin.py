@@ -95,11 +95,11 @@ def imagenet_int8_gate(models_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def cached_imagenet_int8(models_dir: Path, rebuild: bool = False) -> tuple[Path, ModelCard]:
+def cached_imagenet_int8(models_dir: Path, rebuild: bool = False, force: bool = False) -> tuple[Path, ModelCard]:
     """The built-in classifier quantized to int8 and gated, built on first use (about a minute on two cores).
 
     Calibrated on 300 crops of the bundled photos, gated on 500 others: refused
-    (QuantizeRefused, with the figures) if fewer than 98% keep fp32's top-1 label.
+    (QuantizeRefused, with the figures) if fewer than 98% keep fp32's top-1 label, unless ``force``.
     """
     from sightql.models.quantized import build_quantized
     from sightql.models.sample_photos import generated_crops
@@ -118,7 +118,7 @@ def cached_imagenet_int8(models_dir: Path, rebuild: bool = False) -> tuple[Path,
             report = build_quantized(
                 fp32_path, fp32_card, onnx_path,
                 calibration=generated_crops(*INT8_CALIBRATION), held_out=generated_crops(*INT8_HELD_OUT),
-                threshold=INT8_THRESHOLD, name=INT8_REF,
+                threshold=INT8_THRESHOLD, force=force, name=INT8_REF,
             )
             (folder / "gate.json").write_text(json.dumps(report, indent=2, sort_keys=True))
             tmp = card_path.with_suffix(".tmp")

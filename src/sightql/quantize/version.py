@@ -31,13 +31,13 @@ def fp32_onnx(record: VersionRecord, home: Path) -> Path:
     return verify(derived, record.derived_onnx_sha256, record.ref)
 
 
-def quantize_builtin(home: Path, calibrate: str | None) -> dict[str, Any]:
+def quantize_builtin(home: Path, calibrate: str | None, force: bool) -> dict[str, Any]:
     if calibrate is not None:
         raise ConfigError(
             "the built-in's int8 variant is calibrated on the bundled photos; to calibrate on your images, "
             "fine-tune it on them with sightql train, then quantize that model"
         )
-    cached_imagenet_int8(home / "models")
+    cached_imagenet_int8(home / "models", force=force)
     gate = imagenet_int8_gate(home / "models")
     return {"ref": INT8_REF, **(gate or {})}
 
@@ -48,7 +48,7 @@ def quantize_model(registry: Registry, stages: StageCatalog, ref: str, *, calibr
     built-in variant's gate report for 'imagenet'."""
     home = registry.home
     if ref in ("imagenet", INT8_REF):
-        return quantize_builtin(home, calibrate)
+        return quantize_builtin(home, calibrate, force)
     record = registry.resolve(ref)
     source = fp32_onnx(record, home)
     if calibrate is None:
