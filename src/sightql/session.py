@@ -31,7 +31,7 @@ from sightql.ingest.uploads import StoreReport, store_images
 from sightql.models.base import LoadedModel
 from sightql.models.loader import describe_builtins
 from sightql.registry import Registry
-from sightql.quantize import quantize_model
+from sightql.quantize import quantize_with_stages
 from sightql.search import RefreshReport, SearchIndexes, attach_search
 from sightql.sql.warehouse import OnError, Params, Warehouse
 from sightql.stages.catalog import StageCatalog
@@ -109,7 +109,7 @@ class Session:
             self.stages = StageCatalog(self.warehouse)
             self.registry = Registry(
                 self.warehouse, fetch_staged=functools.partial(fetch_staged_model, self.stages),
-                quantizer=self._quantize,
+                quantizer=functools.partial(quantize_with_stages, self.stages),  # holds the stages, not the session
             )
             self._functions = register_functions(self.warehouse, self.registry, self.stages)
             self._search: SearchIndexes = attach_search(self.warehouse, self.registry, self.stages)
@@ -119,10 +119,6 @@ class Session:
             self.close()
             raise
         _open_sessions.add(self)
-
-    def _quantize(self, ref: str, **options: Any) -> Any:
-        """``registry.quantize``: calibration images are read through this session's stages (sightql.quantize)."""
-        return quantize_model(self.registry, self.stages, ref, **options)
 
     # ---- the open warehouse (read-only views of the narrow context, for adapters and users) ----
     con = _of_warehouse("con", "The DuckDB connection (None once closed).")

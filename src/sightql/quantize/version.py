@@ -42,6 +42,11 @@ def quantize_builtin(home: Path, calibrate: str | None, force: bool) -> dict[str
     return {"ref": INT8_REF, **(gate or {})}
 
 
+def quantize_with_stages(stages: StageCatalog, registry: Registry, ref: str, **options: Any) -> Any:
+    """``registry.quantize`` as the Session wires it: calibration images are read through ``stages``."""
+    return quantize_model(registry, stages, ref, **options)
+
+
 def quantize_model(registry: Registry, stages: StageCatalog, ref: str, *, calibrate: str | None, n: int, image: str,
                    label: str | None, held_out: int, threshold: float, force: bool, seed: int, method: str) -> Any:
     """Quantize ``ref`` (see :meth:`sightql.registry.Registry.quantize`); returns the new ModelVersion, or the

@@ -31,7 +31,8 @@ from sightql.sql.warehouse import Warehouse
 
 # Copies a staged file or folder ('@stage/path') into a local folder, within a byte limit; returns its local path.
 FetchStaged = Callable[[str, Path, int], Path]
-# Quantizes a version to int8 on images from a source (sightql.quantize, given by the Session): Registry.quantize.
+# Quantizes a version to int8 on images from a source (sightql.quantize, given by the Session): called with the
+# registry, the reference and Registry.quantize's options.
 Quantizer = Callable[..., Any]
 
 
@@ -131,7 +132,7 @@ class Registry:
         """
         if self._quantizer is None:
             raise ConfigError("this registry cannot read images to calibrate on; quantize through a session (session.registry)")
-        return self._quantizer(ref, calibrate=calibrate, n=n, image=image, label=label, held_out=held_out,
+        return self._quantizer(self, ref, calibrate=calibrate, n=n, image=image, label=label, held_out=held_out,
                                threshold=threshold, force=force, seed=seed, method=method)
 
     def model_names(self) -> list[str]:
