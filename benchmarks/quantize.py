@@ -76,7 +76,7 @@ def builtin(models_dir: Path) -> list[tuple[str, str]]:
     from sightql.models.agreement import agreement
     from sightql.models.builtin import cached_imagenet_int8, cached_imagenet_onnx, imagenet_int8_gate
     from sightql.models.onnx.runtime import OnnxPredictor
-    from sightql.models.quantized import preprocessed
+    from sightql.models.quantized import batched_outputs, preprocessed
     from sightql.models.sample_photos import generated_crops
 
     started = time.perf_counter()
@@ -89,7 +89,7 @@ def builtin(models_dir: Path) -> list[tuple[str, str]]:
     for name, images in (("1,000 held-out photo crops (seed 2)", generated_crops(1000, seed=2)),
                          ("500 real textile JPEGs (information)", _textile_files(500))):
         batch, _ = preprocessed(images, card)
-        outputs = [np.concatenate([p.predict(batch[i : i + 32]) for i in range(0, len(batch), 32)]) for p in (fp32, int8)]
+        outputs = [batched_outputs(p, batch) for p in (fp32, int8)]
         result = agreement(*outputs)
         confidence = float(np.median(outputs[0].max(axis=1)))
         rows += [(f"{name}: top-1 agreement (target >= 0.98)", f"**{result.top1_agreement:.4f}**"),

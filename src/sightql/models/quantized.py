@@ -40,7 +40,8 @@ def preprocessed(images: Sequence[bytes], card: ModelCard) -> tuple[np.ndarray, 
     return np.stack(arrays).astype(np.float32), kept
 
 
-def _outputs(predictor: OnnxPredictor, images: np.ndarray) -> np.ndarray:
+def batched_outputs(predictor: OnnxPredictor, images: np.ndarray) -> np.ndarray:
+    """The model's outputs for ``images``, SPEED_BATCH at a time."""
     return np.concatenate([predictor.predict(images[i : i + SPEED_BATCH]) for i in range(0, len(images), SPEED_BATCH)])
 
 
@@ -87,7 +88,7 @@ def build_quantized(
     if held_out_labels is not None:
         index = {label: i for i, label in enumerate(card.labels)}
         labels = np.array([index.get(held_out_labels[i] or "", -1) for i in kept])
-    gate: Agreement = agreement(_outputs(fp32, held_batch), _outputs(int8, held_batch), labels)
+    gate: Agreement = agreement(batched_outputs(fp32, held_batch), batched_outputs(int8, held_batch), labels)
     report: dict[str, Any] = {
         **recipe, **gate.metrics(), "threshold": threshold, "quantize_seconds": round(seconds, 1),
         "int8_speedup_batch32": round(model_only_speedup(fp32, int8, held_batch), 2), "forced": False,

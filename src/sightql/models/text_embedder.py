@@ -9,6 +9,7 @@ unless its author is trusted; the bundled MiniLM ships ``model.safetensors``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import threading
@@ -37,14 +38,14 @@ def offline_hub() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def _sentence_transformers() -> Any:
-    """Import sentence-transformers with the Hugging Face hub switched off for this process."""
+def import_offline(module: str, package: str, extra: str) -> Any:
+    """Import ``module`` (pip package ``package``, in SightQL's ``extra``) with the Hugging Face hub switched off
+    for this process; MissingDependencyError naming the extra when it is not installed."""
     offline_hub()
     try:
-        import sentence_transformers
+        return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependencyError("sentence-transformers", "text") from exc
-    return sentence_transformers
+        raise MissingDependencyError(package, extra) from exc
 
 
 def minilm_path() -> Path:
@@ -176,7 +177,7 @@ def load_text_embedder(folder: Path, name: str, device: str = "cpu", *, trust: b
     """Load a sentence-transformers model folder from disk only; pickle-only weights need ``trust=True``."""
     folder = Path(folder)
     check_folder(folder, trust)
-    st = _sentence_transformers()
+    st = import_offline("sentence_transformers", "sentence-transformers", "text")
     # Without trust, transformers must read safetensors, never fall back to a pickle file.
     model_kwargs = {} if trust else {"use_safetensors": True}
     try:

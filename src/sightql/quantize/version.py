@@ -12,6 +12,7 @@ from sightql.models.quantized import build_quantized
 from sightql.quantize.sample import draw_sample
 from sightql.registry import Registry
 from sightql.registry.artifacts import verify
+from sightql.registry.loading import derived_onnx_file
 from sightql.registry.records import VersionRecord
 from sightql.stages.catalog import StageCatalog
 
@@ -25,10 +26,10 @@ def fp32_onnx(record: VersionRecord, home: Path) -> Path:
         raise ConfigError(f"{record.ref} is already int8; quantize the version it was made from")
     if record.framework == "onnx":
         return verify(record.artifact(home), record.sha256, record.ref)
-    derived = record.derived_onnx(home)
-    if derived is None or not record.derived_onnx_sha256:
+    derived = derived_onnx_file(record, home)
+    if derived is None:
         raise ConfigError(f"{record.ref} has no ONNX file ({record.runtime}); only models that run on ONNX Runtime can be quantized")
-    return verify(derived, record.derived_onnx_sha256, record.ref)
+    return derived
 
 
 def quantize_builtin(home: Path, calibrate: str | None, force: bool) -> dict[str, Any]:

@@ -38,12 +38,18 @@ def load_onnx(record: VersionRecord, home: Path, device: str, trust: bool) -> Pr
     return OnnxPredictor(path, record.card)
 
 
+def derived_onnx_file(record: VersionRecord, home: Path) -> Path | None:
+    """The ONNX file derived (and checked against the framework) at log time, its hash verified; None without one."""
+    derived = record.derived_onnx(home)
+    if derived is None or not record.derived_onnx_sha256:
+        return None
+    return verify(derived, record.derived_onnx_sha256, record.ref)
+
+
 def _derived_onnx(record: VersionRecord, home: Path, device: str) -> Predictor | None:
     """On the CPU, the ONNX file derived (and checked against the framework) at log time, if there is one."""
-    derived = record.derived_onnx(home)
-    if device != "cpu" or derived is None or not record.derived_onnx_sha256:
-        return None
-    return OnnxPredictor(verify(derived, record.derived_onnx_sha256, record.ref), record.card)
+    derived = derived_onnx_file(record, home) if device == "cpu" else None
+    return None if derived is None else OnnxPredictor(derived, record.card)
 
 
 def load_torch(record: VersionRecord, home: Path, device: str, trust: bool) -> Predictor:

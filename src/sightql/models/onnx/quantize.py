@@ -65,7 +65,8 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory(prefix="sightql-quantize-") as folder:
         prepared = Path(folder) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-        keep = keep_float(onnx.load(str(prepared), load_external_data=False))
+        graph = onnx.load(str(prepared), load_external_data=False)
+        keep, input_name = keep_float(graph), graph.graph.input[0].name
         batches = _batches(calibration)
         overrides: dict[str, object] = {}
         if rounding == "gptq":
@@ -74,7 +75,6 @@ def quantize_onnx(
             onnx.save(rounded, str(prepared))
         elif rounding != "nearest":
             raise ValueError(f"rounding {rounding!r}: use 'gptq' or 'nearest'")
-        input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
         extra: dict[str, object] = {"TensorQuantOverrides": overrides} if overrides else {}
         if method == "percentile":
             extra["CalibPercentile"] = 99.999

@@ -15,20 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from sightql.errors import ConfigError, MissingDependencyError, UnsafeModelError
+from sightql.errors import ConfigError, UnsafeModelError
 from sightql.models import quiet
 from sightql.models.card import ModelCard
-from sightql.models.text_embedder import offline_hub, pickle_only_folders
+from sightql.models.text_embedder import import_offline, pickle_only_folders
 from sightql.models.zero_shot.encoder import DualEncoder
-
-
-def _transformers() -> Any:
-    offline_hub()
-    try:
-        import transformers
-    except ImportError as exc:
-        raise MissingDependencyError("transformers", "zeroshot") from exc
-    return transformers
 
 
 def _features(out: Any) -> Any:
@@ -75,7 +66,7 @@ def check_hf_folder(folder: Path, trust: bool) -> None:
 def load_hf_clip(folder: Path, card: ModelCard, device: str = "cpu", *, trust: bool = False) -> HfClipEncoder:
     """The CLIP model and tokenizer of ``folder``, from disk only."""
     check_hf_folder(folder, trust)
-    transformers = _transformers()
+    transformers = import_offline("transformers", "transformers", "zeroshot")
     try:
         with quiet.transformers_progress_bars():
             model = transformers.CLIPModel.from_pretrained(
